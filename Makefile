@@ -1,0 +1,99 @@
+# bindonce: a plain Makefile. `make`, `make check`, `make demo`, `make bench`, `make install`.
+
+VERSION    := 0.1
+BUILD      ?= build
+CC         ?= gcc
+PKG_CONFIG ?= pkg-config
+PYTHON     ?= /usr/bin/python3
+
+CFLAGS     ?= -O2 -g
+CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+              -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+              -fno-strict-aliasing -D_GNU_SOURCE -DBINDONCE_VERSION='"$(VERSION)"'
+SYSTEMD_CFLAGS = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
+SYSTEMD_LIBS   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null || echo -lsystemd)
+CMOCKA_LIBS    = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmocka)
+
+# SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, in a build dir of its own.
+ifeq ($(SANITIZE),1)
+BUILD      := build-asan
+CFLAGS     += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS    += -fsanitize=address,undefined
+export ASAN_OPTIONS  := detect_leaks=1:abort_on_error=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/sanitizer
+export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1:log_path=$(CURDIR)/build-asan/sanitizer
+endif
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
+
+SRCS       := src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c
+MAIN       := src/main.c
+OBJS       := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
+
+all: $(BUILD)/bindonce $(BUILD)/testworker $(BUILD)/httpd
+
+$(BUILD)/obj/%.o: src/%.c src/*.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) -c -o $@ $<
+
+$(BUILD)/bindonce: $(OBJS) $(BUILD)/obj/main.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(SYSTEMD_LIBS)
+
+$(BUILD)/testworker: tests/worker/testworker.c | $(BUILD)/obj
+	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) $(LDFLAGS) -o $@ $< $(SYSTEMD_LIBS)
+
+$(BUILD)/httpd: docs/examples/httpd.c | $(BUILD)/obj
+	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) $(LDFLAGS) -o $@ $< $(SYSTEMD_LIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c $(OBJS) | $(BUILD)/unit
+	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(OBJS) $(SYSTEMD_LIBS) $(CMOCKA_LIBS)
+
+$(BUILD)/obj $(BUILD)/unit:
+	mkdir -p $@
+
+# Debian packages the build and the tests need; run as root on a machine that lacks them.
+DEPS := gcc make pkg-config libsystemd-dev libcmocka-dev python3 python3-pytest procps iproute2 util-linux curl
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing:" $$missing; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "Missing Debian packages: $$missing (run 'sudo make deps')"; exit 1; \
+		fi; \
+	fi
+
+check: deps
+	$(MAKE) all unit-tests
+	$(MAKE) unit
+	$(MAKE) integration
+
+unit-tests: $(UNIT_TESTS)
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+integration: all
+	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
+	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd SANITIZER_LOG_DIR=$(CURDIR)/$(BUILD) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	@if ls $(BUILD)/sanitizer* >/dev/null 2>&1; then echo "Sanitizer reports:"; cat $(BUILD)/sanitizer*; exit 1; fi
+
+demo: deps
+	$(MAKE) $(BUILD)/bindonce $(BUILD)/httpd
+	docs/examples/demo.sh $(BUILD)/bindonce $(BUILD)/httpd
+
+install: $(BUILD)/bindonce
+	install -D -m 0755 $(BUILD)/bindonce $(DESTDIR)$(BINDIR)/bindonce
+	install -D -m 0644 docs/bindonce.1 $(DESTDIR)$(MANDIR)/man1/bindonce.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/bindonce $(DESTDIR)$(MANDIR)/man1/bindonce.1
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all deps check unit-tests unit integration demo install uninstall clean

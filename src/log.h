@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdarg.h>
+#include <syslog.h>
+
+/* One line per event on stderr. Under the journal (JOURNAL_STREAM names our stderr) lines
+ * carry sd-daemon "<N>" priority prefixes; elsewhere an ISO 8601 UTC timestamp. */
+void log_setup(void);
+void log_set_max_level(int level);
+
+/* Logs and returns -abs(error), or 0 when error is 0. %m prints strerror(abs(error)). */
+int log_full_errno(int level, int error, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+/* A usage error: one line, no timestamp, "bindonce: ...". Returns -EINVAL. */
+int log_usage(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+#define log_error_errno(error, ...) log_full_errno(LOG_ERR, (error), __VA_ARGS__)
+#define log_warning_errno(error, ...) log_full_errno(LOG_WARNING, (error), __VA_ARGS__)
+#define log_error(...) ((void) log_full_errno(LOG_ERR, 0, __VA_ARGS__))
+#define log_warning(...) ((void) log_full_errno(LOG_WARNING, 0, __VA_ARGS__))
+#define log_notice(...) ((void) log_full_errno(LOG_NOTICE, 0, __VA_ARGS__))
+#define log_info(...) ((void) log_full_errno(LOG_INFO, 0, __VA_ARGS__))
+#define log_debug(...) ((void) log_full_errno(LOG_DEBUG, 0, __VA_ARGS__))

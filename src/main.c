@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "address.h"
+#include "listener.h"
+#include "log.h"
+#include "supervisor.h"
+#include "util.h"
+
+#ifndef BINDONCE_VERSION
+#define BINDONCE_VERSION "0.1"
+#endif
+
+#define WORKERS_MAX 4096
+
+/* One requested socket, in command-line order. */
+typedef struct ListenArg {
+        const char *text;
+        int type;               /* 0: a plain -l, typed by -d/--seqpacket */
+} ListenArg;
+
+static ListenArg *arg_listen;
+static size_t arg_n_listen;
+static char **arg_fdnames;
+static size_t arg_n_fdnames;
+static int arg_socket_type = SOCK_STREAM;
+static int arg_backlog = SOMAXCONN;
+static bool arg_reuse_port;
+static unsigned arg_workers = 1;
+static char **arg_setenv;
+static size_t arg_n_setenv;
+static RestartPolicy arg_restart = RESTART_ALWAYS;
+static usec_t arg_stop_timeout = 10 * USEC_PER_SEC;
+static unsigned arg_give_up = 5;
+static const char *arg_name;
+static char **arg_argv;
+
+static void free_args(void) {
+        free(arg_listen);
+        for (size_t i = 0; i < arg_n_fdnames; i++)
+                free(arg_fdnames[i]);
+        free(arg_fdnames);
+        free(arg_setenv);
+}
+
+static void help(void) {
+        printf("Usage: bindonce [OPTIONS] -- COMMAND [ARG...]\n"
+               "\n"
+               "Bind listening sockets once and run COMMAND as N workers that receive them by the\n"
+               "systemd socket-activation protocol. Workers that die are restarted; the sockets stay.\n"
+               "\n"
+               "Sockets:\n"
+               "  -l --listen ADDR            Listen on ADDR: PORT, IPv4:PORT, [IPv6]:PORT, /path, @name\n"
+               "     --listen-datagram ADDR   A datagram socket on ADDR\n"
+               "     --listen-seqpacket ADDR  A sequential-packet socket on the unix ADDR\n"
+               "  -d --datagram               Plain --listen sockets are datagram sockets\n"
+               "     --seqpacket              Plain --listen sockets are sequential-packet sockets\n"
+               "     --fdname NAME[:NAME...]  Names of the sockets, in order (default: --name)\n"
+               "     --backlog N              Listen backlog (default: %d)\n"
+               "     --reuse-port             Set SO_REUSEPORT (default: off)\n"
+               "\n"
+               "Workers:\n"
+               "  -w --workers N              Number of workers (default: 1)\n"
+               "  -E --setenv VAR[=VALUE]     Set VAR for the workers (VAR alone: pass our own)\n"
+               "     --restart always|on-failure|no\n"
+               "                              When to restart a worker (default: always)\n"
+               "     --stop-timeout SEC       SIGKILL a worker this long after SIGTERM (default: 10)\n"
+               "     --give-up N              Exit when every worker failed N times in a row\n"
+               "                              within 1 s of starting; 0: never (default: 5)\n"
+               "     --name NAME              Name of this instance (default: the command's name)\n"
+               "\n"
+               "  -h --help                   Show this help\n"
+               "     --version                Show the version\n"
+               "\n"
+               "See bindonce(1).\n",
+               SOMAXCONN);
+}
+
+/* A whole decimal number in [min, max]: no sign, no exponent, no trailing junk. */
+static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret) {
+        unsigned long v = 0;
+
+        if (!*s)
+                return -EINVAL;
+        for (const char *p = s; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                if (v > (ULONG_MAX - 9) / 10)
+                        return -ERANGE;
+                v = v * 10 + (unsigned long) (*p - '0');
+        }
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+/* Seconds with an optional fraction, "10", "0.5", up to a day. */
+static int parse_seconds(const char *s, usec_t *ret) {
+        usec_t usec = 0, scale = USEC_PER_SEC;
+        const char *p = s;
+        bool digits = false;
+
+        for (; *p >= '0' && *p <= '9'; p++, digits = true) {
+                usec = usec * 10 + (usec_t) (*p - '0') * USEC_PER_SEC;
+                if (usec > 86400 * USEC_PER_SEC)
+                        return -ERANGE;
+        }
+        if (*p == '.')
+                for (p++; *p >= '0' && *p <= '9'; p++, digits = true) {
+                        scale /= 10;
+                        usec += (usec_t) (*p - '0') * scale;
+                }
+        if (*p || !digits)
+                return -EINVAL;
+        *ret = usec;
+        return 0;
+}
+
+/* systemd's rule for FileDescriptorName=: 1..255 printable ASCII characters, no ':'. */
+static bool fdname_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 255)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (*p < ' ' || *p > '~' || *p == ':')
+                        return false;
+        return true;
+}
+
+static int add_fdnames(const char *list) {
+        /* Empty fields ("a::b") are kept, to be rejected as invalid names. */
+        const char *start = list;
+        for (;;) {
+                const char *end = strchrnul(start, ':');
+                char **a = realloc(arg_fdnames, (arg_n_fdnames + 1) * sizeof *a);
+
+                if (!a)
+                        return -ENOMEM;
+                arg_fdnames = a;
+                arg_fdnames[arg_n_fdnames] = strndup(start, (size_t) (end - start));
+                if (!arg_fdnames[arg_n_fdnames])
+                        return -ENOMEM;
+                if (!fdname_is_valid(arg_fdnames[arg_n_fdnames++]))
+                        return log_usage("--fdname '%s': names are 1 to 255 printable characters without ':'", list);
+                if (!*end)
+                        return 0;
+                start = end + 1;
+        }
+}
+
+static int add_listen(const char *text, int type) {
+        ListenArg *a = realloc(arg_listen, (arg_n_listen + 1) * sizeof *a);
+
+        if (!a)
+                return -ENOMEM;
+        arg_listen = a;
+        arg_listen[arg_n_listen++] = (ListenArg) { text, type };
+        return 0;
+}
+
+static int add_setenv(const char *s) {
+        char **a;
+
+        if (*s == '=' || *s == '\0')
+                return log_usage("--setenv '%s': expected VAR or VAR=VALUE", s);
+        a = realloc(arg_setenv, (arg_n_setenv + 1) * sizeof *a);
+        if (!a)
+                return -ENOMEM;
+        arg_setenv = a;
+        arg_setenv[arg_n_setenv++] = (char *) s;
+        return 0;
+}
+
+/* <0: error (logged), 0: done (--help, --version), >0: go on. */
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_LISTEN_DATAGRAM = 0x100,
+                ARG_LISTEN_SEQPACKET,
+                ARG_SEQPACKET,
+                ARG_FDNAME,
+                ARG_BACKLOG,
+                ARG_REUSE_PORT,
+                ARG_RESTART,
+                ARG_STOP_TIMEOUT,
+                ARG_GIVE_UP,
+                ARG_NAME,
+                ARG_VERSION,
+        };
+        static const struct option options[] = {
+                { "listen",           required_argument, NULL, 'l'                  },
+                { "listen-datagram",  required_argument, NULL, ARG_LISTEN_DATAGRAM  },
+                { "listen-seqpacket", required_argument, NULL, ARG_LISTEN_SEQPACKET },
+                { "datagram",         no_argument,       NULL, 'd'                  },
+                { "seqpacket",        no_argument,       NULL, ARG_SEQPACKET        },
+                { "fdname",           required_argument, NULL, ARG_FDNAME           },
+                { "backlog",          required_argument, NULL, ARG_BACKLOG          },
+                { "reuse-port",       no_argument,       NULL, ARG_REUSE_PORT       },
+                { "workers",          required_argument, NULL, 'w'                  },
+                { "setenv",           required_argument, NULL, 'E'                  },
+                { "restart",          required_argument, NULL, ARG_RESTART          },
+                { "stop-timeout",     required_argument, NULL, ARG_STOP_TIMEOUT     },
+                { "give-up",          required_argument, NULL, ARG_GIVE_UP          },
+                { "name",             required_argument, NULL, ARG_NAME             },
+                { "help",             no_argument,       NULL, 'h'                  },
+                { "version",          no_argument,       NULL, ARG_VERSION          },
+                {}
+        };
+        unsigned long v;
+        int c, r;
+
+        opterr = 0;
+        /* '+': stop at the command, so its own options are left alone even without "--". */
+        while ((c = getopt_long(argc, argv, "+:l:dw:E:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'l':
+                        r = add_listen(optarg, 0);
+                        break;
+                case ARG_LISTEN_DATAGRAM:
+                        r = add_listen(optarg, SOCK_DGRAM);
+                        break;
+                case ARG_LISTEN_SEQPACKET:
+                        r = add_listen(optarg, SOCK_SEQPACKET);
+                        break;
+                case 'd':
+                        arg_socket_type = SOCK_DGRAM;
+                        r = 0;
+                        break;
+                case ARG_SEQPACKET:
+                        arg_socket_type = SOCK_SEQPACKET;
+                        r = 0;
+                        break;
+                case ARG_FDNAME:
+                        r = add_fdnames(optarg);
+                        break;
+                case ARG_BACKLOG:
+                        if (parse_uint(optarg, 1, INT_MAX, &v) < 0)
+                                return log_usage("--backlog '%s': must be a whole number from 1 to %d", optarg, INT_MAX);
+                        arg_backlog = (int) v;
+                        r = 0;
+                        break;
+                case ARG_REUSE_PORT:
+                        arg_reuse_port = true;
+                        r = 0;
+                        break;
+                case 'w':
+                        if (parse_uint(optarg, 1, WORKERS_MAX, &v) < 0)
+                                return log_usage("--workers '%s': must be a whole number from 1 to %d", optarg, WORKERS_MAX);
+                        arg_workers = (unsigned) v;
+                        r = 0;
+                        break;
+                case 'E':
+                        r = add_setenv(optarg);
+                        break;
+                case ARG_RESTART:
+                        if (strcmp(optarg, "always") == 0)
+                                arg_restart = RESTART_ALWAYS;
+                        else if (strcmp(optarg, "on-failure") == 0)
+                                arg_restart = RESTART_ON_FAILURE;
+                        else if (strcmp(optarg, "no") == 0)
+                                arg_restart = RESTART_NO;
+                        else
+                                return log_usage("--restart '%s': must be always, on-failure or no", optarg);
+                        r = 0;
+                        break;
+                case ARG_STOP_TIMEOUT:
+                        if (parse_seconds(optarg, &arg_stop_timeout) < 0)
+                                return log_usage("--stop-timeout '%s': must be seconds from 0 to 86400, such as 10 or 0.5", optarg);
+                        r = 0;
+                        break;
+                case ARG_GIVE_UP:
+                        if (parse_uint(optarg, 0, 1000000, &v) < 0)
+                                return log_usage("--give-up '%s': must be a whole number from 0 (never) to 1000000", optarg);
+                        arg_give_up = (unsigned) v;
+                        r = 0;
+                        break;
+                case ARG_NAME:
+                        if (!fdname_is_valid(optarg) || strchr(optarg, '/'))
+                                return log_usage("--name '%s': must be 1 to 255 printable characters without ':' or '/'", optarg);
+                        arg_name = optarg;
+                        r = 0;
+                        break;
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("bindonce %s\n", BINDONCE_VERSION);
+                        return 0;
+                case ':':
+                        return log_usage("option '%s' needs a value; see 'bindonce --help'", argv[optind - 1]);
+                default:
+                        if (optopt)
+                                return log_usage("unknown option '-%c'; see 'bindonce --help'", optopt);
+                        return log_usage("unknown option '%s'; see 'bindonce --help'", argv[optind - 1]);
+                }
+                if (r < 0)
+                        return r == -ENOMEM ? log_error_errno(r, "Out of memory") : r;
+        }
+
+        if (optind >= argc || !argv[optind][0])
+                return log_usage("no command given after '--'; usage: bindonce [OPTIONS] -- COMMAND [ARG...]");
+        arg_argv = argv + optind;
+
+        if (arg_n_listen == 0)
+                return log_usage("no socket to listen on; add --listen ADDR, such as -l 127.0.0.1:8080");
+        if (arg_n_fdnames > arg_n_listen)
+                return log_usage("--fdname: %zu names for %zu sockets; give at most one name per socket",
+                                 arg_n_fdnames, arg_n_listen);
+        for (size_t i = 0; i < arg_n_fdnames; i++)
+                for (size_t j = 0; j < i; j++)
+                        if (strcmp(arg_fdnames[i], arg_fdnames[j]) == 0)
+                                return log_usage("--fdname: the name '%s' is given twice; names must differ", arg_fdnames[i]);
+
+        if (!arg_name) {
+                const char *slash = strrchr(arg_argv[0], '/');
+                arg_name = slash ? slash + 1 : arg_argv[0];
+                if (!fdname_is_valid(arg_name))
+                        arg_name = "bindonce";
+        }
+        return 1;
+}
+
+static int exit_code_for(int error) {
+        switch (-error) {
+        case EACCES:
+        case EPERM:
+                return EXIT_NOPERM;
+        default:
+                return EXIT_OSERR;
+        }
+}
+
+/* Parses every address before binding any, so that a typo in the third -l leaves no socket
+ * file behind from the first. */
+static int parse_listeners(Listener **ret) {
+        Listener *l = calloc(arg_n_listen, sizeof *l);
+
+        if (!l)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        for (size_t i = 0; i < arg_n_listen; i++) {
+                const ListenArg *a = &arg_listen[i];
+                int type = a->type ? a->type : arg_socket_type;
+                const char *why;
+
+                l[i].fd = -1;
+                l[i].name = i < arg_n_fdnames ? arg_fdnames[i] : (char *) arg_name;
+                if (address_parse(a->text, type, &l[i].address, &why) < 0) {
+                        free(l);
+                        return log_usage("--listen '%s': %s", a->text, why);
+                }
+        }
+        *ret = l;
+        return 0;
+}
+
+static void close_listeners(Listener *l, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                listener_close(&l[i]);
+}
+
+static int open_listeners(Listener *l, size_t n) {
+        char buf[ADDRESS_FORMAT_MAX];
+        int r;
+
+        for (size_t i = 0; i < n; i++) {
+                r = listener_open(&l[i], arg_backlog, arg_reuse_port);
+                if (r < 0) {
+                        const char *why = listener_strerror(&l[i], r);
+
+                        close_listeners(l, i);
+                        if (why)
+                                log_error("cannot listen on %s: %s", address_format(&l[i].address, buf), why);
+                        else
+                                log_error_errno(r, "cannot listen on %s: %m", address_format(&l[i].address, buf));
+                        return r;
+                }
+                log_info("listening on %s (fd %d, name %s, %s)", address_format(&l[i].address, buf),
+                         SD_LISTEN_FDS_START + (int) i, l[i].name, socket_type_name(l[i].address.type));
+        }
+        return 0;
+}
+
+/* A closed stdin/stdout/stderr would hand its number to the first socket we open, and a
+ * worker would find a socket where it expects its output. */
+static int ensure_stdio(void) {
+        for (int fd = 0; fd < 3; fd++) {
+                if (fcntl(fd, F_GETFD) >= 0)
+                        continue;
+                int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+                if (n < 0)
+                        return -errno;
+                if (n != fd) {
+                        (void) close(n);
+                        return -EBADF;
+                }
+        }
+        return 0;
+}
+
+static int run(int argc, char *argv[]) {
+        Listener *listeners = NULL;
+        Supervisor *sup = NULL;
+        sigset_t mask;
+        int r;
+
+        /* Before anything can fork: the signals the loop takes through signalfd are blocked,
+         * and SIGPIPE is ignored (a worker gets default dispositions back). */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        r = ensure_stdio();
+        if (r < 0)
+                return EXIT_OSERR;
+        log_setup();
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? (r == -ENOMEM ? EXIT_OSERR : EXIT_USAGE) : EXIT_SUCCESS;
+
+        r = parse_listeners(&listeners);
+        if (r < 0)
+                return r == -EINVAL ? EXIT_USAGE : EXIT_OSERR;
+
+        r = open_listeners(listeners, arg_n_listen);
+        if (r < 0) {
+                free(listeners);
+                return exit_code_for(r);
+        }
+
+        SupervisorConfig config = {
+                .argv = arg_argv,
+                .name = arg_name,
+                .n_workers = arg_workers,
+                .restart = arg_restart,
+                .stop_timeout = arg_stop_timeout,
+                .give_up = arg_give_up,
+                .setenv = arg_setenv,
+                .n_setenv = arg_n_setenv,
+        };
+        r = supervisor_new(&sup, &config, listeners, arg_n_listen);
+        if (r < 0) {
+                close_listeners(listeners, arg_n_listen);
+                free(listeners);
+                return EXIT_OSERR;
+        }
+
+        r = supervisor_run(sup);
+
+        supervisor_free(sup);
+        /* Last: the sockets outlive every worker, so no connection is refused before the end. */
+        close_listeners(listeners, arg_n_listen);
+        free(listeners);
+        return r;
+}
+
+int main(int argc, char *argv[]) {
+        int r = run(argc, argv);
+
+        free_args();
+        return r;
+}

@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spawn.h"
+#include "util.h"
+
+int fd_plan(const int *sources, size_t n, FdMove *moves) {
+        const int first = SD_LISTEN_FDS_START, end = SD_LISTEN_FDS_START + (int) n;
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (sources[i] < first)
+                        return -EINVAL;
+                for (size_t j = 0; j < i; j++)
+                        if (sources[j] == sources[i])
+                                return -EINVAL;
+        }
+
+        /* Out of the way first: sources inside the target range but not on their own target. */
+        for (size_t i = 0; i < n; i++)
+                if (sources[i] < end && sources[i] != first + (int) i)
+                        moves[k++] = (FdMove) { FD_MOVE_AWAY, (unsigned) i };
+
+        /* Now every target is free or already holds its own socket. */
+        for (size_t i = 0; i < n; i++)
+                moves[k++] = (FdMove) { sources[i] == first + (int) i ? FD_MOVE_KEEP : FD_MOVE_DUP2, (unsigned) i };
+
+        return (int) k;
+}
+
+void env_put_number(char *buf, size_t size, unsigned long v) {
+        char digits[24];
+        size_t n = 0, at;
+        char *eq = memchr(buf, '=', size);
+
+        if (!eq)
+                return;
+        do
+                digits[n++] = (char) ('0' + v % 10);
+        while ((v /= 10) && n < sizeof digits);
+
+        at = (size_t) (eq + 1 - buf);
+        while (n > 0 && at + 1 < size)
+                buf[at++] = digits[--n];
+        buf[at] = '\0';
+}
+
+/* Variables that describe the supervisor's own activation and supervision: passing them on
+ * would make a worker claim sockets or a notify socket meant for bindonce. LISTEN_PIDFDID
+ * (systemd v259) would make sd_listen_fds() in the worker return 0. */
+static const char *const dropped_vars[] = {
+        "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID",
+        "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "BINDONCE_WORKER",
+};
+
+static size_t name_length(const char *entry) {
+        const char *eq = strchr(entry, '=');
+        return eq ? (size_t) (eq - entry) : strlen(entry);
+}
+
+static bool same_name(const char *a, const char *b) {
+        size_t n = name_length(a);
+        return n == name_length(b) && strncmp(a, b, n) == 0;
+}
+
+static bool is_dropped(const char *entry) {
+        for (size_t i = 0; i < ELEMENTSOF(dropped_vars); i++)
+                if (same_name(entry, dropped_vars[i]))
+                        return true;
+        return false;
+}
+
+static int env_own(WorkerEnv *env, char *s) {
+        if (!s)
+                return -ENOMEM;
+        env->owned[env->n_owned++] = s;
+        return 0;
+}
+
+/* Replaces an entry of the same name, or appends. */
+static void env_put(char **envp, size_t *n, char *entry) {
+        for (size_t i = 0; i < *n; i++)
+                if (same_name(envp[i], entry)) {
+                        envp[i] = entry;
+                        return;
+                }
+        envp[(*n)++] = entry;
+}
+
+int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
+                     size_t n_fds, const char *fdnames) {
+        size_t n_base = 0, n = 0;
+        char *s;
+        int r;
+
+        while (base && base[n_base])
+                n_base++;
+
+        *env = (WorkerEnv) {};
+        env->envp = calloc(n_base + n_settings + 5, sizeof(char *));
+        env->owned = calloc(n_settings + 2, sizeof(char *));
+        if (!env->envp || !env->owned)
+                goto oom;
+
+        for (size_t i = 0; i < n_base; i++)
+                if (!is_dropped(base[i]))
+                        env_put(env->envp, &n, base[i]);
+
+        for (size_t i = 0; i < n_settings; i++) {
+                if (strchr(settings[i], '=')) {
+                        env_put(env->envp, &n, settings[i]);
+                        continue;
+                }
+                /* "-E VAR": pass our own value on, as systemd-socket-activate does. */
+                for (size_t j = 0; j < n_base; j++)
+                        if (same_name(base[j], settings[i]) && strchr(base[j], '=')) {
+                                env_put(env->envp, &n, base[j]);
+                                break;
+                        }
+        }
+
+        if (asprintf(&s, "LISTEN_FDS=%zu", n_fds) < 0)
+                s = NULL;
+        r = env_own(env, s);
+        if (r < 0)
+                goto oom;
+        env_put(env->envp, &n, s);
+
+        if (asprintf(&s, "LISTEN_FDNAMES=%s", fdnames) < 0)
+                s = NULL;
+        r = env_own(env, s);
+        if (r < 0)
+                goto oom;
+        env_put(env->envp, &n, s);
+
+        strcpy(env->listen_pid, "LISTEN_PID=");
+        env_put(env->envp, &n, env->listen_pid);
+        strcpy(env->worker, "BINDONCE_WORKER=0");
+        env_put(env->envp, &n, env->worker);
+        env->envp[n] = NULL;
+        return 0;
+
+oom:
+        worker_env_done(env);
+        return -ENOMEM;
+}
+
+void worker_env_set_slot(WorkerEnv *env, unsigned slot) {
+        env_put_number(env->worker, sizeof env->worker, slot);
+}
+
+void worker_env_done(WorkerEnv *env) {
+        for (size_t i = 0; i < env->n_owned; i++)
+                free(env->owned[i]);
+        free(env->owned);
+        free(env->envp);
+        *env = (WorkerEnv) {};
+}
+
+typedef struct ChildReport {
+        int stage;
+        int error;
+} ChildReport;
+
+static _noreturn_ void child_fail(int report_fd, SpawnStage stage, int error) {
+        ChildReport rep = { stage, error };
+
+        (void) !write(report_fd, &rep, sizeof rep);
+        /* Shell conventions: 127 command not found, 126 found but not executable. */
+        _exit(stage == SPAWN_STAGE_EXEC && error == ENOENT ? 127 : 126);
+}
+
+/* Runs in the forked child, between fork() and exec: async-signal-safe calls only. */
+static _noreturn_ void child_exec(SpawnParams *p, int report_fd) {
+        const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
+        int cur[p->n_fds];
+        struct sigaction dfl = { .sa_handler = SIG_DFL };
+        sigset_t none;
+
+        /* Default dispositions before unblocking, so nothing pending reaches a stale one. */
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) sigaction(sig, &dfl, NULL);
+
+        if (setpgid(0, 0) < 0)
+                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+
+        if (dup2(p->devnull, STDIN_FILENO) < 0)
+                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+
+        /* The report pipe must survive the moves below, which may dup2() over any fd in the
+         * target range. */
+        if (report_fd < end) {
+                report_fd = fcntl(report_fd, F_DUPFD_CLOEXEC, end);
+                if (report_fd < 0)
+                        _exit(126);
+        }
+
+        memcpy(cur, p->fds, sizeof cur);
+        for (size_t k = 0; k < p->n_moves; k++) {
+                unsigned i = p->moves[k].index;
+                int target = SD_LISTEN_FDS_START + (int) i;
+
+                switch (p->moves[k].op) {
+                case FD_MOVE_AWAY:
+                        cur[i] = fcntl(cur[i], F_DUPFD_CLOEXEC, end);
+                        if (cur[i] < 0)
+                                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                        break;
+                case FD_MOVE_DUP2:
+                        if (dup2(cur[i], target) < 0)
+                                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                        break;
+                case FD_MOVE_KEEP:
+                        if (fcntl(target, F_SETFD, 0) < 0)
+                                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                        break;
+                }
+        }
+
+        /* Nothing but stdio and the sockets: whatever the supervisor inherited or opened,
+         * close-on-exec or not. Only the report pipe stays until exec closes it. */
+        if (report_fd > end)
+                (void) close_range((unsigned) end, (unsigned) report_fd - 1, 0);
+        (void) close_range((unsigned) report_fd + 1, ~0U, 0);
+
+        /* LISTEN_PID must be computed here: only the child knows its pid for sure. */
+        env_put_number(p->env.listen_pid, sizeof p->env.listen_pid, (unsigned long) getpid());
+
+        sigemptyset(&none);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+
+        execvpe(p->argv[0], p->argv, p->env.envp);
+        child_fail(report_fd, SPAWN_STAGE_EXEC, errno);
+}
+
+int spawn_worker(SpawnParams *p, unsigned slot, SpawnResult *ret) {
+        _cleanup_close_ int report_r = -1, report_w = -1, pidfd = -1;
+        int pipefd[2];
+        ChildReport rep;
+        ssize_t n;
+        pid_t pid;
+
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return -errno;
+        report_r = pipefd[0];
+        report_w = pipefd[1];
+
+        worker_env_set_slot(&p->env, slot);
+
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0)
+                child_exec(p, report_w);
+
+        closep(&report_w);
+        report_w = -1;
+
+        /* Not racy: the child cannot be reaped by anybody but us, and we have not yet. */
+        pidfd = pidfd_open(pid, 0);
+        if (pidfd < 0) {
+                int r = -errno;
+                (void) kill(pid, SIGKILL);
+                (void) waitpid(pid, NULL, 0);
+                return r;
+        }
+
+        /* Blocks until the child has exec'd (EOF: the pipe was close-on-exec) or failed. */
+        do
+                n = read(report_r, &rep, sizeof rep);
+        while (n < 0 && errno == EINTR);
+
+        *ret = (SpawnResult) {
+                .pid = pid,
+                .pidfd = TAKE_FD(pidfd),
+                .child_errno = n == sizeof rep ? rep.error : 0,
+                .stage = n == sizeof rep ? (SpawnStage) rep.stage : SPAWN_STAGE_EXEC,
+        };
+        return 0;
+}

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define SD_LISTEN_FDS_START 3
+
+/* Moving the sockets to 3..3+n-1 in the child. A source already sitting on another socket's
+ * target would be overwritten by that socket's dup2(), so it is first copied out of the way.
+ * A source already on its own target keeps its number, but dup2(fd, fd) would leave
+ * close-on-exec set: it gets an explicit clear instead. */
+typedef enum FdMoveOp {
+        FD_MOVE_AWAY,           /* copy sources[index] to a free fd >= 3+n (F_DUPFD_CLOEXEC) */
+        FD_MOVE_DUP2,           /* dup2(sources[index], 3+index): the target loses close-on-exec */
+        FD_MOVE_KEEP,           /* sources[index] == 3+index: clear close-on-exec */
+} FdMoveOp;
+
+typedef struct FdMove {
+        FdMoveOp op;
+        unsigned index;
+} FdMove;
+
+/* Fills moves[] (room for 2*n) and returns how many; -EINVAL if a source is below 3 or
+ * appears twice. Pure: the unit tests run it against a model fd table. */
+int fd_plan(const int *sources, size_t n, FdMove *moves);
+
+/* The environment of a worker, built once and patched per spawn. */
+typedef struct WorkerEnv {
+        char **envp;            /* NULL-terminated; the two strings below are in it */
+        char listen_pid[32];    /* "LISTEN_PID=", the digits written in the child */
+        char worker[40];        /* "BINDONCE_WORKER=N" */
+        char **owned;           /* strings we allocated, freed with the env */
+        size_t n_owned;
+} WorkerEnv;
+
+/* base: the supervisor's own environment. settings: -E entries, "VAR=VALUE" or "VAR" (copied
+ * from base). Drops the supervisor's own activation and notification variables, adds
+ * LISTEN_FDS, LISTEN_FDNAMES and placeholders for LISTEN_PID and BINDONCE_WORKER. */
+int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
+                     size_t n_fds, const char *fdnames);
+void worker_env_set_slot(WorkerEnv *env, unsigned slot);
+void worker_env_done(WorkerEnv *env);
+
+/* Writes v in decimal after the '=' of buf; async-signal-safe, for the child. */
+void env_put_number(char *buf, size_t size, unsigned long v);
+
+typedef struct SpawnParams {
+        char **argv;
+        WorkerEnv env;
+        const int *fds;         /* listening sockets, in LISTEN_FDS order */
+        size_t n_fds;
+        FdMove *moves;          /* fd_plan(fds) */
+        size_t n_moves;
+        int devnull;            /* the worker's stdin */
+} SpawnParams;
+
+/* Why a spawn failed in the child, reported before exec through a close-on-exec pipe. */
+typedef enum SpawnStage {
+        SPAWN_STAGE_SETUP,
+        SPAWN_STAGE_EXEC,
+} SpawnStage;
+
+typedef struct SpawnResult {
+        pid_t pid;
+        int pidfd;
+        int child_errno;        /* 0: the command is executing */
+        SpawnStage stage;
+} SpawnResult;
+
+/* Forks and execs one worker. Returns -errno when no process was created; otherwise 0 with
+ * ret->child_errno set if the child could not exec (it exits 127 or 126, like a shell). */
+int spawn_worker(SpawnParams *p, unsigned slot, SpawnResult *ret);
