@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "spawn.h"
+
+/* A model fd table: which "object" each fd number refers to, and its close-on-exec bit. */
+#define MODEL_FDS 64
+typedef struct Model {
+        int object[MODEL_FDS];  /* 0: closed */
+        bool cloexec[MODEL_FDS];
+} Model;
+
+static int model_lowest_free(const Model *m, int from) {
+        for (int fd = from; fd < MODEL_FDS; fd++)
+                if (m->object[fd] == 0)
+                        return fd;
+        fail_msg("model fd table full");
+        return -1;
+}
+
+/* Replays a plan exactly as child_exec() does and checks the outcome. */
+static void check_plan(const int *sources, size_t n, const int *also_open, size_t n_also) {
+        FdMove moves[2 * 16];
+        Model m = {};
+        int cur[16];
+        int k;
+
+        for (int fd = 0; fd < 3; fd++)
+                m.object[fd] = 1000 + fd;
+        for (size_t i = 0; i < n; i++) {
+                m.object[sources[i]] = 100 + (int) i; /* socket i */
+                m.cloexec[sources[i]] = true;
+                cur[i] = sources[i];
+        }
+        for (size_t i = 0; i < n_also; i++) {
+                m.object[also_open[i]] = 500 + (int) i;
+                m.cloexec[also_open[i]] = true;
+        }
+
+        k = fd_plan(sources, n, moves);
+        assert_true(k >= (int) n);
+        assert_true(k <= (int) (2 * n));
+
+        for (int j = 0; j < k; j++) {
+                unsigned i = moves[j].index;
+                int target = SD_LISTEN_FDS_START + (int) i;
+
+                switch (moves[j].op) {
+                case FD_MOVE_AWAY: {
+                        int fd = model_lowest_free(&m, SD_LISTEN_FDS_START + (int) n);
+                        m.object[fd] = m.object[cur[i]];
+                        m.cloexec[fd] = true;
+                        cur[i] = fd;
+                        break;
+                }
+                case FD_MOVE_DUP2:
+                        assert_int_not_equal(cur[i], target); /* dup2(fd, fd) keeps cloexec */
+                        m.object[target] = m.object[cur[i]];
+                        m.cloexec[target] = false;
+                        break;
+                case FD_MOVE_KEEP:
+                        assert_int_equal(cur[i], target);
+                        m.cloexec[target] = false;
+                        break;
+                }
+        }
+
+        for (size_t i = 0; i < n; i++) {
+                assert_int_equal(m.object[SD_LISTEN_FDS_START + i], 100 + (int) i);
+                assert_false(m.cloexec[SD_LISTEN_FDS_START + i]);
+        }
+        for (int fd = 0; fd < 3; fd++)
+                assert_int_equal(m.object[fd], 1000 + fd);
+}
+
+static void test_plan_sources_above(void **state) {
+        check_plan((int[]) { 7 }, 1, NULL, 0);
+        check_plan((int[]) { 10, 11, 12 }, 3, (int[]) { 3, 4, 5 }, 3);
+        check_plan((int[]) { 12, 10, 11 }, 3, NULL, 0);
+}
+
+static void test_plan_already_in_place(void **state) {
+        FdMove moves[6];
+
+        check_plan((int[]) { 3 }, 1, NULL, 0);
+        check_plan((int[]) { 3, 4, 5 }, 3, NULL, 0);
+        /* Sockets already at 3.. need no copies, only the close-on-exec clear. */
+        assert_int_equal(fd_plan((int[]) { 3, 4, 5 }, 3, moves), 3);
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(moves[i].op, FD_MOVE_KEEP);
+}
+
+static void test_plan_overlapping(void **state) {
+        /* Reversed: each source sits on another's target. */
+        check_plan((int[]) { 5, 4, 3 }, 3, NULL, 0);
+        /* A rotation. */
+        check_plan((int[]) { 4, 5, 3 }, 3, NULL, 0);
+        /* Partly in place, partly swapped, partly above. */
+        check_plan((int[]) { 3, 6, 4, 20 }, 4, (int[]) { 7, 8 }, 2);
+        check_plan((int[]) { 9, 3, 8, 7, 6, 5, 4 }, 7, NULL, 0);
+}
+
+static void test_plan_rejects(void **state) {
+        FdMove moves[4];
+
+        assert_int_equal(fd_plan((int[]) { 2 }, 1, moves), -EINVAL);
+        assert_int_equal(fd_plan((int[]) { 5, 5 }, 2, moves), -EINVAL);
+        assert_int_equal(fd_plan(NULL, 0, moves), 0);
+}
+
+static const char *env_get(char **envp, const char *name) {
+        size_t n = strlen(name);
+
+        for (; *envp; envp++)
+                if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+                        return *envp + n + 1;
+        return NULL;
+}
+
+static size_t env_count(char **envp, const char *name) {
+        size_t n = strlen(name), c = 0;
+
+        for (; *envp; envp++)
+                c += strncmp(*envp, name, n) == 0 && (*envp)[n] == '=';
+        return c;
+}
+
+static void test_env(void **state) {
+        char *base[] = {
+                "PATH=/usr/bin", "LISTEN_PID=1", "LISTEN_FDS=9", "LISTEN_FDNAMES=x",
+                "LISTEN_PIDFDID=77", "NOTIFY_SOCKET=/run/systemd/notify", "WATCHDOG_USEC=5",
+                "WATCHDOG_PID=1", "BINDONCE_WORKER=9", "HOME=/root", "KEEP=me", NULL,
+        };
+        char *settings[] = { "FOO=bar", "HOME", "PATH=/bin", "ABSENT" };
+        WorkerEnv env;
+
+        assert_int_equal(worker_env_build(&env, base, settings, 4, 2, "web:admin"), 0);
+        assert_string_equal(env_get(env.envp, "PATH"), "/bin");
+        assert_string_equal(env_get(env.envp, "HOME"), "/root");
+        assert_string_equal(env_get(env.envp, "KEEP"), "me");
+        assert_string_equal(env_get(env.envp, "FOO"), "bar");
+        assert_null(env_get(env.envp, "ABSENT"));
+        assert_null(env_get(env.envp, "LISTEN_PIDFDID"));
+        assert_null(env_get(env.envp, "NOTIFY_SOCKET"));
+        assert_null(env_get(env.envp, "WATCHDOG_USEC"));
+        assert_null(env_get(env.envp, "WATCHDOG_PID"));
+        assert_string_equal(env_get(env.envp, "LISTEN_FDS"), "2");
+        assert_string_equal(env_get(env.envp, "LISTEN_FDNAMES"), "web:admin");
+        assert_string_equal(env_get(env.envp, "BINDONCE_WORKER"), "0");
+        assert_non_null(env_get(env.envp, "LISTEN_PID"));
+        assert_int_equal(env_count(env.envp, "LISTEN_FDS"), 1);
+        assert_int_equal(env_count(env.envp, "LISTEN_PID"), 1);
+        assert_int_equal(env_count(env.envp, "PATH"), 1);
+        assert_int_equal(env_count(env.envp, "BINDONCE_WORKER"), 1);
+
+        worker_env_set_slot(&env, 4095);
+        assert_string_equal(env_get(env.envp, "BINDONCE_WORKER"), "4095");
+        worker_env_set_slot(&env, 7);
+        assert_string_equal(env_get(env.envp, "BINDONCE_WORKER"), "7");
+
+        env_put_number(env.listen_pid, sizeof env.listen_pid, 4194304);
+        assert_string_equal(env_get(env.envp, "LISTEN_PID"), "4194304");
+        env_put_number(env.listen_pid, sizeof env.listen_pid, 0);
+        assert_string_equal(env_get(env.envp, "LISTEN_PID"), "0");
+        worker_env_done(&env);
+}
+
+/* The real thing, end to end: a process whose exec fails is reported at once, by errno. */
+static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
+        int sv[2], devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        FdMove moves[2];
+        SpawnParams p = { .argv = argv, .devnull = devnull };
+        SpawnResult res;
+        siginfo_t si = {};
+
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        p.fds = &sv[0];
+        p.n_fds = 1;
+        p.moves = moves;
+        p.n_moves = (size_t) fd_plan(p.fds, 1, moves);
+        assert_int_equal(worker_env_build(&p.env, (char *[]) { "PATH=/usr/bin:/bin", NULL }, NULL, 0, 1, "t"), 0);
+
+        assert_int_equal(spawn_worker(&p, 3, &res), 0);
+        assert_int_equal(res.child_errno, expect_errno);
+        if (expect_errno)
+                assert_int_equal(res.stage, SPAWN_STAGE_EXEC);
+        assert_true(res.pidfd >= 0);
+        assert_int_equal(waitid(P_PIDFD, (id_t) res.pidfd, &si, WEXITED), 0);
+        assert_int_equal(si.si_pid, res.pid);
+        assert_int_equal(si.si_code, CLD_EXITED);
+        assert_int_equal(si.si_status, expect_status);
+
+        close(res.pidfd);
+        close(sv[0]);
+        close(sv[1]);
+        close(devnull);
+        worker_env_done(&p.env);
+}
+
+static void test_spawn_exec_errors(void **state) {
+        spawn_and_wait((char *[]) { "/nonexistent/command", NULL }, ENOENT, 127);
+        spawn_and_wait((char *[]) { "no-such-command-on-path", NULL }, ENOENT, 127);
+        spawn_and_wait((char *[]) { "/", NULL }, EACCES, 126);
+        char path[] = "/tmp/bindonce-test-XXXXXX";
+        int fd = mkstemp(path); /* mode 0600: a file that is not executable */
+        assert_true(fd >= 0);
+        close(fd);
+        spawn_and_wait((char *[]) { path, NULL }, EACCES, 126);
+        unlink(path);
+}
+
+static void test_spawn_worker_sees_protocol(void **state) {
+        /* The child checks its own fd 3 and LISTEN_* and exits 0 only if all hold. */
+        spawn_and_wait((char *[]) { "sh", "-c",
+                "[ \"$LISTEN_PID\" = $$ ] && [ \"$LISTEN_FDS\" = 1 ] && [ \"$LISTEN_FDNAMES\" = t ] && "
+                "[ \"$BINDONCE_WORKER\" = 3 ] && [ -S /proc/self/fd/3 ] && [ ! -e /proc/self/fd/4 ] && "
+                "[ \"$(readlink /proc/self/fd/0)\" = /dev/null ] && exit 0; exit 9", NULL }, 0, 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_plan_sources_above),
+                cmocka_unit_test(test_plan_already_in_place),
+                cmocka_unit_test(test_plan_overlapping),
+                cmocka_unit_test(test_plan_rejects),
+                cmocka_unit_test(test_env),
+                cmocka_unit_test(test_spawn_exec_errors),
+                cmocka_unit_test(test_spawn_worker_sees_protocol),
+        };
+        return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
+}
