@@ -9,7 +9,9 @@ PYTHON     ?= /usr/bin/python3
 CFLAGS     ?= -O2 -g
 CFLAGS     += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
-              -fno-strict-aliasing -D_GNU_SOURCE -DBINDONCE_VERSION='"$(VERSION)"'
+              -fno-strict-aliasing
+# For bindonce's own sources; the example and test workers define what they need.
+OWN_CFLAGS  = -D_GNU_SOURCE -DBINDONCE_VERSION='"$(VERSION)"'
 SYSTEMD_CFLAGS = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 SYSTEMD_LIBS   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null || echo -lsystemd)
 CMOCKA_LIBS    = $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmocka)
@@ -28,7 +30,7 @@ BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
 UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
-SRCS       := src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c
+SRCS       := src/activation.c src/units.c src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c
 MAIN       := src/main.c
 OBJS       := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
@@ -36,7 +38,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/te
 all: $(BUILD)/bindonce $(BUILD)/testworker $(BUILD)/httpd
 
 $(BUILD)/obj/%.o: src/%.c src/*.h | $(BUILD)/obj
-	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(OWN_CFLAGS) $(SYSTEMD_CFLAGS) -c -o $@ $<
 
 $(BUILD)/bindonce: $(OBJS) $(BUILD)/obj/main.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(SYSTEMD_LIBS)
@@ -48,13 +50,13 @@ $(BUILD)/httpd: docs/examples/httpd.c | $(BUILD)/obj
 	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) $(LDFLAGS) -o $@ $< $(SYSTEMD_LIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c $(OBJS) | $(BUILD)/unit
-	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(OBJS) $(SYSTEMD_LIBS) $(CMOCKA_LIBS)
+	$(CC) $(CFLAGS) $(OWN_CFLAGS) $(SYSTEMD_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(OBJS) $(SYSTEMD_LIBS) $(CMOCKA_LIBS)
 
 $(BUILD)/obj $(BUILD)/unit:
 	mkdir -p $@
 
 # Debian packages the build and the tests need; run as root on a machine that lacks them.
-DEPS := gcc make pkg-config libsystemd-dev libcmocka-dev python3 python3-pytest procps iproute2 util-linux curl
+DEPS := gcc make pkg-config libsystemd-dev libcmocka-dev python3 python3-pytest procps iproute2 util-linux curl mandoc
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

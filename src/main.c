@@ -10,10 +10,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "activation.h"
 #include "address.h"
 #include "listener.h"
 #include "log.h"
 #include "supervisor.h"
+#include "units.h"
 #include "util.h"
 
 #ifndef BINDONCE_VERSION
@@ -43,6 +45,13 @@ static usec_t arg_stop_timeout = 10 * USEC_PER_SEC;
 static unsigned arg_give_up = 5;
 static const char *arg_name;
 static char **arg_argv;
+static bool arg_fd_store;
+/* generate-units */
+static const char *arg_generate;        /* the NAME of `bindonce generate-units NAME` */
+static bool arg_install;
+static const char *arg_unit_dir = "/etc/systemd/system";
+static char **arg_options;              /* the options as given, for ExecStart= */
+static size_t arg_n_options;
 
 static void free_args(void) {
         free(arg_listen);
@@ -50,10 +59,12 @@ static void free_args(void) {
                 free(arg_fdnames[i]);
         free(arg_fdnames);
         free(arg_setenv);
+        free(arg_options);
 }
 
 static void help(void) {
         printf("Usage: bindonce [OPTIONS] -- COMMAND [ARG...]\n"
+               "       bindonce generate-units NAME [--install] [--unit-dir DIR] [OPTIONS] -- COMMAND [ARG...]\n"
                "\n"
                "Bind listening sockets once and run COMMAND as N workers that receive them by the\n"
                "systemd socket-activation protocol. Workers that die are restarted; the sockets stay.\n"
@@ -67,6 +78,8 @@ static void help(void) {
                "     --fdname NAME[:NAME...]  Names of the sockets, in order (default: --name)\n"
                "     --backlog N              Listen backlog (default: %d)\n"
                "     --reuse-port             Set SO_REUSEPORT (default: off)\n"
+               "     --fd-store               Keep the sockets in systemd's fd store, so that they\n"
+               "                              survive a restart of bindonce (default: off)\n"
                "\n"
                "Workers:\n"
                "  -w --workers N              Number of workers (default: 1)\n"
@@ -77,6 +90,10 @@ static void help(void) {
                "     --give-up N              Exit when every worker failed N times in a row\n"
                "                              within 1 s of starting; 0: never (default: 5)\n"
                "     --name NAME              Name of this instance (default: the command's name)\n"
+               "\n"
+               "generate-units:\n"
+               "     --install                Write NAME.socket and NAME.service instead of printing\n"
+               "     --unit-dir DIR           Where --install writes (default: /etc/systemd/system)\n"
                "\n"
                "  -h --help                   Show this help\n"
                "     --version                Show the version\n"
@@ -195,6 +212,9 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_STOP_TIMEOUT,
                 ARG_GIVE_UP,
                 ARG_NAME,
+                ARG_FD_STORE,
+                ARG_INSTALL,
+                ARG_UNIT_DIR,
                 ARG_VERSION,
         };
         static const struct option options[] = {
@@ -212,12 +232,24 @@ static int parse_argv(int argc, char *argv[]) {
                 { "stop-timeout",     required_argument, NULL, ARG_STOP_TIMEOUT     },
                 { "give-up",          required_argument, NULL, ARG_GIVE_UP          },
                 { "name",             required_argument, NULL, ARG_NAME             },
+                { "fd-store",         no_argument,       NULL, ARG_FD_STORE         },
+                { "install",          no_argument,       NULL, ARG_INSTALL          },
+                { "unit-dir",         required_argument, NULL, ARG_UNIT_DIR         },
                 { "help",             no_argument,       NULL, 'h'                  },
                 { "version",          no_argument,       NULL, ARG_VERSION          },
                 {}
         };
         unsigned long v;
         int c, r;
+
+        if (argc >= 2 && strcmp(argv[1], "generate-units") == 0) {
+                if (argc < 3 || argv[2][0] == '-' || !fdname_is_valid(argv[2]) || strchr(argv[2], '/'))
+                        return log_usage("generate-units needs a NAME first, such as 'bindonce generate-units "
+                                         "myapp -l 8080 -- ./myapp'");
+                arg_generate = argv[2];
+                argc -= 2;
+                argv += 2;
+        }
 
         opterr = 0;
         /* '+': stop at the command, so its own options are left alone even without "--". */
@@ -290,6 +322,22 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_name = optarg;
                         r = 0;
                         break;
+                case ARG_FD_STORE:
+                        arg_fd_store = true;
+                        r = 0;
+                        break;
+                case ARG_INSTALL:
+                case ARG_UNIT_DIR:
+                        if (!arg_generate)
+                                return log_usage("option '%s' belongs to 'bindonce generate-units'", argv[optind - 1]);
+                        if (c == ARG_INSTALL)
+                                arg_install = true;
+                        else if (optarg[0] != '/')
+                                return log_usage("--unit-dir '%s': must be an absolute path", optarg);
+                        else
+                                arg_unit_dir = optarg;
+                        r = 0;
+                        break;
                 case 'h':
                         help();
                         return 0;
@@ -311,8 +359,29 @@ static int parse_argv(int argc, char *argv[]) {
                 return log_usage("no command given after '--'; usage: bindonce [OPTIONS] -- COMMAND [ARG...]");
         arg_argv = argv + optind;
 
-        if (arg_n_listen == 0)
-                return log_usage("no socket to listen on; add --listen ADDR, such as -l 127.0.0.1:8080");
+        if (arg_generate) {
+                /* ExecStart= repeats the options as given, less generate-units' own. */
+                int end = strcmp(argv[optind - 1], "--") == 0 ? optind - 1 : optind;
+
+                arg_options = calloc((size_t) end + 2, sizeof(char *));
+                if (!arg_options)
+                        return log_error_errno(-ENOMEM, "Out of memory");
+                if (!arg_name)
+                        arg_options[arg_n_options++] = (char *) "--name", arg_options[arg_n_options++] = (char *) arg_generate;
+                for (int i = 1; i < end; i++) {
+                        if (strcmp(argv[i], "--install") == 0 || strncmp(argv[i], "--unit-dir=", 11) == 0)
+                                continue;
+                        if (strcmp(argv[i], "--unit-dir") == 0) {
+                                i++;
+                                continue;
+                        }
+                        arg_options[arg_n_options++] = argv[i];
+                }
+                if (!arg_name)
+                        arg_name = arg_generate;
+                if (arg_n_listen == 0)
+                        return log_usage("generate-units: no socket to listen on; add --listen ADDR, such as -l 8080");
+        }
         if (arg_n_fdnames > arg_n_listen)
                 return log_usage("--fdname: %zu names for %zu sockets; give at most one name per socket",
                                  arg_n_fdnames, arg_n_listen);
@@ -340,10 +409,16 @@ static int exit_code_for(int error) {
         }
 }
 
+static void free_listeners(Listener *l, size_t n) {
+        for (size_t i = 0; l && i < n; i++)
+                free(l[i].name);
+        free(l);
+}
+
 /* Parses every address before binding any, so that a typo in the third -l leaves no socket
  * file behind from the first. */
 static int parse_listeners(Listener **ret) {
-        Listener *l = calloc(arg_n_listen, sizeof *l);
+        Listener *l = calloc(arg_n_listen ? arg_n_listen : 1, sizeof *l);
 
         if (!l)
                 return log_error_errno(-ENOMEM, "Out of memory");
@@ -353,9 +428,11 @@ static int parse_listeners(Listener **ret) {
                 const char *why;
 
                 l[i].fd = -1;
-                l[i].name = i < arg_n_fdnames ? arg_fdnames[i] : (char *) arg_name;
-                if (address_parse(a->text, type, &l[i].address, &why) < 0) {
-                        free(l);
+                l[i].name = strdup(i < arg_n_fdnames ? arg_fdnames[i] : arg_name);
+                if (!l[i].name || address_parse(a->text, type, &l[i].address, &why) < 0) {
+                        free_listeners(l, i + 1);
+                        if (!l[i].name)
+                                return log_error_errno(-ENOMEM, "Out of memory");
                         return log_usage("--listen '%s': %s", a->text, why);
                 }
         }
@@ -407,8 +484,39 @@ static int ensure_stdio(void) {
         return 0;
 }
 
+static int generate_units(const Listener *l, size_t n) {
+        _cleanup_free_ char *self = realpath("/proc/self/exe", NULL);
+        UnitsRequest req = {
+                .name = arg_generate,
+                .listeners = l,
+                .n_listeners = n,
+                .backlog = arg_backlog == SOMAXCONN ? 0 : arg_backlog,
+                .reuse_port = arg_reuse_port,
+                .exec_args = arg_options,
+                .n_exec_args = arg_n_options,
+                .command = arg_argv,
+                .bindonce_path = self ? self : "/usr/local/bin/bindonce",
+                .stop_timeout_sec = (double) arg_stop_timeout / USEC_PER_SEC,
+        };
+        int r = arg_install ? units_install(&req, arg_unit_dir) : units_print(&req, stdout);
+
+        return r < 0 ? (r == -EACCES || r == -EPERM ? EXIT_NOPERM : EXIT_OSERR) : EXIT_SUCCESS;
+}
+
+static void log_adopted(const Listener *l, size_t n) {
+        char buf[ADDRESS_FORMAT_MAX];
+
+        log_info("socket activation: adopted %zu sockets from systemd%s", n,
+                 arg_n_listen ? "; --listen options not bound" : "");
+        for (size_t i = 0; i < n; i++)
+                log_info("listening on %s (fd %d, name %s, %s, from systemd)",
+                         l[i].address.size ? address_format(&l[i].address, buf) : "(unknown address)",
+                         l[i].fd, l[i].name, socket_type_name(l[i].address.type));
+}
+
 static int run(int argc, char *argv[]) {
-        Listener *listeners = NULL;
+        Listener *listeners = NULL, *requested = NULL;
+        size_t n_listeners;
         Supervisor *sup = NULL;
         sigset_t mask;
         int r;
@@ -432,14 +540,46 @@ static int run(int argc, char *argv[]) {
         if (r <= 0)
                 return r < 0 ? (r == -ENOMEM ? EXIT_OSERR : EXIT_USAGE) : EXIT_SUCCESS;
 
-        r = parse_listeners(&listeners);
+        /* Every -l is checked, even when systemd passes the sockets: a typo shows at once. */
+        r = parse_listeners(&requested);
         if (r < 0)
                 return r == -EINVAL ? EXIT_USAGE : EXIT_OSERR;
 
-        r = open_listeners(listeners, arg_n_listen);
+        if (arg_generate) {
+                r = generate_units(requested, arg_n_listen);
+                free_listeners(requested, arg_n_listen);
+                return r;
+        }
+
+        r = activation_adopt(&listeners);
         if (r < 0) {
-                free(listeners);
-                return exit_code_for(r);
+                free_listeners(requested, arg_n_listen);
+                return r == -EBADMSG ? EXIT_CONFIG : EXIT_OSERR;
+        }
+        if (r > 0) {
+                n_listeners = (size_t) r;
+                free_listeners(requested, arg_n_listen);
+                log_adopted(listeners, n_listeners);
+        } else {
+                if (arg_n_listen == 0) {
+                        free_listeners(requested, arg_n_listen);
+                        log_usage("no socket to listen on, and none passed by systemd; add --listen ADDR, "
+                                  "such as -l 127.0.0.1:8080");
+                        return EXIT_USAGE;
+                }
+                listeners = requested;
+                n_listeners = arg_n_listen;
+                r = open_listeners(listeners, n_listeners);
+                if (r < 0) {
+                        free_listeners(listeners, n_listeners);
+                        return exit_code_for(r);
+                }
+                const char *fdstore = getenv("FDSTORE");
+                if (arg_fd_store || (fdstore && strcmp(fdstore, "0") != 0)) {
+                        r = activation_store(listeners, n_listeners);
+                        if (r > 0)
+                                log_info("handed %d sockets to systemd's fd store", r);
+                }
         }
 
         SupervisorConfig config = {
@@ -452,10 +592,10 @@ static int run(int argc, char *argv[]) {
                 .setenv = arg_setenv,
                 .n_setenv = arg_n_setenv,
         };
-        r = supervisor_new(&sup, &config, listeners, arg_n_listen);
+        r = supervisor_new(&sup, &config, listeners, n_listeners);
         if (r < 0) {
-                close_listeners(listeners, arg_n_listen);
-                free(listeners);
+                close_listeners(listeners, n_listeners);
+                free_listeners(listeners, n_listeners);
                 return EXIT_OSERR;
         }
 
@@ -463,8 +603,8 @@ static int run(int argc, char *argv[]) {
 
         supervisor_free(sup);
         /* Last: the sockets outlive every worker, so no connection is refused before the end. */
-        close_listeners(listeners, arg_n_listen);
-        free(listeners);
+        close_listeners(listeners, n_listeners);
+        free_listeners(listeners, n_listeners);
         return r;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include "backoff.h"
@@ -39,6 +40,29 @@ static unsigned live_workers(const Supervisor *sup) {
         for (const Worker *w = sup->retired; w; w = w->next_retired)
                 n++;
         return n;
+}
+
+/* "4/4 workers up, 3 restarts, 127.0.0.1:8080": what `systemctl status` shows. */
+static void notify_status(const Supervisor *sup, const char *extra) {
+        char addr[ADDRESS_FORMAT_MAX], more[32] = "";
+        unsigned up = 0;
+
+        if (!sup->notify)
+                return;
+        for (unsigned i = 0; i < sup->config.n_workers; i++)
+                up += sup->slots[i].worker && !sup->slots[i].worker->exec_failed;
+        if (sup->n_listeners > 1)
+                snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
+        (void) sd_notifyf(0, "%s%sSTATUS=%u/%u workers up, %u restarts, %s%s",
+                          extra ? extra : "", extra ? "\n" : "",
+                          up, sup->config.n_workers, sup->total_restarts,
+                          sup->n_listeners ? address_format(&sup->listeners[0].address, addr) : "no sockets", more);
+}
+
+
+static void notify_reloading(const Supervisor *sup) {
+        if (sup->notify)
+                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
 }
 
 static Worker *worker_free(Worker *w) {
@@ -142,6 +166,7 @@ static void slot_spawn(Slot *slot) {
         slot->worker = w;
         slot->state = SLOT_RUNNING;
 
+        notify_status(sup, NULL);
         if (res.child_errno == 0)
                 log_info("worker %u started, pid %d", slot->index, (int) res.pid);
         else if (res.stage == SPAWN_STAGE_EXEC)
@@ -249,6 +274,7 @@ static int on_worker_exit(sd_event_source *s _unused_, const siginfo_t *si, void
         slot->last_code = si->si_code;
         slot->last_status = si->si_status;
         worker_free(w);
+        notify_status(sup, NULL);
 
         if (sup->stopping) {
                 slot->state = SLOT_IDLE;
@@ -298,6 +324,7 @@ static void supervisor_stop(Supervisor *sup, int exit_code) {
         sup->stopping = true;
         sup->exit_code = exit_code;
         log_info("stopping %u workers", live_workers(sup));
+        notify_status(sup, "STOPPING=1");
 
         for (unsigned i = 0; i < sup->config.n_workers; i++) {
                 Slot *slot = &sup->slots[i];
@@ -319,6 +346,7 @@ static void supervisor_reload(Supervisor *sup) {
 
         if (sup->stopping)
                 return;
+        notify_reloading(sup);
         for (unsigned i = 0; i < sup->config.n_workers; i++) {
                 Slot *slot = &sup->slots[i];
                 Worker *old = slot->worker;
@@ -336,6 +364,8 @@ static void supervisor_reload(Supervisor *sup) {
                 n++;
         }
         log_info("reload: replaced %u workers", n);
+        /* Every replacement is running (ready at exec): the reload is complete. */
+        notify_status(sup, "READY=1");
 }
 
 static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo *si, void *userdata) {
@@ -380,6 +410,7 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         sup->listeners = listeners;
         sup->n_listeners = n_listeners;
         sup->spawn.devnull = -1;
+        sup->notify = getenv("NOTIFY_SOCKET") != NULL;
 
         r = sd_event_default(&sup->event);
         if (r < 0)
@@ -438,6 +469,8 @@ int supervisor_run(Supervisor *sup) {
 
         for (unsigned i = 0; i < sup->config.n_workers && !sup->stopping; i++)
                 slot_spawn(&sup->slots[i]);
+        if (!sup->stopping)
+                notify_status(sup, "READY=1");
 
         r = sd_event_loop(sup->event);
         if (r < 0)

@@ -82,7 +82,7 @@ struct Supervisor {
         Slot *slots;
         Worker *retired;
         bool stopping;
-        sd_event_source *stop_timer;
+        bool notify;                    /* NOTIFY_SOCKET: tell systemd READY, STATUS, ... */
         int exit_code;
         unsigned total_restarts;
 };

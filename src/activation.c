@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "activation.h"
+#include "log.h"
+#include "spawn.h"
+#include "util.h"
+
+static int parse_decimal(const char *s, long max, long *ret) {
+        long v = 0;
+
+        if (!s || !*s)
+                return -EINVAL;
+        for (; *s; s++) {
+                if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
+                        return -EINVAL;
+                v = v * 10 + (*s - '0');
+        }
+        *ret = v;
+        return 0;
+}
+
+static void unset_activation_env(void) {
+        (void) unsetenv("LISTEN_PID");
+        (void) unsetenv("LISTEN_FDS");
+        (void) unsetenv("LISTEN_FDNAMES");
+        (void) unsetenv("LISTEN_PIDFDID");
+}
+
+/* One adopted fd: a listening socket, or a datagram socket. */
+static int adopt_one(int fd, Listener *l) {
+        struct stat st;
+        int type, listening = 0;
+        socklen_t len = sizeof type;
+
+        if (fcntl(fd, F_GETFD) < 0)
+                return log_usage("LISTEN_FDS names fd %d, which is not open; the activation environment "
+                                 "is broken (exit %d)", fd, EXIT_CONFIG), -EBADMSG;
+        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+                return log_usage("fd %d passed by LISTEN_FDS is not a socket; pass listening sockets only "
+                                 "(exit %d)", fd, EXIT_CONFIG), -EBADMSG;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+                return log_error_errno(errno, "fd %d passed by LISTEN_FDS: cannot read its type: %m", fd), -EBADMSG;
+        len = sizeof listening;
+        if (type != SOCK_DGRAM &&
+            (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening))
+                return log_usage("fd %d passed by LISTEN_FDS is a connected socket, not a listening one; "
+                                 "use Accept=no in the socket unit (exit %d)", fd, EXIT_CONFIG), -EBADMSG;
+
+        l->fd = fd;
+        l->address.type = type;
+        l->address.size = sizeof l->address.storage;
+        if (getsockname(fd, &l->address.sa, &l->address.size) < 0)
+                l->address.size = 0;
+        /* Ours now: close-on-exec like every fd we own, cleared only in a worker. */
+        return fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ? -errno : 0;
+}
+
+int activation_adopt(Listener **ret) {
+        const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+        const char *names_s = getenv("LISTEN_FDNAMES");
+        _cleanup_free_ char *names = NULL;
+        Listener *l = NULL;
+        long pid, n = 0;
+        int r;
+
+        if (!pid_s) {
+                if (fds_s)
+                        log_warning("LISTEN_FDS is set without LISTEN_PID; ignoring it");
+                r = 0;
+                goto out;
+        }
+        if (parse_decimal(pid_s, INT_MAX, &pid) < 0 || pid == 0) {
+                r = (log_usage("LISTEN_PID='%s' is not a process id; the activation environment is broken "
+                              "(exit %d)", pid_s, EXIT_CONFIG), -EBADMSG);
+                goto out;
+        }
+        if (pid != getpid()) {
+                /* Meant for another process (our parent, typically): not for us, as in sd_listen_fds(). */
+                log_warning("LISTEN_PID=%ld is not our pid %d; ignoring the activation environment",
+                            pid, (int) getpid());
+                r = 0;
+                goto out;
+        }
+        if (parse_decimal(fds_s, INT_MAX - SD_LISTEN_FDS_START, &n) < 0) {
+                r = (log_usage("LISTEN_FDS='%s' is not a number of fds; the activation environment is "
+                              "broken (exit %d)", fds_s ? fds_s : "", EXIT_CONFIG), -EBADMSG);
+                goto out;
+        }
+        if (n == 0) {
+                r = 0;
+                goto out;
+        }
+
+        l = calloc((size_t) n, sizeof *l);
+        names = names_s ? strdup(names_s) : NULL;
+        if (!l || (names_s && !names)) {
+                r = log_error_errno(-ENOMEM, "Out of memory");
+                goto out;
+        }
+        for (long i = 0; i < n; i++)
+                l[i].fd = -1;
+
+        /* As many names as fds, or none at all (then "unknown", as sd_listen_fds_with_names()). */
+        char *state = names, *name;
+        for (long i = 0; i < n; i++) {
+                name = names ? strsep(&state, ":") : (char *) "unknown";
+                if (!name) {
+                        r = (log_usage("LISTEN_FDNAMES has fewer names than the %ld fds of LISTEN_FDS "
+                                      "(exit %d)", n, EXIT_CONFIG), -EBADMSG);
+                        goto out;
+                }
+                l[i].name = strdup(name);
+                if (!l[i].name) {
+                        r = log_error_errno(-ENOMEM, "Out of memory");
+                        goto out;
+                }
+        }
+        if (state) {
+                r = (log_usage("LISTEN_FDNAMES has more names than the %ld fds of LISTEN_FDS (exit %d)",
+                              n, EXIT_CONFIG), -EBADMSG);
+                goto out;
+        }
+        for (long i = 0; i < n; i++) {
+                r = adopt_one(SD_LISTEN_FDS_START + (int) i, &l[i]);
+                if (r < 0)
+                        goto out;
+        }
+
+        *ret = TAKE_PTR(l);
+        r = (int) n;
+out:
+        if (l) {
+                /* The fds stay open: they are systemd's, and we exit anyway. */
+                for (long i = 0; i < n; i++)
+                        free(l[i].name);
+                free(l);
+        }
+        unset_activation_env();
+        return r;
+}
+
+int activation_store(const Listener *l, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *msg = NULL;
+                int r;
+
+                if (asprintf(&msg, "FDSTORE=1\nFDNAME=%s", l[i].name) < 0)
+                        return log_error_errno(-ENOMEM, "Out of memory");
+                r = sd_pid_notify_with_fds(0, 0, msg, &l[i].fd, 1);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot hand socket '%s' to systemd's fd store: %m", l[i].name);
+                if (r == 0)
+                        return log_warning_errno(-ENOTCONN, "--fd-store: not running under systemd "
+                                                 "(NOTIFY_SOCKET is unset); sockets not stored"), 0;
+        }
+        return (int) n;
+}

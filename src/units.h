@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "listener.h"
+
+/* What `bindonce generate-units` turns into a socket + service pair. */
+typedef struct UnitsRequest {
+        const char *name;               /* NAME.service, NAME.socket */
+        const Listener *listeners;      /* parsed, not bound */
+        size_t n_listeners;
+        int backlog;                    /* 0: systemd's default */
+        bool reuse_port;
+        char *const *exec_args;         /* bindonce's own options, as given, for ExecStart */
+        size_t n_exec_args;
+        char *const *command;
+        const char *bindonce_path;      /* absolute */
+        double stop_timeout_sec;
+} UnitsRequest;
+
+/* Writes each unit as "# FILE\n<contents>" to f. */
+int units_print(const UnitsRequest *req, FILE *f);
+
+/* Writes the units into dir, all or nothing, and says what to run next. Returns -errno, logged. */
+int units_install(const UnitsRequest *req, const char *dir);
+
+/* A unit file word: quoted and escaped as systemd's ExecStart= parser expects. */
+char *unit_quote(const char *arg);
