@@ -26,7 +26,7 @@ static int unix_socket_in_use(const SocketAddress *a) {
         return errno == ECONNREFUSED ? 0 : errno == ENOENT ? 0 : 1;
 }
 
-static int bind_unix_path(int fd, const SocketAddress *a) {
+int bind_unix_path(int fd, const SocketAddress *a) {
         struct stat st;
         int r;
 

@@ -27,3 +27,7 @@ int listener_open(Listener *l, int backlog, bool reuse_port);
 const char *listener_strerror(const Listener *l, int error);
 
 void listener_close(Listener *l);
+
+/* bind() to a unix socket path, replacing a stale socket file (one nobody accepts on); any
+ * other file is left alone: -EEXIST; a live socket: -EADDRINUSE. */
+int bind_unix_path(int fd, const SocketAddress *a);

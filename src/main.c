@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "activation.h"
+#include "ctl.h"
 #include "address.h"
 #include "listener.h"
 #include "log.h"
@@ -46,6 +47,12 @@ static unsigned arg_give_up = 5;
 static const char *arg_name;
 static char **arg_argv;
 static bool arg_fd_store;
+static ReadyMode arg_ready = READY_EXEC;
+static usec_t arg_start_timeout = 60 * USEC_PER_SEC;
+static bool arg_notify_access_all;
+static unsigned arg_max_surge = 1, arg_max_unavailable = 0;
+static usec_t arg_watchdog;
+static const char *arg_control;
 /* generate-units */
 static const char *arg_generate;        /* the NAME of `bindonce generate-units NAME` */
 static bool arg_install;
@@ -65,6 +72,7 @@ static void free_args(void) {
 static void help(void) {
         printf("Usage: bindonce [OPTIONS] -- COMMAND [ARG...]\n"
                "       bindonce generate-units NAME [--install] [--unit-dir DIR] [OPTIONS] -- COMMAND [ARG...]\n"
+               "       bindonce ctl [--name NAME | --control PATH] [--json] COMMAND [ARG...]\n"
                "\n"
                "Bind listening sockets once and run COMMAND as N workers that receive them by the\n"
                "systemd socket-activation protocol. Workers that die are restarted; the sockets stay.\n"
@@ -89,7 +97,16 @@ static void help(void) {
                "     --stop-timeout SEC       SIGKILL a worker this long after SIGTERM (default: 10)\n"
                "     --give-up N              Exit when every worker failed N times in a row\n"
                "                              within 1 s of starting; 0: never (default: 5)\n"
-               "     --name NAME              Name of this instance (default: the command's name)\n"
+               "     --name NAME              Name of this instance, its control socket and the\n"
+               "                              default socket name (default: the command's name)\n"
+               "     --ready exec|notify      Ready once exec'd, or on READY=1 (default: exec)\n"
+               "     --start-timeout SEC      Time to get ready with --ready notify (default: 60)\n"
+               "     --notify-access main|all Who may send notifications (default: main)\n"
+               "     --max-surge N            Extra workers during a reload (default: 1)\n"
+               "     --max-unavailable N      Workers that may be down during a reload (default: 0)\n"
+               "     --watchdog SEC           Workers must send WATCHDOG=1 this often (default: 0, off)\n"
+               "     --control PATH           Control socket (default: /run/bindonce/NAME.sock as root,\n"
+               "                              else $XDG_RUNTIME_DIR/bindonce/NAME.sock); 'none': off\n"
                "\n"
                "generate-units:\n"
                "     --install                Write NAME.socket and NAME.service instead of printing\n"
@@ -213,6 +230,13 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_GIVE_UP,
                 ARG_NAME,
                 ARG_FD_STORE,
+                ARG_READY,
+                ARG_START_TIMEOUT,
+                ARG_NOTIFY_ACCESS,
+                ARG_MAX_SURGE,
+                ARG_MAX_UNAVAILABLE,
+                ARG_WATCHDOG,
+                ARG_CONTROL,
                 ARG_INSTALL,
                 ARG_UNIT_DIR,
                 ARG_VERSION,
@@ -233,6 +257,13 @@ static int parse_argv(int argc, char *argv[]) {
                 { "give-up",          required_argument, NULL, ARG_GIVE_UP          },
                 { "name",             required_argument, NULL, ARG_NAME             },
                 { "fd-store",         no_argument,       NULL, ARG_FD_STORE         },
+                { "ready",            required_argument, NULL, ARG_READY            },
+                { "start-timeout",    required_argument, NULL, ARG_START_TIMEOUT    },
+                { "notify-access",    required_argument, NULL, ARG_NOTIFY_ACCESS    },
+                { "max-surge",        required_argument, NULL, ARG_MAX_SURGE        },
+                { "max-unavailable",  required_argument, NULL, ARG_MAX_UNAVAILABLE  },
+                { "watchdog",         required_argument, NULL, ARG_WATCHDOG         },
+                { "control",          required_argument, NULL, ARG_CONTROL          },
                 { "install",          no_argument,       NULL, ARG_INSTALL          },
                 { "unit-dir",         required_argument, NULL, ARG_UNIT_DIR         },
                 { "help",             no_argument,       NULL, 'h'                  },
@@ -326,6 +357,48 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_fd_store = true;
                         r = 0;
                         break;
+                case ARG_READY:
+                        if (strcmp(optarg, "exec") == 0)
+                                arg_ready = READY_EXEC;
+                        else if (strcmp(optarg, "notify") == 0)
+                                arg_ready = READY_NOTIFY;
+                        else
+                                return log_usage("--ready '%s': must be exec or notify", optarg);
+                        r = 0;
+                        break;
+                case ARG_START_TIMEOUT:
+                        if (parse_seconds(optarg, &arg_start_timeout) < 0 || arg_start_timeout == 0)
+                                return log_usage("--start-timeout '%s': must be seconds from 0.001 to 86400", optarg);
+                        r = 0;
+                        break;
+                case ARG_NOTIFY_ACCESS:
+                        if (strcmp(optarg, "main") == 0)
+                                arg_notify_access_all = false;
+                        else if (strcmp(optarg, "all") == 0)
+                                arg_notify_access_all = true;
+                        else
+                                return log_usage("--notify-access '%s': must be main or all", optarg);
+                        r = 0;
+                        break;
+                case ARG_MAX_SURGE:
+                case ARG_MAX_UNAVAILABLE:
+                        if (parse_uint(optarg, 0, WORKERS_MAX, &v) < 0)
+                                return log_usage("%s '%s': must be a whole number from 0 to %d",
+                                                 c == ARG_MAX_SURGE ? "--max-surge" : "--max-unavailable", optarg, WORKERS_MAX);
+                        *(c == ARG_MAX_SURGE ? &arg_max_surge : &arg_max_unavailable) = (unsigned) v;
+                        r = 0;
+                        break;
+                case ARG_WATCHDOG:
+                        if (parse_seconds(optarg, &arg_watchdog) < 0)
+                                return log_usage("--watchdog '%s': must be seconds from 0 (off) to 86400", optarg);
+                        r = 0;
+                        break;
+                case ARG_CONTROL:
+                        if (strcmp(optarg, "none") != 0 && optarg[0] != '/')
+                                return log_usage("--control '%s': must be an absolute path, or 'none'", optarg);
+                        arg_control = strcmp(optarg, "none") == 0 ? "" : optarg;
+                        r = 0;
+                        break;
                 case ARG_INSTALL:
                 case ARG_UNIT_DIR:
                         if (!arg_generate)
@@ -382,6 +455,8 @@ static int parse_argv(int argc, char *argv[]) {
                 if (arg_n_listen == 0)
                         return log_usage("generate-units: no socket to listen on; add --listen ADDR, such as -l 8080");
         }
+        if (arg_max_surge + arg_max_unavailable == 0)
+                return log_usage("--max-surge 0 with --max-unavailable 0 leaves a reload no room; raise one of them");
         if (arg_n_fdnames > arg_n_listen)
                 return log_usage("--fdname: %zu names for %zu sockets; give at most one name per socket",
                                  arg_n_fdnames, arg_n_listen);
@@ -528,6 +603,8 @@ static int run(int argc, char *argv[]) {
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGHUP);
+        sigaddset(&mask, SIGTTIN);
+        sigaddset(&mask, SIGTTOU);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
@@ -591,6 +668,13 @@ static int run(int argc, char *argv[]) {
                 .give_up = arg_give_up,
                 .setenv = arg_setenv,
                 .n_setenv = arg_n_setenv,
+                .ready = arg_ready,
+                .start_timeout = arg_start_timeout,
+                .notify_access_all = arg_notify_access_all,
+                .max_surge = arg_max_surge,
+                .max_unavailable = arg_max_unavailable,
+                .watchdog = arg_watchdog,
+                .control_path = arg_control,
         };
         r = supervisor_new(&sup, &config, listeners, n_listeners);
         if (r < 0) {
@@ -609,7 +693,13 @@ static int run(int argc, char *argv[]) {
 }
 
 int main(int argc, char *argv[]) {
-        int r = run(argc, argv);
+        int r;
+
+        if (argc >= 2 && strcmp(argv[1], "ctl") == 0) {
+                signal(SIGPIPE, SIG_IGN);
+                return ctl_main(argc - 1, argv + 1);
+        }
+        r = run(argc, argv);
 
         free_args();
         return r;

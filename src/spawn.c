@@ -95,7 +95,7 @@ static void env_put(char **envp, size_t *n, char *entry) {
 }
 
 int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
-                     size_t n_fds, const char *fdnames) {
+                     size_t n_fds, const char *fdnames, const char *notify_socket, uint64_t watchdog_usec) {
         size_t n_base = 0, n = 0;
         char *s;
         int r;
@@ -104,8 +104,8 @@ int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, s
                 n_base++;
 
         *env = (WorkerEnv) {};
-        env->envp = calloc(n_base + n_settings + 5, sizeof(char *));
-        env->owned = calloc(n_settings + 2, sizeof(char *));
+        env->envp = calloc(n_base + n_settings + 8, sizeof(char *));
+        env->owned = calloc(4, sizeof(char *));
         if (!env->envp || !env->owned)
                 goto oom;
 
@@ -139,6 +139,26 @@ int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, s
         if (r < 0)
                 goto oom;
         env_put(env->envp, &n, s);
+
+        if (notify_socket) {
+                if (asprintf(&s, "NOTIFY_SOCKET=%s", notify_socket) < 0)
+                        s = NULL;
+                r = env_own(env, s);
+                if (r < 0)
+                        goto oom;
+                env_put(env->envp, &n, s);
+        }
+
+        if (watchdog_usec > 0) {
+                if (asprintf(&s, "WATCHDOG_USEC=%llu", (unsigned long long) watchdog_usec) < 0)
+                        s = NULL;
+                r = env_own(env, s);
+                if (r < 0)
+                        goto oom;
+                env_put(env->envp, &n, s);
+                strcpy(env->watchdog_pid, "WATCHDOG_PID=");
+                env_put(env->envp, &n, env->watchdog_pid);
+        }
 
         strcpy(env->listen_pid, "LISTEN_PID=");
         env_put(env->envp, &n, env->listen_pid);
@@ -233,6 +253,8 @@ static _noreturn_ void child_exec(SpawnParams *p, int report_fd) {
 
         /* LISTEN_PID must be computed here: only the child knows its pid for sure. */
         env_put_number(p->env.listen_pid, sizeof p->env.listen_pid, (unsigned long) getpid());
+        if (p->env.watchdog_pid[0])
+                env_put_number(p->env.watchdog_pid, sizeof p->env.watchdog_pid, (unsigned long) getpid());
 
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)

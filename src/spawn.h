@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define SD_LISTEN_FDS_START 3
@@ -31,15 +32,17 @@ typedef struct WorkerEnv {
         char **envp;            /* NULL-terminated; the two strings below are in it */
         char listen_pid[32];    /* "LISTEN_PID=", the digits written in the child */
         char worker[40];        /* "BINDONCE_WORKER=N" */
+        char watchdog_pid[32];  /* "WATCHDOG_PID=", written in the child; "" without --watchdog */
         char **owned;           /* strings we allocated, freed with the env */
         size_t n_owned;
 } WorkerEnv;
 
 /* base: the supervisor's own environment. settings: -E entries, "VAR=VALUE" or "VAR" (copied
  * from base). Drops the supervisor's own activation and notification variables, adds
- * LISTEN_FDS, LISTEN_FDNAMES and placeholders for LISTEN_PID and BINDONCE_WORKER. */
+ * LISTEN_FDS, LISTEN_FDNAMES, NOTIFY_SOCKET (when notify_socket is not NULL), WATCHDOG_USEC
+ * (when watchdog_usec > 0) and placeholders for LISTEN_PID, WATCHDOG_PID, BINDONCE_WORKER. */
 int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
-                     size_t n_fds, const char *fdnames);
+                     size_t n_fds, const char *fdnames, const char *notify_socket, uint64_t watchdog_usec);
 void worker_env_set_slot(WorkerEnv *env, unsigned slot);
 void worker_env_done(WorkerEnv *env);
 

@@ -10,16 +10,27 @@
 #include <time.h>
 
 #include "backoff.h"
+#include "control.h"
 #include "log.h"
+#include "notify.h"
 #include "supervisor.h"
 
 extern char **environ;
+
+#define WORKERS_MAX 4096
 
 static usec_t now_usec(void) {
         struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+}
+
+static double now_realtime(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static const char *signal_name(int sig) {
@@ -32,74 +43,96 @@ static int shell_status(int code, int status) {
         return code == CLD_EXITED ? status : 128 + status;
 }
 
+const char *slot_state_name(const Slot *slot) {
+        switch (slot->state) {
+        case SLOT_IDLE:
+                return "idle";
+        case SLOT_WAITING:
+                return "waiting";
+        case SLOT_STOPPING:
+                return "stopping";
+        case SLOT_RUNNING:
+                return slot->worker && slot->worker->ready ? "running" : "starting";
+        }
+        return "unknown";
+}
+
 static unsigned live_workers(const Supervisor *sup) {
         unsigned n = 0;
 
-        for (unsigned i = 0; i < sup->config.n_workers; i++)
-                n += sup->slots[i].worker != NULL;
+        for (unsigned i = 0; i < sup->n_slots; i++)
+                n += (sup->slots[i]->worker != NULL) + (sup->slots[i]->next != NULL);
         for (const Worker *w = sup->retired; w; w = w->next_retired)
                 n++;
         return n;
 }
 
+static unsigned ready_workers(const Supervisor *sup) {
+        unsigned n = 0;
+
+        for (unsigned i = 0; i < sup->n_slots; i++)
+                n += sup->slots[i]->worker && sup->slots[i]->worker->ready;
+        return n;
+}
+
 /* "4/4 workers up, 3 restarts, 127.0.0.1:8080": what `systemctl status` shows. */
-static void notify_status(const Supervisor *sup, const char *extra) {
+static void notify_systemd(const Supervisor *sup, const char *extra) {
         char addr[ADDRESS_FORMAT_MAX], more[32] = "";
-        unsigned up = 0;
 
         if (!sup->notify)
                 return;
-        for (unsigned i = 0; i < sup->config.n_workers; i++)
-                up += sup->slots[i].worker && !sup->slots[i].worker->exec_failed;
         if (sup->n_listeners > 1)
                 snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
-        (void) sd_notifyf(0, "%s%sSTATUS=%u/%u workers up, %u restarts, %s%s",
+        (void) sd_notifyf(0, "%s%sSTATUS=%u/%u workers up, %u restarts%s, %s%s",
                           extra ? extra : "", extra ? "\n" : "",
-                          up, sup->config.n_workers, sup->total_restarts,
-                          sup->n_listeners ? address_format(&sup->listeners[0].address, addr) : "no sockets", more);
+                          ready_workers(sup), sup->target, sup->total_restarts,
+                          sup->roll.active ? ", reloading" : "",
+                          sup->n_listeners && sup->listeners[0].address.size
+                                  ? address_format(&sup->listeners[0].address, addr) : "sockets from systemd",
+                          more);
 }
 
-
-static void notify_reloading(const Supervisor *sup) {
-        if (sup->notify)
-                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
-}
+/* ---- workers ------------------------------------------------------------------------ */
 
 static Worker *worker_free(Worker *w) {
         if (!w)
                 return NULL;
         sd_event_source_disable_unref(w->child);
         sd_event_source_disable_unref(w->kill_timer);
+        sd_event_source_disable_unref(w->start_timer);
+        sd_event_source_disable_unref(w->watchdog_timer);
+        free(w->status);
         free(w);
         return NULL;
 }
 
 /* The whole process group, so that helpers behind a wrapper shell get it too. Safe from pid
- * reuse: we are the only reaper, and we reap after this callback chain, never before. */
+ * reuse: we are the only reaper, and sd-event reaps only after our exit callback returns. */
 static void worker_signal(Worker *w, int sig) {
         if (kill(-w->pid, sig) < 0)
                 /* The worker left its process group (setsid): at least the process itself. */
                 (void) sd_event_source_send_child_signal(w->child, sig, NULL, 0);
 }
 
-static int on_kill_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Worker *w = userdata;
 
-        log_warning("worker %s%u (pid %d) did not stop within %.1f s, sending SIGKILL",
-                    w->slot ? "" : "retired ", w->index, (int) w->pid,
-                    (double) w->sup->config.stop_timeout / USEC_PER_SEC);
+        log_warning("worker %u (pid %d) did not stop within %.1f s, sending SIGKILL",
+                    w->index, (int) w->pid, (double) w->sup->config.stop_timeout / USEC_PER_SEC);
         worker_signal(w, SIGKILL);
         return 0;
 }
 
-/* SIGTERM now, SIGKILL after --stop-timeout. */
-static void worker_stop(Worker *w) {
+/* `sig` now (SIGTERM, or SIGABRT from the watchdog), SIGKILL after --stop-timeout. */
+static void worker_terminate(Worker *w, int sig) {
         int r;
 
         if (w->stopping)
                 return;
         w->stopping = true;
-        worker_signal(w, SIGTERM);
+        w->start_timer = sd_event_source_disable_unref(w->start_timer);
+        w->watchdog_timer = sd_event_source_disable_unref(w->watchdog_timer);
+        worker_signal(w, sig);
         r = sd_event_add_time_relative(w->sup->event, &w->kill_timer, CLOCK_MONOTONIC,
                                        w->sup->config.stop_timeout, 10 * USEC_PER_MSEC, on_kill_timer, w);
         if (r < 0) {
@@ -108,23 +141,294 @@ static void worker_stop(Worker *w) {
         }
 }
 
-static void supervisor_maybe_exit(Supervisor *sup) {
-        for (unsigned i = 0; i < sup->config.n_workers; i++)
-                if (sup->slots[i].state != SLOT_IDLE)
-                        return;
-        if (sup->retired)
-                return;
-        if (sup->stopping)
-                log_info("stopped");
-        (void) sd_event_exit(sup->event, sup->exit_code);
+static void worker_retire(Worker *w) {
+        Supervisor *sup = w->sup;
+
+        w->slot = NULL;
+        w->next_retired = sup->retired;
+        sup->retired = w;
+        worker_terminate(w, SIGTERM);
 }
 
-static void supervisor_stop(Supervisor *sup, int exit_code);
-static void slot_schedule_restart(Slot *slot);
+static void retired_remove(Supervisor *sup, Worker *w) {
+        for (Worker **p = &sup->retired; *p; p = &(*p)->next_retired)
+                if (*p == w) {
+                        *p = w->next_retired;
+                        return;
+                }
+}
 
+Worker *supervisor_find_worker(Supervisor *sup, pid_t pid, bool group) {
+        pid_t pgid = group ? getpgid(pid) : -1;
+
+        for (unsigned i = 0; i < sup->n_slots; i++) {
+                Worker *c[2] = { sup->slots[i]->worker, sup->slots[i]->next };
+                for (size_t j = 0; j < 2; j++)
+                        if (c[j] && (c[j]->pid == pid || c[j]->pid == pgid))
+                                return c[j];
+        }
+        for (Worker *w = sup->retired; w; w = w->next_retired)
+                if (w->pid == pid || w->pid == pgid)
+                        return w;
+        return NULL;
+}
+
+/* ---- reload: the rolling restart ------------------------------------------------------ */
+
+static void slot_spawn(Slot *slot, bool as_next);
+static void supervisor_maybe_exit(Supervisor *sup);
+
+static void roll_finish(Supervisor *sup, const char *error) {
+        Roll *roll = &sup->roll;
+        ReloadWaiter *waiters = roll->waiters;
+        size_t n = roll->n_waiters;
+
+        if (error)
+                log_error("reload failed: %s; the workers that were running keep serving", error);
+        else
+                log_info("reload complete: %u workers replaced in %llu ms", roll->replaced,
+                         (unsigned long long) ((now_usec() - roll->started) / USEC_PER_MSEC));
+
+        *roll = (Roll) {};
+        notify_systemd(sup, "READY=1");
+        for (size_t i = 0; i < n; i++)
+                waiters[i].done(waiters[i].userdata, error);
+        free(waiters);
+}
+
+/* Drops the replacements still starting: they are stopped, the old workers stay. */
+static void roll_drop_next(Supervisor *sup) {
+        for (unsigned i = 0; i < sup->n_slots; i++) {
+                Slot *slot = sup->slots[i];
+                Worker *next = slot->next;
+
+                if (!next)
+                        continue;
+                slot->next = NULL;
+                worker_retire(next);
+                if (!slot->worker)
+                        slot->state = SLOT_IDLE;
+        }
+}
+
+static void roll_fail(Supervisor *sup, const char *error) {
+        roll_drop_next(sup);
+        roll_finish(sup, error);
+}
+
+static bool slot_needs_roll(const Supervisor *sup, const Slot *slot) {
+        return slot->index < sup->target && slot->state == SLOT_RUNNING && !slot->next &&
+               slot->worker && slot->worker->generation < sup->generation;
+}
+
+/* Starts as many replacements as --max-surge and --max-unavailable allow, and ends the roll
+ * when nothing is left to replace. Called on every event that may free a place. */
+static void roll_step(Supervisor *sup) {
+        Roll *roll = &sup->roll;
+
+        if (!roll->active)
+                return;
+        if (roll->stepping) {
+                /* A replacement that is ready at exec comes back here from slot_spawn(). */
+                roll->step_again = true;
+                return;
+        }
+        roll->stepping = true;
+        do {
+                unsigned surging = 0, unavailable = 0;
+                bool pending = false;
+
+                roll->step_again = false;
+                for (unsigned i = 0; i < sup->n_slots; i++) {
+                        const Slot *slot = sup->slots[i];
+                        surging += slot->next != NULL;
+                        unavailable += slot->worker && slot->worker->roll_unavailable && !slot->worker->ready;
+                }
+
+                for (unsigned i = 0; i < sup->n_slots && roll->active && !roll->step_again; i++) {
+                        Slot *slot = sup->slots[i];
+
+                        if (!slot_needs_roll(sup, slot))
+                                continue;
+                        pending = true;
+                        if (surging < sup->config.max_surge) {
+                                surging++;
+                                slot_spawn(slot, true);
+                        } else if (unavailable < sup->config.max_unavailable) {
+                                Worker *old = slot->worker;
+
+                                unavailable++;
+                                slot->worker = NULL;
+                                worker_retire(old);
+                                slot_spawn(slot, false);
+                                if (slot->worker)
+                                        slot->worker->roll_unavailable = true;
+                                roll->replaced++;
+                        } else
+                                break;
+                }
+
+                if (roll->active && !roll->step_again && !pending && surging == 0 && unavailable == 0)
+                        roll_finish(sup, NULL);
+        } while (roll->active && roll->step_again);
+        roll->stepping = false;
+}
+
+int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
+        Roll *roll = &sup->roll;
+
+        if (sup->stopping)
+                return -ESHUTDOWN;
+
+        if (waiter) {
+                ReloadWaiter *w = realloc(roll->waiters, (roll->n_waiters + 1) * sizeof *w);
+                if (!w)
+                        return -ENOMEM;
+                roll->waiters = w;
+                roll->waiters[roll->n_waiters++] = *waiter;
+        }
+
+        if (roll->active) {
+                /* Start over: what the last reload started may already be outdated. */
+                log_info("reload requested during a reload: starting over");
+                roll_drop_next(sup);
+        } else {
+                roll->active = true;
+                roll->started = now_usec();
+                roll->replaced = 0;
+        }
+        sup->generation++;
+        log_info("reload: rolling %u workers (max surge %u, max unavailable %u)",
+                 sup->target, sup->config.max_surge, sup->config.max_unavailable);
+        if (sup->notify)
+                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
+        notify_systemd(sup, NULL);
+        roll_step(sup);
+        return 0;
+}
+
+void supervisor_forget_waiter(Supervisor *sup, void *userdata) {
+        Roll *roll = &sup->roll;
+
+        for (size_t i = 0; i < roll->n_waiters; i++)
+                if (roll->waiters[i].userdata == userdata)
+                        roll->waiters[i--] = roll->waiters[--roll->n_waiters];
+}
+
+/* ---- readiness and watchdog ---------------------------------------------------------- */
+
+static void supervisor_check_ready(Supervisor *sup) {
+        if (sup->ready_sent || sup->stopping)
+                return;
+        for (unsigned i = 0; i < sup->target; i++)
+                if (!sup->slots[i]->worker || !sup->slots[i]->worker->ready)
+                        return;
+        sup->ready_sent = true;
+        log_info("all %u workers ready", sup->target);
+        notify_systemd(sup, "READY=1");
+}
+
+void worker_set_ready(Worker *w) {
+        Supervisor *sup = w->sup;
+        Slot *slot = w->slot;
+
+        if (w->ready || w->stopping)
+                return;
+        w->ready = true;
+        w->start_timer = sd_event_source_disable_unref(w->start_timer);
+        if (sup->config.ready == READY_NOTIFY)
+                log_info("worker %u (pid %d) is ready", w->index, (int) w->pid);
+
+        if (slot && slot->next == w) {
+                /* The replacement took over: the old worker drains and goes. */
+                Worker *old = slot->worker;
+
+                slot->worker = w;
+                slot->next = NULL;
+                slot->state = SLOT_RUNNING;
+                if (old)
+                        worker_retire(old);
+                sup->roll.replaced++;
+        }
+        notify_systemd(sup, NULL);
+        supervisor_check_ready(sup);
+        roll_step(sup);
+}
+
+void worker_set_status(Worker *w, const char *status) {
+        char *s = strdup(status);
+
+        if (s) {
+                free(w->status);
+                w->status = s;
+        }
+}
+
+static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+
+        log_warning("worker %u (pid %d) missed its watchdog deadline (%.1f s): sending SIGABRT",
+                    w->index, (int) w->pid, (double) w->sup->config.watchdog / USEC_PER_SEC);
+        worker_watchdog_trigger(w);
+        return 0;
+}
+
+void worker_watchdog_ping(Worker *w) {
+        if (w->watchdog_timer)
+                (void) sd_event_source_set_time_relative(w->watchdog_timer, w->sup->config.watchdog);
+}
+
+void worker_watchdog_trigger(Worker *w) {
+        if (w->stopping)
+                return;
+        /* Hung, by its own fault: counted like a crash. */
+        w->start_failed = true;
+        worker_terminate(w, SIGABRT);
+}
+
+static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+
+        log_error("worker %u (pid %d) did not send READY=1 within %.1f s: stopping it",
+                  w->index, (int) w->pid, (double) w->sup->config.start_timeout / USEC_PER_SEC);
+        w->start_failed = true;
+        worker_terminate(w, SIGTERM);
+        return 0;
+}
+
+/* ---- slots ---------------------------------------------------------------------------- */
+
+static void slot_schedule_restart(Slot *slot);
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
-static void slot_spawn(Slot *slot) {
+static int worker_watch(Worker *w, int pidfd) {
+        Supervisor *sup = w->sup;
+        int r;
+
+        r = sd_event_add_child_pidfd(sup->event, &w->child, pidfd, WEXITED, on_worker_exit, w);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_child_pidfd_own(w->child, true);
+
+        if (w->exec_failed)
+                return 0;
+        if (sup->config.ready == READY_NOTIFY) {
+                r = sd_event_add_time_relative(sup->event, &w->start_timer, CLOCK_MONOTONIC,
+                                               sup->config.start_timeout, 10 * USEC_PER_MSEC, on_start_timer, w);
+                if (r < 0)
+                        return r;
+        }
+        if (sup->config.watchdog > 0) {
+                r = sd_event_add_time_relative(sup->event, &w->watchdog_timer, CLOCK_MONOTONIC,
+                                               sup->config.watchdog, 10 * USEC_PER_MSEC, on_watchdog_timer, w);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Starts a worker for the slot: as its worker, or as `next`, the replacement of a reload. */
+static void slot_spawn(Slot *slot, bool as_next) {
         Supervisor *sup = slot->sup;
         SpawnResult res;
         Worker *w;
@@ -133,54 +437,66 @@ static void slot_spawn(Slot *slot) {
         r = spawn_worker(&sup->spawn, slot->index, &res);
         if (r < 0) {
                 log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
-                slot->failures++;
-                slot_schedule_restart(slot);
+                if (as_next)
+                        roll_fail(sup, "cannot fork a new worker");
+                else {
+                        slot->failures++;
+                        slot_schedule_restart(slot);
+                }
                 return;
         }
 
         w = calloc(1, sizeof *w);
-        if (w)
-                r = sd_event_add_child_pidfd(sup->event, &w->child, res.pidfd, WEXITED, on_worker_exit, w);
+        if (w) {
+                *w = (Worker) {
+                        .sup = sup,
+                        .slot = slot,
+                        .index = slot->index,
+                        .pid = res.pid,
+                        .generation = sup->generation,
+                        .started = now_usec(),
+                        .started_realtime = now_realtime(),
+                        .exec_failed = res.child_errno != 0,
+                };
+                r = worker_watch(w, res.pidfd);
+        }
         if (!w || r < 0) {
                 /* Without a child source we could never reap or restart it: stop everything. */
                 log_error_errno(w ? r : -ENOMEM, "worker %u: cannot watch pid %d: %m", slot->index, (int) res.pid);
                 (void) kill(-res.pid, SIGKILL);
                 (void) kill(res.pid, SIGKILL);
                 (void) waitpid(res.pid, NULL, 0);
-                (void) close(res.pidfd);
-                free(w);
+                if (!w || !w->child)
+                        (void) close(res.pidfd);
+                worker_free(w);
                 supervisor_stop(sup, EXIT_OSERR);
                 return;
         }
-        (void) sd_event_source_set_child_pidfd_own(w->child, true);
 
-        *w = (Worker) {
-                .sup = sup,
-                .slot = slot,
-                .index = slot->index,
-                .pid = res.pid,
-                .child = w->child,
-                .started = now_usec(),
-                .exec_failed = res.child_errno != 0,
-        };
-        slot->worker = w;
+        if (as_next)
+                slot->next = w;
+        else
+                slot->worker = w;
         slot->state = SLOT_RUNNING;
 
-        notify_status(sup, NULL);
         if (res.child_errno == 0)
-                log_info("worker %u started, pid %d", slot->index, (int) res.pid);
+                log_info("worker %u started, pid %d%s", slot->index, (int) res.pid, as_next ? " (reload)" : "");
         else if (res.stage == SPAWN_STAGE_EXEC)
                 log_error_errno(res.child_errno, "worker %u: cannot execute '%s': %m", slot->index, sup->config.argv[0]);
         else
                 log_error_errno(res.child_errno, "worker %u: cannot set up its process: %m", slot->index);
+
+        notify_systemd(sup, NULL);
+        if (!w->exec_failed && sup->config.ready == READY_EXEC)
+                worker_set_ready(w);
 }
 
-static int on_backoff_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+static int on_backoff_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Slot *slot = userdata;
 
         slot->timer = sd_event_source_disable_unref(slot->timer);
         if (slot->state == SLOT_WAITING)
-                slot_spawn(slot);
+                slot_spawn(slot, false);
         return 0;
 }
 
@@ -192,7 +508,7 @@ static void slot_schedule_restart(Slot *slot) {
         slot->restarts++;
         sup->total_restarts++;
         if (delay == 0) {
-                slot_spawn(slot);
+                slot_spawn(slot, false);
                 return;
         }
 
@@ -220,17 +536,17 @@ static bool should_restart(RestartPolicy policy, int code, int status) {
 
 /* The application as a whole is broken only when every slot keeps failing by itself. */
 static bool give_up_reached(const Supervisor *sup) {
-        if (sup->config.give_up == 0)
+        if (sup->config.give_up == 0 || sup->target == 0)
                 return false;
-        for (unsigned i = 0; i < sup->config.n_workers; i++)
-                if (sup->slots[i].self_failures < sup->config.give_up)
+        for (unsigned i = 0; i < sup->target; i++)
+                if (sup->slots[i]->self_failures < sup->config.give_up)
                         return false;
         return true;
 }
 
 static void log_death(const Worker *w, const siginfo_t *si, bool expected) {
         int level = expected ? LOG_INFO : LOG_WARNING;
-        const char *who = w->slot ? "worker" : "retired worker";
+        const char *who = w->slot ? (w->slot->next == w ? "new worker" : "worker") : "retired worker";
 
         if (si->si_code == CLD_EXITED)
                 log_full_errno(level, 0, "%s %u (pid %d) exited with status %d",
@@ -241,22 +557,49 @@ static void log_death(const Worker *w, const siginfo_t *si, bool expected) {
                                si->si_code == CLD_DUMPED ? " (core dumped)" : "");
 }
 
-static void retired_remove(Supervisor *sup, Worker *w) {
-        for (Worker **p = &sup->retired; *p; p = &(*p)->next_retired)
-                if (*p == w) {
-                        *p = w->next_retired;
-                        return;
-                }
+/* Surplus slots (scaled down) are freed once idle, from the top. */
+static void supervisor_trim_slots(Supervisor *sup) {
+        while (sup->n_slots > sup->target && sup->slots[sup->n_slots - 1]->state == SLOT_IDLE) {
+                Slot *slot = sup->slots[--sup->n_slots];
+                sd_event_source_disable_unref(slot->timer);
+                free(slot);
+        }
 }
 
-static int on_worker_exit(sd_event_source *s _unused_, const siginfo_t *si, void *userdata) {
+/* A roll candidate died before it was ready: the reload fails, the old worker stays. */
+static void next_died(Slot *slot, Worker *w, const siginfo_t *si) {
+        Supervisor *sup = slot->sup;
+        char reason[160];
+
+        slot->next = NULL;
+        if (w->start_failed && si->si_code != CLD_EXITED)
+                snprintf(reason, sizeof reason, "worker %u (pid %d) was not ready within %.1f s",
+                         w->index, (int) w->pid, (double) sup->config.start_timeout / USEC_PER_SEC);
+        else if (si->si_code == CLD_EXITED)
+                snprintf(reason, sizeof reason, "worker %u (pid %d) exited with status %d before it was ready",
+                         w->index, (int) w->pid, si->si_status);
+        else
+                snprintf(reason, sizeof reason, "worker %u (pid %d) was killed by signal %s before it was ready",
+                         w->index, (int) w->pid, signal_name(si->si_status));
+        worker_free(w);
+        if (!slot->worker) {
+                /* Its predecessor died meanwhile: the slot needs a worker the usual way. */
+                slot->failures++;
+                slot_schedule_restart(slot);
+        }
+        if (sup->roll.active)
+                roll_fail(sup, reason);
+}
+
+static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         Worker *w = userdata;
         Supervisor *sup = w->sup;
         Slot *slot = w->slot;
-        bool early = w->exec_failed || now_usec() - w->started < STABLE_RUN_USEC;
-        bool self = w->exec_failed || death_is_self_inflicted(si->si_code, si->si_status);
+        bool early = w->exec_failed || w->start_failed || now_usec() - w->started < STABLE_RUN_USEC;
+        bool self = w->exec_failed || w->start_failed || death_is_self_inflicted(si->si_code, si->si_status);
+        bool restart_requested = w->restart_requested;
 
-        log_death(w, si, w->stopping || w->exec_failed ||
+        log_death(w, si, (w->stopping && !w->start_failed) || w->exec_failed ||
                                  (si->si_code == CLD_EXITED && si->si_status == 0));
 
         /* Whatever is left of its process group would keep serving our sockets behind our
@@ -270,28 +613,47 @@ static int on_worker_exit(sd_event_source *s _unused_, const siginfo_t *si, void
                 return 0;
         }
 
+        if (slot->next == w) {
+                next_died(slot, w, si);
+                notify_systemd(sup, NULL);
+                return 0;
+        }
+
+        /* Started by a reload in place of a stopped worker, and dead before it was ready. */
+        bool roll_candidate = w->roll_unavailable && !w->ready;
         slot->worker = NULL;
+        slot->exited = true;
         slot->last_code = si->si_code;
         slot->last_status = si->si_status;
         worker_free(w);
-        notify_status(sup, NULL);
 
-        if (sup->stopping) {
+        if (slot->next && sup->roll.active) {
+                /* Its replacement is on the way; the roll promotes it when ready. */
+                notify_systemd(sup, NULL);
+                return 0;
+        }
+
+        if (sup->stopping || slot->index >= sup->target) {
                 slot->state = SLOT_IDLE;
+                supervisor_trim_slots(sup);
+                notify_systemd(sup, NULL);
                 supervisor_maybe_exit(sup);
                 return 0;
         }
 
-        if (early) {
+        if (restart_requested)
+                slot->failures = slot->self_failures = 0;
+        else if (early) {
                 slot->failures++;
                 if (self)
                         slot->self_failures++;
         } else
                 slot->failures = slot->self_failures = 0;
 
-        if (!should_restart(sup->config.restart, si->si_code, si->si_status)) {
+        if (!restart_requested && !should_restart(sup->config.restart, si->si_code, si->si_status)) {
                 slot->state = SLOT_IDLE;
                 sup->exit_code = shell_status(si->si_code, si->si_status);
+                notify_systemd(sup, NULL);
                 supervisor_maybe_exit(sup);
                 return 0;
         }
@@ -306,16 +668,50 @@ static int on_worker_exit(sd_event_source *s _unused_, const siginfo_t *si, void
         }
 
         slot_schedule_restart(slot);
+        notify_systemd(sup, NULL);
+        if (roll_candidate && sup->roll.active) {
+                char reason[96];
+
+                snprintf(reason, sizeof reason, "worker %u died before it was ready", slot->index);
+                roll_fail(sup, reason);
+        } else
+                roll_step(sup);
         return 0;
 }
 
-static void supervisor_stop(Supervisor *sup, int exit_code) {
+/* ---- stop, scale, restart, signal ------------------------------------------------------ */
+
+static void supervisor_maybe_exit(Supervisor *sup) {
+        for (unsigned i = 0; i < sup->n_slots; i++)
+                if (sup->slots[i]->state != SLOT_IDLE)
+                        return;
+        if (sup->retired)
+                return;
+        if (sup->stopping)
+                log_info("stopped");
+        (void) sd_event_exit(sup->event, sup->exit_code);
+}
+
+static void slot_stop(Slot *slot) {
+        slot->timer = sd_event_source_disable_unref(slot->timer);
+        if (slot->next) {
+                worker_retire(slot->next);
+                slot->next = NULL;
+        }
+        if (slot->worker) {
+                slot->state = SLOT_STOPPING;
+                worker_terminate(slot->worker, SIGTERM);
+        } else
+                slot->state = SLOT_IDLE;
+}
+
+void supervisor_stop(Supervisor *sup, int exit_code) {
         if (sup->stopping) {
                 /* Asked again: no more waiting. */
                 log_warning("stop requested again, sending SIGKILL to %u workers", live_workers(sup));
-                for (unsigned i = 0; i < sup->config.n_workers; i++)
-                        if (sup->slots[i].worker)
-                                worker_signal(sup->slots[i].worker, SIGKILL);
+                for (unsigned i = 0; i < sup->n_slots; i++)
+                        if (sup->slots[i]->worker)
+                                worker_signal(sup->slots[i]->worker, SIGKILL);
                 for (Worker *w = sup->retired; w; w = w->next_retired)
                         worker_signal(w, SIGKILL);
                 return;
@@ -324,57 +720,123 @@ static void supervisor_stop(Supervisor *sup, int exit_code) {
         sup->stopping = true;
         sup->exit_code = exit_code;
         log_info("stopping %u workers", live_workers(sup));
-        notify_status(sup, "STOPPING=1");
+        if (sup->roll.active)
+                roll_finish(sup, "bindonce is stopping");
+        notify_systemd(sup, "STOPPING=1");
 
-        for (unsigned i = 0; i < sup->config.n_workers; i++) {
-                Slot *slot = &sup->slots[i];
-
-                slot->timer = sd_event_source_disable_unref(slot->timer);
-                if (slot->worker) {
-                        slot->state = SLOT_STOPPING;
-                        worker_stop(slot->worker);
-                } else
-                        slot->state = SLOT_IDLE;
-        }
+        for (unsigned i = 0; i < sup->n_slots; i++)
+                slot_stop(sup->slots[i]);
+        for (Worker *w = sup->retired; w; w = w->next_retired)
+                worker_terminate(w, SIGTERM);
         supervisor_maybe_exit(sup);
 }
 
-/* Each slot in turn: the replacement is started first, then its predecessor is stopped, so
- * the sockets are never without a worker. */
-static void supervisor_reload(Supervisor *sup) {
-        unsigned n = 0;
+int supervisor_scale(Supervisor *sup, unsigned n) {
+        unsigned old = sup->target;
 
+        if (n < 1 || n > WORKERS_MAX)
+                return -ERANGE;
         if (sup->stopping)
-                return;
-        notify_reloading(sup);
-        for (unsigned i = 0; i < sup->config.n_workers; i++) {
-                Slot *slot = &sup->slots[i];
-                Worker *old = slot->worker;
+                return -ESHUTDOWN;
 
-                if (slot->state != SLOT_RUNNING || !old)
-                        continue;
-                old->slot = NULL;
-                old->next_retired = sup->retired;
-                sup->retired = old;
-                slot->worker = NULL;
-                slot->failures = slot->self_failures = 0;
-
-                slot_spawn(slot);
-                worker_stop(old);
-                n++;
+        if (n > sup->n_slots) {
+                Slot **s = realloc(sup->slots, n * sizeof *s);
+                if (!s)
+                        return -ENOMEM;
+                sup->slots = s;
+                for (unsigned i = sup->n_slots; i < n; i++) {
+                        s[i] = calloc(1, sizeof **s);
+                        if (!s[i]) {
+                                sup->n_slots = i;
+                                return -ENOMEM;
+                        }
+                        *s[i] = (Slot) { .sup = sup, .index = i };
+                        sup->n_slots = i + 1;
+                }
         }
-        log_info("reload: replaced %u workers", n);
-        /* Every replacement is running (ready at exec): the reload is complete. */
-        notify_status(sup, "READY=1");
+        sup->target = n;
+        log_info("scaling from %u to %u workers", old, n);
+
+        /* Surplus slots stop gracefully, the highest first. */
+        for (unsigned i = sup->n_slots; i-- > n;)
+                if (sup->slots[i]->state == SLOT_RUNNING || sup->slots[i]->state == SLOT_WAITING)
+                        slot_stop(sup->slots[i]);
+        /* New slots start; a slot still stopping from an earlier scale-down restarts when it exits. */
+        for (unsigned i = 0; i < n; i++)
+                if (sup->slots[i]->state == SLOT_IDLE)
+                        slot_spawn(sup->slots[i], false);
+
+        supervisor_trim_slots(sup);
+        notify_systemd(sup, NULL);
+        return 0;
 }
 
-static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo *si, void *userdata) {
+static int slot_range(Supervisor *sup, int slot, unsigned *from, unsigned *to) {
+        if (slot < 0) {
+                *from = 0;
+                *to = sup->target;
+                return 0;
+        }
+        if ((unsigned) slot >= sup->target)
+                return -ENOENT;
+        *from = (unsigned) slot;
+        *to = (unsigned) slot + 1;
+        return 0;
+}
+
+int supervisor_restart_slot(Supervisor *sup, int slot) {
+        unsigned from, to;
+        int r;
+
+        if (sup->stopping)
+                return -ESHUTDOWN;
+        r = slot_range(sup, slot, &from, &to);
+        if (r < 0)
+                return r;
+        for (unsigned i = from; i < to; i++) {
+                Slot *s = sup->slots[i];
+
+                if (s->worker) {
+                        s->worker->restart_requested = true;
+                        log_info("worker %u (pid %d): restart requested", i, (int) s->worker->pid);
+                        worker_terminate(s->worker, SIGTERM);
+                } else if (s->state == SLOT_WAITING) {
+                        s->timer = sd_event_source_disable_unref(s->timer);
+                        s->failures = s->self_failures = 0;
+                        slot_spawn(s, false);
+                }
+        }
+        return 0;
+}
+
+int supervisor_signal_slot(Supervisor *sup, int sig, int slot) {
+        unsigned from, to;
+        int r = slot_range(sup, slot, &from, &to);
+
+        if (r < 0)
+                return r;
+        for (unsigned i = from; i < to; i++)
+                if (sup->slots[i]->worker)
+                        worker_signal(sup->slots[i]->worker, sig);
+        return 0;
+}
+
+/* ---- the loop ---------------------------------------------------------------------------- */
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *sup = userdata;
 
         switch (si->ssi_signo) {
         case SIGHUP:
                 log_info("SIGHUP: rolling restart of every worker");
-                supervisor_reload(sup);
+                (void) supervisor_reload(sup, NULL);
+                break;
+        case SIGTTIN:
+                (void) supervisor_scale(sup, sup->target + 1);
+                break;
+        case SIGTTOU:
+                if (sup->target > 1)
+                        (void) supervisor_scale(sup, sup->target - 1);
                 break;
         default:
                 log_info("SIG%s received", signal_name((int) si->ssi_signo));
@@ -399,8 +861,10 @@ static char *join_names(const Listener *l, size_t n) {
 }
 
 int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *listeners, size_t n_listeners) {
+        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU };
         _cleanup_free_ char *names = NULL;
         Supervisor *sup;
+        int *fds = NULL;
         int r;
 
         sup = calloc(1, sizeof *sup);
@@ -418,25 +882,36 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         /* Answers WatchdogSec= when systemd asks for it; a no-op otherwise. */
         (void) sd_event_set_watchdog(sup->event, true);
 
-        const int stop_signals[] = { SIGTERM, SIGINT, SIGHUP };
-        for (size_t i = 0; i < ELEMENTSOF(stop_signals); i++) {
-                r = sd_event_add_signal(sup->event, NULL, stop_signals[i], on_signal, sup);
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+                r = sd_event_add_signal(sup->event, NULL, signals[i], on_signal, sup);
                 if (r < 0)
                         goto fail;
         }
 
         sup->slots = calloc(config->n_workers, sizeof *sup->slots);
-        int *fds = calloc(n_listeners ? n_listeners : 1, sizeof *fds);
-        sup->spawn.moves = calloc(2 * n_listeners + 1, sizeof *sup->spawn.moves);
-        names = join_names(listeners, n_listeners);
-        sup->spawn.fds = fds;
-        if (!sup->slots || !fds || !sup->spawn.moves || !names) {
+        if (!sup->slots) {
                 r = -ENOMEM;
                 goto fail;
         }
-        for (unsigned i = 0; i < config->n_workers; i++)
-                sup->slots[i] = (Slot) { .sup = sup, .index = i };
+        for (unsigned i = 0; i < config->n_workers; i++) {
+                sup->slots[i] = calloc(1, sizeof **sup->slots);
+                if (!sup->slots[i]) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                *sup->slots[i] = (Slot) { .sup = sup, .index = i };
+                sup->n_slots = i + 1;
+        }
+        sup->target = config->n_workers;
 
+        fds = calloc(n_listeners ? n_listeners : 1, sizeof *fds);
+        sup->spawn.fds = fds;
+        sup->spawn.moves = calloc(2 * n_listeners + 1, sizeof *sup->spawn.moves);
+        names = join_names(listeners, n_listeners);
+        if (!fds || !sup->spawn.moves || !names) {
+                r = -ENOMEM;
+                goto fail;
+        }
         for (size_t i = 0; i < n_listeners; i++)
                 fds[i] = listeners[i].fd;
         sup->spawn.n_fds = n_listeners;
@@ -446,7 +921,12 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         sup->spawn.n_moves = (size_t) r;
         sup->spawn.argv = config->argv;
 
-        r = worker_env_build(&sup->spawn.env, environ, config->setenv, config->n_setenv, n_listeners, names);
+        r = notify_server_new(&sup->notify_server, sup);
+        if (r < 0)
+                goto fail;
+
+        r = worker_env_build(&sup->spawn.env, environ, config->setenv, config->n_setenv, n_listeners, names,
+                             notify_server_address(sup->notify_server), config->watchdog);
         if (r < 0)
                 goto fail;
 
@@ -454,6 +934,12 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         if (sup->spawn.devnull < 0) {
                 r = -errno;
                 goto fail;
+        }
+
+        r = control_server_new(&sup->control, sup);
+        if (r < 0) {
+                supervisor_free(sup);
+                return r; /* logged */
         }
 
         *ret = sup;
@@ -467,10 +953,8 @@ fail:
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        for (unsigned i = 0; i < sup->config.n_workers && !sup->stopping; i++)
-                slot_spawn(&sup->slots[i]);
-        if (!sup->stopping)
-                notify_status(sup, "READY=1");
+        for (unsigned i = 0; i < sup->target && !sup->stopping; i++)
+                slot_spawn(sup->slots[i], false);
 
         r = sd_event_loop(sup->event);
         if (r < 0)
@@ -482,15 +966,21 @@ Supervisor *supervisor_free(Supervisor *sup) {
         if (!sup)
                 return NULL;
 
-        for (unsigned i = 0; sup->slots && i < sup->config.n_workers; i++) {
-                sup->slots[i].timer = sd_event_source_disable_unref(sup->slots[i].timer);
-                sup->slots[i].worker = worker_free(sup->slots[i].worker);
+        control_server_free(sup->control);
+        notify_server_free(sup->notify_server);
+        for (unsigned i = 0; sup->slots && i < sup->n_slots; i++) {
+                Slot *slot = sup->slots[i];
+                sd_event_source_disable_unref(slot->timer);
+                worker_free(slot->worker);
+                worker_free(slot->next);
+                free(slot);
         }
         while (sup->retired) {
                 Worker *w = sup->retired;
                 sup->retired = w->next_retired;
                 worker_free(w);
         }
+        free(sup->roll.waiters);
         free(sup->slots);
         worker_env_done(&sup->spawn.env);
         free((int *) sup->spawn.fds);

@@ -14,35 +14,56 @@ typedef enum RestartPolicy {
         RESTART_NO,
 } RestartPolicy;
 
+typedef enum ReadyMode {
+        READY_EXEC,             /* ready once exec succeeded */
+        READY_NOTIFY,           /* ready on READY=1 */
+} ReadyMode;
+
 typedef struct Worker Worker;
 typedef struct Slot Slot;
 typedef struct Supervisor Supervisor;
+typedef struct ControlServer ControlServer;
+typedef struct NotifyServer NotifyServer;
 
-/* One process we started. It belongs to a slot while it is the slot's current worker; a
- * worker replaced by a reload is "retired": it is stopped and never restarted. */
+/* One process we started. While it is a slot's `worker` (or its `next`, the replacement a
+ * reload is starting) it belongs to the slot; once replaced or dropped it is "retired":
+ * stopped, never restarted. */
 struct Worker {
         Supervisor *sup;
-        Slot *slot;             /* NULL once retired */
-        unsigned index;         /* the slot it was started for */
+        Slot *slot;                     /* NULL once retired */
+        unsigned index;                 /* the slot it was started for */
         pid_t pid;
-        sd_event_source *child; /* pidfd child source, owns the pidfd */
-        sd_event_source *kill_timer; /* SIGKILL after --stop-timeout */
-        usec_t started;
+        unsigned generation;            /* the reload it was started for */
+        sd_event_source *child;         /* pidfd child source, owns the pidfd */
+        sd_event_source *kill_timer;    /* SIGKILL after --stop-timeout */
+        sd_event_source *start_timer;   /* --start-timeout, --ready notify only */
+        sd_event_source *watchdog_timer;
+        usec_t started;                 /* CLOCK_MONOTONIC */
+        double started_realtime;        /* for status: seconds since the epoch */
+        char *status;                   /* its last STATUS= */
         bool exec_failed;
-        bool stopping;          /* SIGTERM sent */
+        bool ready;
+        bool stopping;                  /* SIGTERM (or SIGABRT) sent */
+        bool start_failed;              /* not ready in time, or watchdog: a failure of its own */
+        bool restart_requested;         /* `ctl restart`: restart at once, not a failure */
+        bool roll_unavailable;          /* started by a reload in place of a stopped worker */
         Worker *next_retired;
 };
 
 /* A slot: BINDONCE_WORKER=index, kept by every replacement.
  *
- *   state \ event | worker died              | backoff timer | stop
- *   --------------+--------------------------+---------------+-----------------
- *   RUNNING       | restart? WAITING/RUNNING | -             | STOPPING (TERM)
- *                 |   : IDLE; give-up check  |               |
- *   WAITING       | -                        | spawn: RUNNING| IDLE
- *   STOPPING      | IDLE                     | -             | -
- *   IDLE          | -                        | -             | -
- */
+ *   state \ event | its worker died          | backoff timer  | stop / scale down
+ *   --------------+--------------------------+----------------+------------------
+ *   RUNNING       | restart: RUNNING/WAITING | -              | STOPPING
+ *                 | no restart: IDLE         |                |
+ *                 | give-up: supervisor stop |                |
+ *   WAITING       | -                        | spawn: RUNNING | IDLE
+ *   STOPPING      | IDLE (removed if surplus)| -              | -
+ *   IDLE          | -                        | -              | -
+ *
+ * A reload adds `next`: the replacement, started while `worker` still serves. When `next`
+ * is ready it becomes `worker` and the old one is retired; if it dies first, the reload
+ * fails and the old one stays. */
 typedef enum SlotState {
         SLOT_IDLE,
         SLOT_WAITING,
@@ -55,10 +76,12 @@ struct Slot {
         unsigned index;
         SlotState state;
         Worker *worker;
+        Worker *next;
         sd_event_source *timer;         /* backoff */
         unsigned failures;              /* early deaths in a row: drives the backoff */
         unsigned self_failures;         /* self-inflicted early deaths in a row: give-up */
         unsigned restarts;
+        bool exited;                    /* last_* are set */
         int last_code, last_status;     /* siginfo of the last death */
 };
 
@@ -71,7 +94,30 @@ typedef struct SupervisorConfig {
         unsigned give_up;               /* 0: never */
         char **setenv;
         size_t n_setenv;
+        ReadyMode ready;
+        usec_t start_timeout;
+        bool notify_access_all;
+        unsigned max_surge, max_unavailable;
+        usec_t watchdog;                /* 0: off */
+        const char *control_path;       /* NULL: the default, "": none */
+        bool control_path_explicit;
 } SupervisorConfig;
+
+/* Told when a reload ends; `error` is NULL on success. */
+typedef void (*ReloadDone)(void *userdata, const char *error);
+typedef struct ReloadWaiter {
+        ReloadDone done;
+        void *userdata;
+} ReloadWaiter;
+
+typedef struct Roll {
+        bool active;
+        usec_t started;
+        unsigned replaced;
+        bool stepping, step_again;      /* roll_step() is not re-entered, it loops */
+        ReloadWaiter *waiters;
+        size_t n_waiters;
+} Roll;
 
 struct Supervisor {
         SupervisorConfig config;
@@ -79,12 +125,19 @@ struct Supervisor {
         Listener *listeners;
         size_t n_listeners;
         SpawnParams spawn;
-        Slot *slots;
+        Slot **slots;                   /* n_slots allocated; 0..target-1 active */
+        unsigned n_slots;
+        unsigned target;
         Worker *retired;
+        unsigned generation;
+        Roll roll;
         bool stopping;
         bool notify;                    /* NOTIFY_SOCKET: tell systemd READY, STATUS, ... */
+        bool ready_sent;
         int exit_code;
         unsigned total_restarts;
+        NotifyServer *notify_server;
+        ControlServer *control;
 };
 
 /* Takes the listeners (already open). Returns -errno, logged. */
@@ -94,3 +147,20 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 int supervisor_run(Supervisor *sup);
 
 Supervisor *supervisor_free(Supervisor *sup);
+
+/* Steering, from signals and the control socket. */
+void supervisor_stop(Supervisor *sup, int exit_code);
+int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter);
+void supervisor_forget_waiter(Supervisor *sup, void *userdata);
+int supervisor_scale(Supervisor *sup, unsigned n);
+int supervisor_restart_slot(Supervisor *sup, int slot);         /* -1: all */
+int supervisor_signal_slot(Supervisor *sup, int sig, int slot); /* -1: all */
+
+/* From the notify socket. */
+Worker *supervisor_find_worker(Supervisor *sup, pid_t pid, bool group);
+void worker_set_ready(Worker *w);
+void worker_set_status(Worker *w, const char *status);
+void worker_watchdog_ping(Worker *w);
+void worker_watchdog_trigger(Worker *w);
+
+const char *slot_state_name(const Slot *slot);

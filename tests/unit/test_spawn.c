@@ -147,16 +147,19 @@ static void test_env(void **state) {
         char *settings[] = { "FOO=bar", "HOME", "PATH=/bin", "ABSENT" };
         WorkerEnv env;
 
-        assert_int_equal(worker_env_build(&env, base, settings, 4, 2, "web:admin"), 0);
+        assert_int_equal(worker_env_build(&env, base, settings, 4, 2, "web:admin", "@bindonce/notify", 3000000), 0);
         assert_string_equal(env_get(env.envp, "PATH"), "/bin");
         assert_string_equal(env_get(env.envp, "HOME"), "/root");
         assert_string_equal(env_get(env.envp, "KEEP"), "me");
         assert_string_equal(env_get(env.envp, "FOO"), "bar");
         assert_null(env_get(env.envp, "ABSENT"));
         assert_null(env_get(env.envp, "LISTEN_PIDFDID"));
-        assert_null(env_get(env.envp, "NOTIFY_SOCKET"));
-        assert_null(env_get(env.envp, "WATCHDOG_USEC"));
-        assert_null(env_get(env.envp, "WATCHDOG_PID"));
+        /* Ours for the worker, never systemd's for us. */
+        assert_string_equal(env_get(env.envp, "NOTIFY_SOCKET"), "@bindonce/notify");
+        assert_string_equal(env_get(env.envp, "WATCHDOG_USEC"), "3000000");
+        assert_string_equal(env_get(env.envp, "WATCHDOG_PID"), "");
+        assert_int_equal(env_count(env.envp, "NOTIFY_SOCKET"), 1);
+        assert_int_equal(env_count(env.envp, "WATCHDOG_USEC"), 1);
         assert_string_equal(env_get(env.envp, "LISTEN_FDS"), "2");
         assert_string_equal(env_get(env.envp, "LISTEN_FDNAMES"), "web:admin");
         assert_string_equal(env_get(env.envp, "BINDONCE_WORKER"), "0");
@@ -176,6 +179,13 @@ static void test_env(void **state) {
         env_put_number(env.listen_pid, sizeof env.listen_pid, 0);
         assert_string_equal(env_get(env.envp, "LISTEN_PID"), "0");
         worker_env_done(&env);
+
+        /* Without a notify socket or watchdog, none of systemd's leaks through. */
+        assert_int_equal(worker_env_build(&env, base, NULL, 0, 1, "x", NULL, 0), 0);
+        assert_null(env_get(env.envp, "NOTIFY_SOCKET"));
+        assert_null(env_get(env.envp, "WATCHDOG_USEC"));
+        assert_null(env_get(env.envp, "WATCHDOG_PID"));
+        worker_env_done(&env);
 }
 
 /* The real thing, end to end: a process whose exec fails is reported at once, by errno. */
@@ -191,7 +201,7 @@ static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
         p.n_fds = 1;
         p.moves = moves;
         p.n_moves = (size_t) fd_plan(p.fds, 1, moves);
-        assert_int_equal(worker_env_build(&p.env, (char *[]) { "PATH=/usr/bin:/bin", NULL }, NULL, 0, 1, "t"), 0);
+        assert_int_equal(worker_env_build(&p.env, (char *[]) { "PATH=/usr/bin:/bin", NULL }, NULL, 0, 1, "t", NULL, 0), 0);
 
         assert_int_equal(spawn_worker(&p, 3, &res), 0);
         assert_int_equal(res.child_errno, expect_errno);

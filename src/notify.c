@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "notify.h"
+#include "supervisor.h"
+
+/* systemd takes datagrams of up to PIPE_BUF for sd_notify(); anything longer is not ours. */
+#define NOTIFY_MAX 4096
+
+struct NotifyServer {
+        Supervisor *sup;
+        int fd;
+        sd_event_source *io;
+        char address[64];
+};
+
+static bool field(const char *line, size_t len, const char *key, const char **value, size_t *value_len) {
+        size_t k = strlen(key);
+
+        if (len < k || memcmp(line, key, k) != 0)
+                return false;
+        *value = line + k;
+        *value_len = len - k;
+        return true;
+}
+
+void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t len) {
+        Worker *w = supervisor_find_worker(sup, sender, sup->config.notify_access_all);
+
+        if (!w) {
+                log_debug("notify message from pid %d, which is not a worker: ignored", (int) sender);
+                return;
+        }
+        if (!sup->config.notify_access_all && w->pid != sender)
+                return;
+
+        /* Newline-separated assignments; the last of each kind wins, as in systemd. */
+        for (const char *p = msg, *end = msg + len; p < end;) {
+                const char *nl = memchr(p, '\n', (size_t) (end - p));
+                size_t n = nl ? (size_t) (nl - p) : (size_t) (end - p);
+                const char *v;
+                size_t vn;
+
+                if (field(p, n, "READY=", &v, &vn)) {
+                        if (vn == 1 && v[0] == '1')
+                                worker_set_ready(w);
+                } else if (field(p, n, "STATUS=", &v, &vn)) {
+                        char status[256];
+
+                        if (vn >= sizeof status)
+                                vn = sizeof status - 1;
+                        memcpy(status, v, vn);
+                        status[vn] = '\0';
+                        worker_set_status(w, status);
+                } else if (field(p, n, "STOPPING=", &v, &vn)) {
+                        if (vn == 1 && v[0] == '1')
+                                log_info("worker %u (pid %d) is stopping", w->index, (int) w->pid);
+                } else if (field(p, n, "WATCHDOG=", &v, &vn)) {
+                        if (vn == 1 && v[0] == '1')
+                                worker_watchdog_ping(w);
+                        else if (vn == 7 && memcmp(v, "trigger", 7) == 0) {
+                                log_warning("worker %u (pid %d) triggered its watchdog", w->index, (int) w->pid);
+                                worker_watchdog_trigger(w);
+                        }
+                }
+                /* Anything else (MAINPID=, ERRNO=, FDSTORE=, ...) means nothing to us. */
+                p += n + 1;
+        }
+}
+
+static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        NotifyServer *n = userdata;
+
+        /* Drain what is queued, but yield to the loop after a batch: a chatty worker must
+         * not starve the others. */
+        for (int batch = 0; batch < 64; batch++) {
+                char buf[NOTIFY_MAX + 1];
+                union {
+                        struct cmsghdr align;
+                        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+                } control;
+                struct iovec iov = { buf, sizeof buf };
+                struct msghdr mh = {
+                        .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = &control,
+                        .msg_controllen = sizeof control,
+                };
+                const struct ucred *cred = NULL;
+                ssize_t len;
+
+                len = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (len < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return 0;
+                        log_warning_errno(errno, "Cannot read the workers' notify socket: %m");
+                        return 0;
+                }
+
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                        if (c->cmsg_level != SOL_SOCKET)
+                                continue;
+                        if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred)))
+                                cred = (const struct ucred *) CMSG_DATA(c);
+                        else if (c->cmsg_type == SCM_RIGHTS) {
+                                /* We keep no fds for workers: close whatever came. */
+                                const int *fds = (const int *) CMSG_DATA(c);
+                                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                                for (size_t i = 0; i < k; i++)
+                                        (void) close(fds[i]);
+                        }
+                }
+                if (mh.msg_flags & MSG_CTRUNC) {
+                        log_debug("notify message with too much control data: ignored");
+                        continue;
+                }
+                if ((mh.msg_flags & MSG_TRUNC) || len > NOTIFY_MAX) {
+                        log_warning("notify message of more than %d bytes from pid %d: ignored",
+                                    NOTIFY_MAX, cred ? (int) cred->pid : 0);
+                        continue;
+                }
+                if (!cred || cred->pid <= 0)
+                        continue;
+                notify_apply(n->sup, cred->pid, buf, (size_t) len);
+        }
+        return 0;
+}
+
+int notify_server_new(NotifyServer **ret, Supervisor *sup) {
+        NotifyServer *n = calloc(1, sizeof *n);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int one = 1, r;
+        socklen_t len;
+
+        if (!n)
+                return -ENOMEM;
+        n->sup = sup;
+        n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (n->fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        if (setsockopt(n->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        /* Abstract: nothing to clean up on disk, and it dies with us. A random part, so that
+         * nobody can squat the name before we bind it. */
+        snprintf(n->address, sizeof n->address, "@bindonce/%d/%08x", (int) getpid(), arc4random());
+        len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + strlen(n->address));
+        memcpy(sa.sun_path, n->address, strlen(n->address));
+        sa.sun_path[0] = '\0';
+        if (bind(n->fd, (struct sockaddr *) &sa, len) < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = sd_event_add_io(sup->event, &n->io, n->fd, EPOLLIN, on_notify, n);
+        if (r < 0)
+                goto fail;
+
+        *ret = n;
+        return 0;
+fail:
+        notify_server_free(n);
+        return r;
+}
+
+NotifyServer *notify_server_free(NotifyServer *n) {
+        if (!n)
+                return NULL;
+        sd_event_source_disable_unref(n->io);
+        if (n->fd >= 0)
+                (void) close(n->fd);
+        free(n);
+        return NULL;
+}
+
+const char *notify_server_address(const NotifyServer *n) {
+        return n->address;
+}
