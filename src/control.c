@@ -450,9 +450,11 @@ static void client_handle(ControlClient *c, size_t len) {
         if (text)
                 client_reply(c, text);
         else {
-                /* A reload: wait for its outcome, but notice if the client goes away. */
+                /* A reload: wait for its outcome, but notice if the client goes away. Not
+                 * EPOLLRDHUP: a client that shut down its sending side still reads. EPOLLHUP
+                 * comes when it closed both. */
                 (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);
-                (void) sd_event_source_set_io_events(c->io, EPOLLRDHUP);
+                (void) sd_event_source_set_io_events(c->io, EPOLLHUP);
         }
 }
 
@@ -465,7 +467,7 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
                 return 0;
         }
         if (c->waiting) {
-                if (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                if (revents & (EPOLLHUP | EPOLLERR))
                         client_free(c);
                 return 0;
         }
