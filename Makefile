@@ -88,6 +88,11 @@ demo: deps
 	$(MAKE) $(BUILD)/bindonce $(BUILD)/httpd
 	docs/examples/demo.sh $(BUILD)/bindonce $(BUILD)/httpd
 
+# Benchmarks: medians and ratios, written to docs/PERFORMANCE.md; never a pass/fail test.
+bench: deps all
+	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
+	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
+
 install: $(BUILD)/bindonce
 	install -D -m 0755 $(BUILD)/bindonce $(DESTDIR)$(BINDIR)/bindonce
 	install -D -m 0644 docs/bindonce.1 $(DESTDIR)$(MANDIR)/man1/bindonce.1
@@ -98,4 +103,4 @@ uninstall:
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check unit-tests unit integration demo install uninstall clean
+.PHONY: all deps check unit-tests unit integration demo bench install uninstall clean
