@@ -123,9 +123,12 @@ static char *status_text(Supervisor *sup, bool json) {
         if (json) {
                 fprintf(f, "OK\n{\"name\":");
                 json_string(f, sup->config.name);
-                fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"reloading\":%s,\"stopping\":%s,\"slots\":[",
+                fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"reloading\":%s,\"stopping\":%s,"
+                           "\"balance\":\"%s\",\"migrate_req\":%s,\"slots\":[",
                         (int) getpid(), sup->target, ready, sup->total_restarts,
-                        sup->roll.active ? "true" : "false", sup->stopping ? "true" : "false");
+                        sup->roll.active ? "true" : "false", sup->stopping ? "true" : "false",
+                        sup->config.balance == BALANCE_REUSEPORT ? "reuseport" : "shared",
+                        sup->migrate ? "true" : "false");
                 for (unsigned i = 0; i < sup->n_slots; i++) {
                         const Slot *slot = sup->slots[i];
                         const Worker *w = slot->worker;

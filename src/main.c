@@ -53,6 +53,7 @@ static bool arg_notify_access_all;
 static unsigned arg_max_surge = 1, arg_max_unavailable = 0;
 static usec_t arg_watchdog;
 static const char *arg_control;
+static Balance arg_balance = BALANCE_SHARED;
 /* generate-units */
 static const char *arg_generate;        /* the NAME of `bindonce generate-units NAME` */
 static bool arg_install;
@@ -86,6 +87,9 @@ static void help(void) {
                "     --fdname NAME[:NAME...]  Names of the sockets, in order (default: --name)\n"
                "     --backlog N              Listen backlog (default: %d)\n"
                "     --reuse-port             Set SO_REUSEPORT (default: off)\n"
+               "     --balance shared|reuseport\n"
+               "                              One socket shared by all workers, or one SO_REUSEPORT\n"
+               "                              socket per worker (default: shared)\n"
                "     --fd-store               Keep the sockets in systemd's fd store, so that they\n"
                "                              survive a restart of bindonce (default: off)\n"
                "\n"
@@ -237,6 +241,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_MAX_UNAVAILABLE,
                 ARG_WATCHDOG,
                 ARG_CONTROL,
+                ARG_BALANCE,
                 ARG_INSTALL,
                 ARG_UNIT_DIR,
                 ARG_VERSION,
@@ -264,6 +269,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "max-unavailable",  required_argument, NULL, ARG_MAX_UNAVAILABLE  },
                 { "watchdog",         required_argument, NULL, ARG_WATCHDOG         },
                 { "control",          required_argument, NULL, ARG_CONTROL          },
+                { "balance",          required_argument, NULL, ARG_BALANCE          },
                 { "install",          no_argument,       NULL, ARG_INSTALL          },
                 { "unit-dir",         required_argument, NULL, ARG_UNIT_DIR         },
                 { "help",             no_argument,       NULL, 'h'                  },
@@ -391,6 +397,15 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_WATCHDOG:
                         if (parse_seconds(optarg, &arg_watchdog) < 0)
                                 return log_usage("--watchdog '%s': must be seconds from 0 (off) to 86400", optarg);
+                        r = 0;
+                        break;
+                case ARG_BALANCE:
+                        if (strcmp(optarg, "shared") == 0)
+                                arg_balance = BALANCE_SHARED;
+                        else if (strcmp(optarg, "reuseport") == 0)
+                                arg_balance = BALANCE_REUSEPORT;
+                        else
+                                return log_usage("--balance '%s': must be shared or reuseport", optarg);
                         r = 0;
                         break;
                 case ARG_CONTROL:
@@ -525,7 +540,8 @@ static int open_listeners(Listener *l, size_t n) {
         int r;
 
         for (size_t i = 0; i < n; i++) {
-                r = listener_open(&l[i], arg_backlog, arg_reuse_port);
+                /* reuseport balancing needs the first socket of each group to admit siblings. */
+                r = listener_open(&l[i], arg_backlog, arg_reuse_port || arg_balance == BALANCE_REUSEPORT);
                 if (r < 0) {
                         const char *why = listener_strerror(&l[i], r);
 
@@ -675,6 +691,8 @@ static int run(int argc, char *argv[]) {
                 .max_unavailable = arg_max_unavailable,
                 .watchdog = arg_watchdog,
                 .control_path = arg_control,
+                .balance = arg_balance,
+                .backlog = arg_backlog,
         };
         r = supervisor_new(&sup, &config, listeners, n_listeners);
         if (r < 0) {

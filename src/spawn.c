@@ -198,7 +198,8 @@ static _noreturn_ void child_fail(int report_fd, SpawnStage stage, int error) {
 }
 
 /* Runs in the forked child, between fork() and exec: async-signal-safe calls only. */
-static _noreturn_ void child_exec(SpawnParams *p, int report_fd) {
+static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
+                                  int report_fd) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
         int cur[p->n_fds];
         struct sigaction dfl = { .sa_handler = SIG_DFL };
@@ -223,12 +224,12 @@ static _noreturn_ void child_exec(SpawnParams *p, int report_fd) {
                         _exit(126);
         }
 
-        memcpy(cur, p->fds, sizeof cur);
-        for (size_t k = 0; k < p->n_moves; k++) {
-                unsigned i = p->moves[k].index;
+        memcpy(cur, fds, sizeof cur);
+        for (size_t k = 0; k < n_moves; k++) {
+                unsigned i = moves[k].index;
                 int target = SD_LISTEN_FDS_START + (int) i;
 
-                switch (p->moves[k].op) {
+                switch (moves[k].op) {
                 case FD_MOVE_AWAY:
                         cur[i] = fcntl(cur[i], F_DUPFD_CLOEXEC, end);
                         if (cur[i] < 0)
@@ -264,12 +265,18 @@ static _noreturn_ void child_exec(SpawnParams *p, int report_fd) {
         child_fail(report_fd, SPAWN_STAGE_EXEC, errno);
 }
 
-int spawn_worker(SpawnParams *p, unsigned slot, SpawnResult *ret) {
+int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
         _cleanup_close_ int report_r = -1, report_w = -1, pidfd = -1;
-        int pipefd[2];
+        FdMove moves[2 * p->n_fds + 1];
+        int pipefd[2], n_moves;
         ChildReport rep;
         ssize_t n;
         pid_t pid;
+
+        /* Planned here, not in the child: the child only replays it. */
+        n_moves = fd_plan(fds, p->n_fds, moves);
+        if (n_moves < 0)
+                return n_moves;
 
         if (pipe2(pipefd, O_CLOEXEC) < 0)
                 return -errno;
@@ -282,7 +289,7 @@ int spawn_worker(SpawnParams *p, unsigned slot, SpawnResult *ret) {
         if (pid < 0)
                 return -errno;
         if (pid == 0)
-                child_exec(p, report_w);
+                child_exec(p, fds, moves, (size_t) n_moves, report_w);
 
         closep(&report_w);
         report_w = -1;

@@ -52,10 +52,7 @@ void env_put_number(char *buf, size_t size, unsigned long v);
 typedef struct SpawnParams {
         char **argv;
         WorkerEnv env;
-        const int *fds;         /* listening sockets, in LISTEN_FDS order */
-        size_t n_fds;
-        FdMove *moves;          /* fd_plan(fds) */
-        size_t n_moves;
+        size_t n_fds;           /* sockets per worker */
         int devnull;            /* the worker's stdin */
 } SpawnParams;
 
@@ -72,6 +69,7 @@ typedef struct SpawnResult {
         SpawnStage stage;
 } SpawnResult;
 
-/* Forks and execs one worker. Returns -errno when no process was created; otherwise 0 with
- * ret->child_errno set if the child could not exec (it exits 127 or 126, like a shell). */
-int spawn_worker(SpawnParams *p, unsigned slot, SpawnResult *ret);
+/* Forks and execs one worker with fds[0..n_fds-1] as its sockets. Returns -errno when no
+ * process was created; otherwise 0 with ret->child_errno set if the child could not exec
+ * (it exits 127 or 126, like a shell). */
+int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret);

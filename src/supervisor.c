@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -434,7 +436,7 @@ static void slot_spawn(Slot *slot, bool as_next) {
         Worker *w;
         int r;
 
-        r = spawn_worker(&sup->spawn, slot->index, &res);
+        r = spawn_worker(&sup->spawn, slot->index, slot->fds ? slot->fds : sup->shared_fds, &res);
         if (r < 0) {
                 log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
                 if (as_next)
@@ -557,12 +559,77 @@ static void log_death(const Worker *w, const siginfo_t *si, bool expected) {
                                si->si_code == CLD_DUMPED ? " (core dumped)" : "");
 }
 
-/* Surplus slots (scaled down) are freed once idle, from the top. */
+static Slot *slot_free(Supervisor *sup, Slot *slot) {
+        if (!slot)
+                return NULL;
+        sd_event_source_disable_unref(slot->timer);
+        sd_event_source_disable_unref(slot->drain_timer);
+        worker_free(slot->worker);
+        worker_free(slot->next);
+        for (size_t j = 0; slot->fds && j < sup->n_listeners; j++)
+                if (slot->fds[j] != sup->shared_fds[j])
+                        (void) close(slot->fds[j]);
+        free(slot->fds);
+        free(slot);
+        return NULL;
+}
+
+/* A slot, and in reuseport mode its own socket for every address that can have one. */
+static int slot_new(Supervisor *sup, unsigned index, Slot **ret) {
+        Slot *slot = calloc(1, sizeof *slot);
+
+        if (!slot)
+                return -ENOMEM;
+        *slot = (Slot) { .sup = sup, .index = index };
+        if (sup->config.balance == BALANCE_REUSEPORT) {
+                slot->fds = calloc(sup->n_listeners ? sup->n_listeners : 1, sizeof *slot->fds);
+                if (!slot->fds) {
+                        free(slot);
+                        return -ENOMEM;
+                }
+                for (size_t j = 0; j < sup->n_listeners; j++) {
+                        const Listener *l = &sup->listeners[j];
+                        int fd;
+
+                        /* Slot 0 has the socket bound at start: the group's first member. */
+                        if (index == 0 || !balance_supported(l)) {
+                                slot->fds[j] = sup->shared_fds[j];
+                                continue;
+                        }
+                        fd = balance_open_sibling(l, sup->config.backlog);
+                        if (fd < 0) {
+                                int r = fd;
+                                for (size_t k = j; k < sup->n_listeners; k++)
+                                        slot->fds[k] = sup->shared_fds[k];
+                                slot_free(sup, slot);
+                                return r;
+                        }
+                        slot->fds[j] = fd;
+                }
+        }
+        *ret = slot;
+        return 0;
+}
+
+/* New connections go to the sockets of active slots only. */
+static void supervisor_steer(Supervisor *sup) {
+        if (sup->config.balance != BALANCE_REUSEPORT)
+                return;
+        for (size_t j = 0; j < sup->n_listeners; j++)
+                if (balance_supported(&sup->listeners[j])) {
+                        int r = balance_steer(sup->listeners[j].fd, sup->target);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot steer connections among the sockets of %s: %m",
+                                                  sup->listeners[j].name);
+                }
+}
+
+/* Surplus slots (scaled down) are freed once idle, from the top: a socket leaving a
+ * reuseport group puts the group's last socket in its place, so only the last may go. */
 static void supervisor_trim_slots(Supervisor *sup) {
         while (sup->n_slots > sup->target && sup->slots[sup->n_slots - 1]->state == SLOT_IDLE) {
-                Slot *slot = sup->slots[--sup->n_slots];
-                sd_event_source_disable_unref(slot->timer);
-                free(slot);
+                sup->n_slots--;
+                sup->slots[sup->n_slots] = slot_free(sup, sup->slots[sup->n_slots]);
         }
 }
 
@@ -694,6 +761,7 @@ static void supervisor_maybe_exit(Supervisor *sup) {
 
 static void slot_stop(Slot *slot) {
         slot->timer = sd_event_source_disable_unref(slot->timer);
+        slot->drain_timer = sd_event_source_disable_unref(slot->drain_timer);
         if (slot->next) {
                 worker_retire(slot->next);
                 slot->next = NULL;
@@ -731,8 +799,61 @@ void supervisor_stop(Supervisor *sup, int exit_code) {
         supervisor_maybe_exit(sup);
 }
 
+/* The length of the accept queue of a slot's own sockets. */
+static unsigned slot_queue(const Slot *slot) {
+        const Supervisor *sup = slot->sup;
+        unsigned total = 0;
+
+        for (size_t j = 0; slot->fds && j < sup->n_listeners; j++) {
+                struct tcp_info ti;
+                socklen_t n = sizeof ti;
+
+                if (slot->fds[j] != sup->shared_fds[j] &&
+                    getsockopt(slot->fds[j], IPPROTO_TCP, TCP_INFO, &ti, &n) >= 0 && ti.tcpi_state == TCP_LISTEN)
+                        total += ti.tcpi_unacked;
+        }
+        return total;
+}
+
+/* A surplus slot of a reuseport group gets no new connections (steered away), but its
+ * worker serves what is already queued on its socket. It is stopped once that queue is
+ * empty, or after --stop-timeout. Checked every 20 ms for that short while only. */
+static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Slot *slot = userdata;
+        unsigned queued = slot_queue(slot);
+
+        if (queued > 0 && now_usec() - slot->drain_started < slot->sup->config.stop_timeout && slot->worker) {
+                (void) sd_event_source_set_time_relative(s, 20 * USEC_PER_MSEC);
+                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                return 0;
+        }
+        if (queued > 0)
+                log_warning("worker %u: %u connections still queued after %.1f s of draining; stopping it anyway",
+                            slot->index, queued, (double) slot->sup->config.stop_timeout / USEC_PER_SEC);
+        slot->drain_timer = sd_event_source_disable_unref(slot->drain_timer);
+        slot_stop(slot);
+        return 0;
+}
+
+static void slot_retire(Slot *slot) {
+        Supervisor *sup = slot->sup;
+        int r;
+
+        /* Closing a reuseport socket resets its queue, unless the kernel migrates it. */
+        if (!slot->fds || sup->migrate || slot->state != SLOT_RUNNING) {
+                slot_stop(slot);
+                return;
+        }
+        slot->drain_started = now_usec();
+        r = sd_event_add_time_relative(sup->event, &slot->drain_timer, CLOCK_MONOTONIC,
+                                       20 * USEC_PER_MSEC, USEC_PER_MSEC, on_drain_timer, slot);
+        if (r < 0)
+                slot_stop(slot);
+}
+
 int supervisor_scale(Supervisor *sup, unsigned n) {
         unsigned old = sup->target;
+        int r;
 
         if (n < 1 || n > WORKERS_MAX)
                 return -ERANGE;
@@ -745,22 +866,28 @@ int supervisor_scale(Supervisor *sup, unsigned n) {
                         return -ENOMEM;
                 sup->slots = s;
                 for (unsigned i = sup->n_slots; i < n; i++) {
-                        s[i] = calloc(1, sizeof **s);
-                        if (!s[i]) {
-                                sup->n_slots = i;
-                                return -ENOMEM;
-                        }
-                        *s[i] = (Slot) { .sup = sup, .index = i };
+                        r = slot_new(sup, i, &s[i]);
+                        if (r < 0)
+                                return log_error_errno(r, "Cannot add worker slot %u: %m", i);
                         sup->n_slots = i + 1;
                 }
         }
         sup->target = n;
         log_info("scaling from %u to %u workers", old, n);
+        supervisor_steer(sup);
 
         /* Surplus slots stop gracefully, the highest first. */
-        for (unsigned i = sup->n_slots; i-- > n;)
-                if (sup->slots[i]->state == SLOT_RUNNING || sup->slots[i]->state == SLOT_WAITING)
-                        slot_stop(sup->slots[i]);
+        for (unsigned i = sup->n_slots; i-- > n;) {
+                Slot *slot = sup->slots[i];
+
+                if (slot->drain_timer)
+                        continue;
+                if (slot->state == SLOT_RUNNING || slot->state == SLOT_WAITING)
+                        slot_retire(slot);
+        }
+        /* Slots coming back before their drain ended keep their worker. */
+        for (unsigned i = 0; i < n; i++)
+                sup->slots[i]->drain_timer = sd_event_source_disable_unref(sup->slots[i]->drain_timer);
         /* New slots start; a slot still stopping from an earlier scale-down restarts when it exits. */
         for (unsigned i = 0; i < n; i++)
                 if (sup->slots[i]->state == SLOT_IDLE)
@@ -888,38 +1015,47 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                         goto fail;
         }
 
-        sup->slots = calloc(config->n_workers, sizeof *sup->slots);
-        if (!sup->slots) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        for (unsigned i = 0; i < config->n_workers; i++) {
-                sup->slots[i] = calloc(1, sizeof **sup->slots);
-                if (!sup->slots[i]) {
-                        r = -ENOMEM;
-                        goto fail;
-                }
-                *sup->slots[i] = (Slot) { .sup = sup, .index = i };
-                sup->n_slots = i + 1;
-        }
-        sup->target = config->n_workers;
-
         fds = calloc(n_listeners ? n_listeners : 1, sizeof *fds);
-        sup->spawn.fds = fds;
-        sup->spawn.moves = calloc(2 * n_listeners + 1, sizeof *sup->spawn.moves);
+        sup->shared_fds = fds;
         names = join_names(listeners, n_listeners);
-        if (!fds || !sup->spawn.moves || !names) {
+        if (!fds || !names) {
                 r = -ENOMEM;
                 goto fail;
         }
         for (size_t i = 0; i < n_listeners; i++)
                 fds[i] = listeners[i].fd;
         sup->spawn.n_fds = n_listeners;
-        r = fd_plan(fds, n_listeners, sup->spawn.moves);
-        if (r < 0)
-                goto fail;
-        sup->spawn.n_moves = (size_t) r;
         sup->spawn.argv = config->argv;
+
+        sup->slots = calloc(config->n_workers, sizeof *sup->slots);
+        if (!sup->slots) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        for (unsigned i = 0; i < config->n_workers; i++) {
+                r = slot_new(sup, i, &sup->slots[i]);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot open the sockets of worker slot %u: %m", i);
+                        goto fail;
+                }
+                sup->n_slots = i + 1;
+        }
+        sup->target = config->n_workers;
+
+        if (config->balance == BALANCE_REUSEPORT) {
+                size_t grouped = 0;
+
+                for (size_t j = 0; j < n_listeners; j++)
+                        grouped += balance_supported(&listeners[j]);
+                sup->migrate = balance_migrate_enabled();
+                log_info("balance reuseport: a socket per worker for %zu of %zu addresses; "
+                         "net.ipv4.tcp_migrate_req is %s, so a slot scaled down %s",
+                         grouped, n_listeners, sup->migrate ? "on" : "off",
+                         sup->migrate ? "hands its queue to the others" : "drains its queue before it closes");
+                if (grouped < n_listeners)
+                        log_notice("unix sockets, and sockets passed without ReusePort=yes, stay shared by all workers");
+                supervisor_steer(sup);
+        }
 
         r = notify_server_new(&sup->notify_server, sup);
         if (r < 0)
@@ -968,13 +1104,8 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
-        for (unsigned i = 0; sup->slots && i < sup->n_slots; i++) {
-                Slot *slot = sup->slots[i];
-                sd_event_source_disable_unref(slot->timer);
-                worker_free(slot->worker);
-                worker_free(slot->next);
-                free(slot);
-        }
+        for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)
+                slot_free(sup, sup->slots[i]);
         while (sup->retired) {
                 Worker *w = sup->retired;
                 sup->retired = w->next_retired;
@@ -983,8 +1114,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         free(sup->roll.waiters);
         free(sup->slots);
         worker_env_done(&sup->spawn.env);
-        free((int *) sup->spawn.fds);
-        free(sup->spawn.moves);
+        free(sup->shared_fds);
         closep(&sup->spawn.devnull);
         sd_event_unref(sup->event);
         free(sup);

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <systemd/sd-event.h>
 
+#include "balance.h"
 #include "listener.h"
 #include "spawn.h"
 #include "util.h"
@@ -83,6 +84,9 @@ struct Slot {
         unsigned restarts;
         bool exited;                    /* last_* are set */
         int last_code, last_status;     /* siginfo of the last death */
+        int *fds;                       /* --balance reuseport: this slot's sockets */
+        sd_event_source *drain_timer;   /* scaled down: waits for its queue to empty */
+        usec_t drain_started;
 };
 
 typedef struct SupervisorConfig {
@@ -100,7 +104,8 @@ typedef struct SupervisorConfig {
         unsigned max_surge, max_unavailable;
         usec_t watchdog;                /* 0: off */
         const char *control_path;       /* NULL: the default, "": none */
-        bool control_path_explicit;
+        Balance balance;
+        int backlog;                    /* for the sockets of new slots */
 } SupervisorConfig;
 
 /* Told when a reload ends; `error` is NULL on success. */
@@ -124,6 +129,8 @@ struct Supervisor {
         sd_event *event;
         Listener *listeners;
         size_t n_listeners;
+        int *shared_fds;                /* the listeners' fds, what every slot gets in shared mode */
+        bool migrate;                   /* net.ipv4.tcp_migrate_req, for reuseport scale-down */
         SpawnParams spawn;
         Slot **slots;                   /* n_slots allocated; 0..target-1 active */
         unsigned n_slots;

@@ -191,19 +191,14 @@ static void test_env(void **state) {
 /* The real thing, end to end: a process whose exec fails is reported at once, by errno. */
 static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
         int sv[2], devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        FdMove moves[2];
-        SpawnParams p = { .argv = argv, .devnull = devnull };
+        SpawnParams p = { .argv = argv, .devnull = devnull, .n_fds = 1 };
         SpawnResult res;
         siginfo_t si = {};
 
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-        p.fds = &sv[0];
-        p.n_fds = 1;
-        p.moves = moves;
-        p.n_moves = (size_t) fd_plan(p.fds, 1, moves);
         assert_int_equal(worker_env_build(&p.env, (char *[]) { "PATH=/usr/bin:/bin", NULL }, NULL, 0, 1, "t", NULL, 0), 0);
 
-        assert_int_equal(spawn_worker(&p, 3, &res), 0);
+        assert_int_equal(spawn_worker(&p, 3, &sv[0], &res), 0);
         assert_int_equal(res.child_errno, expect_errno);
         if (expect_errno)
                 assert_int_equal(res.stage, SPAWN_STAGE_EXEC);

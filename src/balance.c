@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "balance.h"
+#include "util.h"
+
+bool balance_supported(const Listener *l) {
+        int family = l->address.sa.sa_family, on = 0;
+        socklen_t n = sizeof on;
+
+        if (family != AF_INET && family != AF_INET6)
+                return false;
+        return getsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &on, &n) >= 0 && on;
+}
+
+int balance_open_sibling(const Listener *l, int backlog) {
+        struct sockaddr_storage sa;
+        socklen_t len = sizeof sa;
+        _cleanup_close_ int fd = -1;
+        int one = 1, zero = 0;
+
+        /* The address the listener really has (a bare PORT may have fallen back to IPv4). */
+        if (getsockname(l->fd, (struct sockaddr *) &sa, &len) < 0)
+                return -errno;
+        fd = socket(sa.ss_family, l->address.type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+                return -errno;
+        if (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *) &sa, len) < 0)
+                return -errno;
+        if (l->address.type != SOCK_DGRAM && listen(fd, backlog) < 0)
+                return -errno;
+        return TAKE_FD(fd);
+}
+
+int balance_steer(int fd, unsigned active) {
+        /* A = random; A %= active; return A: an index into the group's sockets. */
+        struct sock_filter code[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t) (SKF_AD_OFF + SKF_AD_RANDOM)),
+                BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, active ? active : 1),
+                BPF_STMT(BPF_RET | BPF_A, 0),
+        };
+        struct sock_fprog prog = { .len = ELEMENTSOF(code), .filter = code };
+
+        return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0 ? -errno : 0;
+}
+
+bool balance_migrate_enabled(void) {
+        char c = '0';
+        int fd = open("/proc/sys/net/ipv4/tcp_migrate_req", O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+                return false;
+        if (read(fd, &c, 1) != 1)
+                c = '0';
+        (void) close(fd);
+        return c == '1';
+}
