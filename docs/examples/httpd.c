@@ -138,7 +138,7 @@ int main(int argc, char *argv[])
         if (nsock == 0) {
                 fprintf(stderr, "httpd: no listening stream socket among the %d passed to me "
                                 "(bindonce -l, or ListenStream= in a socket unit)\n", n);
-                return 1;
+                goto fail;
         }
 
         /* SIGTERM and SIGINT arrive as a readable fd, polled with the sockets,
@@ -151,14 +151,14 @@ int main(int argc, char *argv[])
         int sigfd = signalfd(-1, &stop, SFD_CLOEXEC);
         if (sigfd < 0) {
                 perror("httpd: signalfd");
-                return 1;
+                goto fail;
         }
         pfd[nsock] = (struct pollfd) { .fd = sigfd, .events = POLLIN };
 
         while (!stop_requested(sigfd)) {
                 if (poll(pfd, nsock + 1, -1) < 0 && errno != EINTR) {
                         perror("httpd: poll");
-                        return 1;
+                        goto fail;
                 }
                 for (int i = 0; i < nsock && !stop_requested(sigfd); i++) {
                         if (!pfd[i].revents)
@@ -170,7 +170,7 @@ int main(int argc, char *argv[])
                                         continue;
                                 /* Let it crash: the supervisor starts a fresh worker. */
                                 fprintf(stderr, "httpd: accept on fd %d: %m\n", pfd[i].fd);
-                                return 1;
+                                goto fail;
                         }
                         serve(conn);
                         close(conn);
@@ -178,5 +178,9 @@ int main(int argc, char *argv[])
         }
 
         fprintf(stderr, "httpd: %s stopping\n", me);
+        free(pfd);
         return 0;
+fail:
+        free(pfd);
+        return 1;
 }
