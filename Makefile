@@ -28,6 +28,8 @@ endif
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
+LIBDIR     ?= $(PREFIX)/lib
+DOCDIR     ?= $(PREFIX)/share/doc/bindonce
 UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
 SRCS       := src/activation.c src/balance.c src/control.c src/ctl.c src/notify.c src/units.c src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c
@@ -71,6 +73,7 @@ deps:
 check: deps
 	$(MAKE) all unit-tests
 	$(MAKE) unit
+	$(MAKE) lint-man
 	$(MAKE) integration
 
 unit-tests: $(UNIT_TESTS)
@@ -93,14 +96,33 @@ bench: deps all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
 
-install: $(BUILD)/bindonce
+# The units name /usr/local paths; other prefixes are written into the installed copies.
+UNITS      := $(wildcard units/*.service units/*.socket)
+install: $(BUILD)/bindonce $(BUILD)/httpd
 	install -D -m 0755 $(BUILD)/bindonce $(DESTDIR)$(BINDIR)/bindonce
+	install -D -m 0755 $(BUILD)/httpd $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
 	install -D -m 0644 docs/bindonce.1 $(DESTDIR)$(MANDIR)/man1/bindonce.1
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	for u in $(UNITS); do \
+		sed -e 's|/usr/local/bin/bindonce|$(BINDIR)/bindonce|g' \
+		    -e 's|/usr/local/lib/bindonce|$(LIBDIR)/bindonce|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+	install -m 0644 units/bindonce-instance.conf.example README.md docs/GUIDE.md $(DESTDIR)$(DOCDIR)/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bindonce $(DESTDIR)$(MANDIR)/man1/bindonce.1
+	rm -f $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
+	-rmdir $(DESTDIR)$(LIBDIR)/bindonce 2>/dev/null
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# The man page, linted as CI does.
+lint-man:
+	mandoc -T lint -W warning docs/bindonce.1
+	MANWIDTH=80 man --warnings -l docs/bindonce.1 >/dev/null
 
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check unit-tests unit integration demo bench install uninstall clean
+.PHONY: all deps check unit-tests unit integration demo bench install uninstall lint-man clean

@@ -29,6 +29,7 @@ struct ControlClient {
         size_t out_len, out_pos;
         bool waiting;                   /* for a reload's outcome */
         bool handling;                  /* inside control_execute() */
+        bool lingering;                 /* answered; reading what is left until EOF */
         char *pending;                  /* a reply that came while handling */
         ControlClient *next;
 };
@@ -404,6 +405,17 @@ static int client_flush(ControlClient *c) {
         return 1; /* all sent */
 }
 
+/* Answered: closing now with unread input would reset the connection, and the client
+ * could lose the answer. Shut down our side, then discard its input until it closes (or
+ * the timeout drops it). */
+static void client_linger(ControlClient *c) {
+        if (shutdown(c->fd, SHUT_WR) < 0 || sd_event_source_set_io_events(c->io, EPOLLIN) < 0) {
+                client_free(c);
+                return;
+        }
+        c->lingering = true;
+}
+
 /* Queues the reply and sends what the client takes; the rest waits for EPOLLOUT. */
 static void client_reply(ControlClient *c, char *text) {
         int r;
@@ -424,8 +436,10 @@ static void client_reply(ControlClient *c, char *text) {
         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT);
 
         r = client_flush(c);
-        if (r != 0)
-                client_free(c); /* done, or the client is gone */
+        if (r > 0)
+                client_linger(c);
+        else if (r < 0)
+                client_free(c); /* the client is gone */
 }
 
 static void client_reload_done(void *userdata, const char *error) {
@@ -464,8 +478,18 @@ static void client_handle(ControlClient *c, size_t len) {
 static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         ControlClient *c = userdata;
 
+        if (c->lingering) {
+                char discard[4096];
+                ssize_t n = recv(fd, discard, sizeof discard, MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                        client_free(c);
+                return 0;
+        }
         if (c->out) {
-                if (client_flush(c) != 0)
+                int r = client_flush(c);
+                if (r > 0)
+                        client_linger(c);
+                else if (r < 0)
                         client_free(c);
                 return 0;
         }
@@ -539,14 +563,6 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         return 0;
                 }
 
-                if (!peer_allowed(cfd, &uid)) {
-                        static const char denied[] = "ERROR permission denied: only root and bindonce's own user may steer it\n";
-                        (void) !send(cfd, denied, sizeof denied - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-                        log_notice("control socket: refused a client of uid %u", (unsigned) uid);
-                        (void) close(cfd);
-                        continue;
-                }
-
                 c = calloc(1, sizeof *c);
                 if (!c) {
                         (void) close(cfd);
@@ -561,8 +577,14 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 if (r >= 0)
                         r = sd_event_add_time_relative(server->sup->event, &c->timer, CLOCK_MONOTONIC,
                                                        CLIENT_TIMEOUT_USEC, 100 * USEC_PER_MSEC, on_client_timeout, c);
-                if (r < 0)
+                if (r < 0) {
                         client_free(c);
+                        continue;
+                }
+                if (!peer_allowed(cfd, &uid)) {
+                        log_notice("control socket: refused a client of uid %u", (unsigned) uid);
+                        client_reply(c, reply("ERROR permission denied: only root and bindonce's own user may steer it\n"));
+                }
         }
         /* Full: the rest wait in the listen backlog until a client is done. */
         (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);

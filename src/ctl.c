@@ -154,8 +154,11 @@ int ctl_main(int argc, char *argv[]) {
                         log_usage("ctl: no default control directory (XDG_RUNTIME_DIR unset); use --control PATH");
                         return EXIT_USAGE;
                 }
-        } else if (find_single(path, sizeof path) < 0)
-                return CTL_NO_ANSWER;
+        } else {
+                int r = find_single(path, sizeof path);
+                if (r < 0)
+                        return r == -ENOENT ? CTL_NO_ANSWER : EXIT_USAGE;
+        }
 
         fd = connect_to(path);
         if (fd < 0) {
@@ -167,7 +170,10 @@ int ctl_main(int argc, char *argv[]) {
                 log_usage("ctl: no bindonce answers at %s: %m", path);
                 return CTL_NO_ANSWER;
         }
-        if (send(fd, request, request_len, MSG_NOSIGNAL) != (ssize_t) request_len) {
+        /* A refused client is answered and closed before it may finish sending: read the
+         * answer anyway. */
+        if (send(fd, request, request_len, MSG_NOSIGNAL) != (ssize_t) request_len &&
+            errno != EPIPE && errno != ECONNRESET) {
                 log_usage("ctl: cannot send to %s: %m", path);
                 return CTL_NO_ANSWER;
         }
@@ -185,6 +191,8 @@ int ctl_main(int argc, char *argv[]) {
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
+                        if (errno == ECONNRESET && len > 0)
+                                break;
                         log_usage("ctl: cannot read the answer from %s: %m", path);
                         return CTL_NO_ANSWER;
                 }

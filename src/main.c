@@ -280,6 +280,10 @@ static int parse_argv(int argc, char *argv[]) {
         int c, r;
 
         if (argc >= 2 && strcmp(argv[1], "generate-units") == 0) {
+                if (argc >= 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+                        help();
+                        return 0;
+                }
                 if (argc < 3 || argv[2][0] == '-' || !fdname_is_valid(argv[2]) || strchr(argv[2], '/'))
                         return log_usage("generate-units needs a NAME first, such as 'bindonce generate-units "
                                          "myapp -l 8080 -- ./myapp'");
@@ -582,7 +586,8 @@ static int generate_units(const Listener *l, size_t n) {
                 .listeners = l,
                 .n_listeners = n,
                 .backlog = arg_backlog == SOMAXCONN ? 0 : arg_backlog,
-                .reuse_port = arg_reuse_port,
+                /* Per-worker sockets need the socket unit's sockets to admit siblings. */
+                .reuse_port = arg_reuse_port || arg_balance == BALANCE_REUSEPORT,
                 .exec_args = arg_options,
                 .n_exec_args = arg_n_options,
                 .command = arg_argv,

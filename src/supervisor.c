@@ -384,7 +384,7 @@ void worker_watchdog_trigger(Worker *w) {
         if (w->stopping)
                 return;
         /* Hung, by its own fault: counted like a crash. */
-        w->start_failed = true;
+        w->failed = "missed its watchdog deadline";
         worker_terminate(w, SIGABRT);
 }
 
@@ -393,7 +393,7 @@ static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         log_error("worker %u (pid %d) did not send READY=1 within %.1f s: stopping it",
                   w->index, (int) w->pid, (double) w->sup->config.start_timeout / USEC_PER_SEC);
-        w->start_failed = true;
+        w->failed = "did not send READY=1 within --start-timeout";
         worker_terminate(w, SIGTERM);
         return 0;
 }
@@ -639,9 +639,8 @@ static void next_died(Slot *slot, Worker *w, const siginfo_t *si) {
         char reason[160];
 
         slot->next = NULL;
-        if (w->start_failed && si->si_code != CLD_EXITED)
-                snprintf(reason, sizeof reason, "worker %u (pid %d) was not ready within %.1f s",
-                         w->index, (int) w->pid, (double) sup->config.start_timeout / USEC_PER_SEC);
+        if (w->failed)
+                snprintf(reason, sizeof reason, "worker %u (pid %d) %s", w->index, (int) w->pid, w->failed);
         else if (si->si_code == CLD_EXITED)
                 snprintf(reason, sizeof reason, "worker %u (pid %d) exited with status %d before it was ready",
                          w->index, (int) w->pid, si->si_status);
@@ -662,11 +661,11 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         Worker *w = userdata;
         Supervisor *sup = w->sup;
         Slot *slot = w->slot;
-        bool early = w->exec_failed || w->start_failed || now_usec() - w->started < STABLE_RUN_USEC;
-        bool self = w->exec_failed || w->start_failed || death_is_self_inflicted(si->si_code, si->si_status);
+        bool early = w->exec_failed || w->failed || now_usec() - w->started < STABLE_RUN_USEC;
+        bool self = w->exec_failed || w->failed || death_is_self_inflicted(si->si_code, si->si_status);
         bool restart_requested = w->restart_requested;
 
-        log_death(w, si, (w->stopping && !w->start_failed) || w->exec_failed ||
+        log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
                                  (si->si_code == CLD_EXITED && si->si_status == 0));
 
         /* Whatever is left of its process group would keep serving our sockets behind our
