@@ -510,7 +510,10 @@ static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *user
         if (nl)
                 client_handle(c, (size_t) (nl - c->in));
         else if (n == 0)
-                client_handle(c, c->in_len);       /* EOF ends the request too */
+                /* A request ends with its newline: what came before EOF is cut short, and
+                 * "scale 1" of a vanished "scale 16" must not run. */
+                client_reply(c, c->in_len == 0 ? reply("ERROR empty request; send a command such as 'status'\n")
+                                               : reply("ERROR truncated request: it must end with a newline\n"));
         else if (c->in_len == sizeof c->in)
                 client_reply(c, reply("ERROR request longer than %d bytes\n", CONTROL_REQUEST_MAX));
         return 0;

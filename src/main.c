@@ -27,6 +27,7 @@
 
 /* One requested socket, in command-line order. */
 typedef struct ListenArg {
+        const char *option;     /* as given, for error messages */
         const char *text;
         int type;               /* 0: a plain -l, typed by -d/--seqpacket */
 } ListenArg;
@@ -197,13 +198,13 @@ static int add_fdnames(const char *list) {
         }
 }
 
-static int add_listen(const char *text, int type) {
+static int add_listen(const char *option, const char *text, int type) {
         ListenArg *a = realloc(arg_listen, (arg_n_listen + 1) * sizeof *a);
 
         if (!a)
                 return -ENOMEM;
         arg_listen = a;
-        arg_listen[arg_n_listen++] = (ListenArg) { text, type };
+        arg_listen[arg_n_listen++] = (ListenArg) { option, text, type };
         return 0;
 }
 
@@ -297,13 +298,13 @@ static int parse_argv(int argc, char *argv[]) {
         while ((c = getopt_long(argc, argv, "+:l:dw:E:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'l':
-                        r = add_listen(optarg, 0);
+                        r = add_listen("--listen", optarg, 0);
                         break;
                 case ARG_LISTEN_DATAGRAM:
-                        r = add_listen(optarg, SOCK_DGRAM);
+                        r = add_listen("--listen-datagram", optarg, SOCK_DGRAM);
                         break;
                 case ARG_LISTEN_SEQPACKET:
-                        r = add_listen(optarg, SOCK_SEQPACKET);
+                        r = add_listen("--listen-seqpacket", optarg, SOCK_SEQPACKET);
                         break;
                 case 'd':
                         arg_socket_type = SOCK_DGRAM;
@@ -527,7 +528,7 @@ static int parse_listeners(Listener **ret) {
                         free_listeners(l, i + 1);
                         if (!l[i].name)
                                 return log_error_errno(-ENOMEM, "Out of memory");
-                        return log_usage("--listen '%s': %s", a->text, why);
+                        return log_usage("%s '%s': %s", a->option, a->text, why);
                 }
         }
         *ret = l;

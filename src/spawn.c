@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -202,13 +203,20 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
                                   int report_fd) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
         int cur[p->n_fds];
-        struct sigaction dfl = { .sa_handler = SIG_DFL };
+        /* The kernel's struct sigaction: glibc's sigaction() refuses the two real-time
+         * signals it reserves (32, 33), yet a parent may have left them ignored. */
+        struct {
+                void *handler;
+                unsigned long flags;
+                void *restorer;
+                uint64_t mask;
+        } dfl = { .handler = SIG_DFL };
         sigset_t none;
 
         /* Default dispositions before unblocking, so nothing pending reaches a stale one. */
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) sigaction(sig, &dfl, NULL);
+                        (void) syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
 
         if (setpgid(0, 0) < 0)
                 child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
