@@ -1,0 +1,508 @@
+"""Helpers for test_lifecycle.py and test_control.py (issue 4: readiness, rolling restart,
+watchdog, scaling, the control socket and `bindonce ctl`).
+
+- Instance: one bindonce running tests/integration/lifecycle_worker.py, with its own
+  --name and --control under a short private directory; stopped by pid at teardown, after
+  which no process of its tree may be left.
+- Load: a connection-per-request HTTP client that puts every attempt in exactly one class
+  (TESTING.md): ok, refused, connect_timeout, reset_before_response, eof_before_response,
+  reset_mid_response, response_timeout, bad_payload.
+- raw_request: a control-socket client that sends exact bytes.
+"""
+
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BINDONCE = os.environ.get("BINDONCE", "/work/main/build/bindonce")
+WORKER = os.path.join(HERE, "lifecycle_worker.py")
+PYTHON = sys.executable or "/usr/bin/python3"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+CLASSES = ("ok", "refused", "connect_timeout", "reset_before_response", "eof_before_response",
+           "reset_mid_response", "response_timeout", "bad_payload")
+BODY_RE = re.compile(rb"^pid=(\d+) slot=(\d+) version=(\S+)\n$")
+
+
+def monotonic():
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def wait_until(pred, timeout, interval=0.02, what="condition"):
+    """Polls pred() until it returns a true value (returned) or fails the test."""
+    deadline = monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if monotonic() > deadline:
+            pytest.fail("timed out after %.1f s waiting for %s" % (timeout, what() if callable(what) else what))
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- /proc ---------------------------------------------------------------------------------
+
+def proc_stat(pid):
+    """(state, ppid, pgid, starttime) or None when the pid does not exist."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), int(rest[2]), int(rest[19])
+
+
+def alive(pid, starttime=None):
+    """True if pid exists (and is the same process, when starttime is given) and is not a zombie."""
+    st = proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return starttime is None or st[3] == starttime
+
+
+def all_pids():
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def descendants(root):
+    children = collections.defaultdict(list)
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st:
+            children[st[1]].append(pid)
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def boot_time():
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return int(line.split()[1])
+    raise RuntimeError("no btime in /proc/stat")
+
+
+# ---- the control socket ---------------------------------------------------------------------
+
+def raw_request(path, data, half_close=True, timeout=3.0, fds=None):
+    """Sends exact bytes to the control socket, returns everything it answers until EOF."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        try:
+            if fds:
+                socket.send_fds(s, [data], fds)
+            else:
+                s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before taking everything: read that answer
+        if half_close:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+# ---- one bindonce --------------------------------------------------------------------------
+
+class Instance:
+    """bindonce -l 127.0.0.1:PORT -w N --name NAME --control DIR/ctl.sock ... -- lifecycle_worker."""
+
+    def __init__(self, name, workers=2, args=(), mode="ok", version="v1", backlog=None,
+                 stop_timeout=3):
+        # AF_UNIX paths are limited to 107 bytes: a short directory of our own, not tmp_path.
+        self.dir = tempfile.mkdtemp(prefix="bo-lc-")
+        self.name = name
+        self.control = os.path.join(self.dir, "ctl.sock")
+        self.mode_file = os.path.join(self.dir, "mode")
+        self.version_file = os.path.join(self.dir, "version")
+        self.events_file = os.path.join(self.dir, "events")
+        self.log_file = os.path.join(self.dir, "bindonce.log")
+        self.workers = workers
+        self.args = list(args)
+        self.backlog = backlog
+        self.stop_timeout = stop_timeout
+        self.proc = None
+        self.port = None
+        self.seen = {}                  # pid -> starttime of every worker we saw
+        self.set_mode(mode)
+        self.set_version(version)
+
+    # files the workers read at start
+    def set_mode(self, mode):
+        with open(self.mode_file + ".tmp", "w") as f:
+            f.write(mode + "\n")
+        os.rename(self.mode_file + ".tmp", self.mode_file)
+
+    def set_version(self, version):
+        with open(self.version_file + ".tmp", "w") as f:
+            f.write(version + "\n")
+        os.rename(self.version_file + ".tmp", self.version_file)
+
+    def command(self):
+        cmd = [BINDONCE, "-l", "127.0.0.1:%d" % self.port, "-w", str(self.workers),
+               "--name", self.name, "--control", self.control,
+               "--stop-timeout", str(self.stop_timeout)]
+        if self.backlog:
+            cmd += ["--backlog", str(self.backlog)]
+        return cmd + self.args + ["--", PYTHON, WORKER]
+
+    def start(self, wait=True):
+        env = dict(os.environ, LW_MODE_FILE=self.mode_file, LW_VERSION_FILE=self.version_file,
+                   LW_EVENTS=self.events_file)
+        for _ in range(5):
+            self.port = free_port()
+            log = open(self.log_file, "ab")
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, cwd=self.dir)
+            log.close()
+            # Up when the control socket accepts (the file exists from bind(), before
+            # listen()); a lost race for the port exits 71.
+            deadline = monotonic() + 10
+            while monotonic() < deadline and self.proc.poll() is None:
+                if self.control_accepts():
+                    break
+                time.sleep(0.01)
+            if self.proc.poll() == 71 and "in use" in self.log():
+                continue
+            break
+        assert self.proc.poll() is None, "bindonce exited at start (%s):\n%s" % (self.proc.returncode, self.log())
+        if wait:
+            self.wait_settled(self.workers)
+        return self
+
+    def control_accepts(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(self.control)
+                return True
+            except OSError:
+                return False
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        try:
+            with open(self.log_file, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def events(self, kind=None):
+        out = []
+        try:
+            with open(self.events_file) as f:
+                for line in f:
+                    if line.endswith("\n"):
+                        ev = json.loads(line)
+                        if kind is None or ev["event"] == kind:
+                            out.append(ev)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def ctl_command(self, *args):
+        return [BINDONCE, "ctl", "--control", self.control] + list(args)
+
+    def ctl(self, *args, timeout=30, control=True, user=None):
+        cmd = [BINDONCE, "ctl"] + (["--control", self.control] if control else []) + list(args)
+        if user:
+            cmd = ["setpriv", "--reuid=%s" % user[0], "--regid=%s" % user[1], "--clear-groups"] + cmd
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def status(self):
+        r = self.ctl("status", "--json", timeout=10)
+        assert r.returncode == 0, "ctl status --json: exit %d: %s" % (r.returncode, r.stderr)
+        st = json.loads(r.stdout)
+        for s in st["slots"]:
+            for key in ("pid", "next_pid"):
+                pid = s.get(key)
+                if pid and pid not in self.seen:
+                    ps = proc_stat(pid)
+                    if ps:
+                        self.seen[pid] = ps[3]
+        return st
+
+    def pids(self, st=None):
+        """{slot: pid} of the active slots (0..workers-1)."""
+        st = st or self.status()
+        return {s["slot"]: s["pid"] for s in st["slots"][:st["workers"]]}
+
+    def settled(self, n, st):
+        active = st["slots"][:st["workers"]]
+        return (st["workers"] == n and st["ready"] == n and not st["reloading"]
+                and len(st["slots"]) == n
+                and all(s["state"] == "running" and s["ready"] and s["pid"] and not s.get("next_pid")
+                        for s in active))
+
+    def wait_settled(self, n, timeout=10):
+        """n workers, all running and ready, no reload going on, no surplus slot left, and
+        each of them has read its mode (with --ready exec, bindonce counts a worker ready
+        at exec, before it has read anything)."""
+        def check():
+            st = self.status()
+            if not self.settled(n, st):
+                return None
+            started = {ev["pid"] for ev in self.events("start")}
+            return st if all(s["pid"] in started for s in st["slots"]) else None
+        return wait_until(check, timeout, 0.05, "%d settled workers of %s; log:\n%s" % (n, self.name, self.log()))
+
+    def fd_count(self):
+        return fd_count(self.pid)
+
+    def remember_tree(self):
+        for pid in descendants(self.pid):
+            st = proc_stat(pid)
+            if st and pid not in self.seen:
+                self.seen[pid] = st[3]
+        for ev in self.events("start"):
+            if ev["pid"] not in self.seen:
+                st = proc_stat(ev["pid"])
+                if st:
+                    self.seen[ev["pid"]] = st[3]
+
+    def leftovers(self):
+        """Processes of this tree still there: a seen pid (same start time) or a member of a
+        worker's process group."""
+        left = [pid for pid, start in self.seen.items() if alive(pid, start)]
+        groups = set(self.seen)
+        for pid in all_pids():
+            st = proc_stat(pid)
+            if st and st[2] in groups and st[0] not in ("Z", "X") and pid not in left:
+                left.append(pid)
+        return left
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Stops bindonce by its pid; returns its exit code. Fails if a process of its tree is left."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.remember_tree()
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail("bindonce %s did not stop within %d s after SIG%s; log:\n%s"
+                            % (self.name, timeout, signal.Signals(sig).name[3:], self.log()))
+        deadline = monotonic() + 3
+        left = self.leftovers()
+        while left and monotonic() < deadline:
+            time.sleep(0.05)
+            left = self.leftovers()
+        assert not left, "processes of %s left after it stopped: %s" % (self.name, left)
+        return self.proc.returncode
+
+    def cleanup(self):
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
+        finally:
+            # Only ours: the pids we started and saw, if the polite stop failed.
+            for pid, start in self.seen.items():
+                if alive(pid, start):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def instances(request):
+    """A factory: instances(name, ...) -> a started Instance; all stopped at teardown,
+    each checked for leftover processes."""
+    made = []
+
+    def make(name, start=True, **kw):
+        inst = Instance(name, **kw)
+        made.append(inst)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+    errors = []
+    for inst in made:
+        try:
+            inst.cleanup()
+        except BaseException as e:  # report every instance, not just the first
+            errors.append("%s: %s" % (inst.name, e))
+    if errors:
+        pytest.fail("teardown: " + "; ".join(errors))
+
+
+# ---- load -----------------------------------------------------------------------------------
+
+class Load:
+    """Connection-per-request HTTP load on 127.0.0.1:port from `threads` threads.
+
+    Every attempt lands in exactly one of CLASSES; `ok` answers are kept as
+    (t_start, pid, slot, version, t_end)."""
+
+    def __init__(self, port, threads=3, path="/", connect_timeout=3.0, response_timeout=8.0,
+                 pause=0.0):
+        self.port = port
+        self.n_threads = threads
+        self.path = path
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.pause = pause
+        self.counts = collections.Counter({c: 0 for c in CLASSES})
+        self.answers = []
+        self.failures = []              # (t, class, detail) of the first few failures
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = []
+
+    def one(self):
+        path = self.path() if callable(self.path) else self.path
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.settimeout(self.connect_timeout)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except ConnectionRefusedError:
+                return "refused", None
+            except socket.timeout:
+                return "connect_timeout", None
+            except ConnectionResetError:
+                return "reset_before_response", "at connect"
+            s.settimeout(self.response_timeout)
+            data = b""
+            try:
+                s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n")
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (ConnectionResetError, BrokenPipeError):
+                return ("reset_mid_response" if data else "reset_before_response"), None
+            except socket.timeout:
+                return "response_timeout", data[:80]
+            if not data:
+                return "eof_before_response", None
+            head, sep, body = data.partition(b"\r\n\r\n")
+            m = BODY_RE.match(body)
+            if not sep or not head.startswith(b"HTTP/1.0 200 ") or not m:
+                return "bad_payload", data[:200]
+            return "ok", (int(m.group(1)), int(m.group(2)), m.group(3).decode())
+        finally:
+            s.close()
+
+    def loop(self):
+        while not self.stopping.is_set():
+            t = monotonic()
+            try:
+                cls, detail = self.one()
+            except OSError as e:
+                # Anything else is a bug in this client or an unexpected kernel answer: count
+                # it as a failure that must be explained.
+                cls, detail = "bad_payload", "client error: %r" % e
+            with self.lock:
+                self.counts[cls] += 1
+                if cls == "ok":
+                    self.answers.append((t,) + detail + (monotonic(),))
+                elif len(self.failures) < 20:
+                    self.failures.append((t, cls, detail))
+            if self.pause:
+                time.sleep(self.pause)
+
+    def start(self):
+        for _ in range(self.n_threads):
+            t = threading.Thread(target=self.loop, daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(self.connect_timeout + self.response_timeout + 2)
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def attempts(self):
+        with self.lock:
+            return sum(self.counts.values())
+
+    def oks(self):
+        with self.lock:
+            return self.counts["ok"]
+
+    def wait_ok(self, n, timeout=10):
+        start = self.oks()
+        wait_until(lambda: self.oks() >= start + n, timeout, what="%d more ok answers" % n)
+
+    def losses(self):
+        with self.lock:
+            return {c: n for c, n in self.counts.items() if c != "ok" and n}
+
+    def summary(self):
+        with self.lock:
+            return "counts %s; first failures %s" % (dict(self.counts), self.failures[:5])
+
+
+def http_get(port, path="/", timeout=5.0):
+    """One request; returns (pid, slot, version)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    m = BODY_RE.match(data.partition(b"\r\n\r\n")[2])
+    assert m, "bad answer %r" % data[:200]
+    return int(m.group(1)), int(m.group(2)), m.group(3).decode()

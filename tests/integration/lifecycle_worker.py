@@ -1,0 +1,288 @@
+#!/usr/bin/python3
+"""A worker for the lifecycle and control tests of bindonce (issue 4).
+
+It takes the listening sockets of the systemd protocol (fds 3.., LISTEN_FDS, LISTEN_PID),
+serves a one-request-per-connection HTTP answer on each stream socket:
+
+    pid=<pid> slot=<BINDONCE_WORKER> version=<VERSION or the version file>
+
+and speaks sd_notify to $NOTIFY_SOCKET over a raw datagram socket: READY=1 (after an
+optional delay), STATUS=..., WATCHDOG=1 every WATCHDOG_USEC/4, STOPPING=1.
+
+Mode, first found wins: a mode file (--mode-file PATH or $LW_MODE_FILE), --mode MODE,
+$LW_MODE, "ok". The mode file is read once at start, so a test rewrites it before a reload
+to make the reload exec a "new version". A mode is a comma-separated list of:
+
+    ok                      serve, READY=1 at once
+    crash-at-start [CODE]   exit CODE (default 3) before READY=1
+    never-ready             never send READY=1, never accept (still pings the watchdog)
+    slow-ready SEC          send READY=1 after SEC seconds; accept only from then on
+    stop-pinging-after SEC  stop sending WATCHDOG=1 SEC seconds after start (keeps serving)
+
+A mode-file line "K: MODE" applies to slot K only and wins over a line without a prefix.
+
+Path "/slow/MS" answers after MS milliseconds (an in-flight request for drain tests).
+SIGTERM: stop accepting, finish the request in hand, STOPPING=1, exit 0 (no casualties).
+
+With $LW_EVENTS set, one JSON line per event is appended to that file
+(start, ready, pings-stopped, sigterm, exit), with "t" = CLOCK_MONOTONIC seconds, which
+the test process reads on the same clock.
+"""
+
+import json
+import os
+import re
+import resource
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+SD_LISTEN_FDS_START = 3
+
+
+def monotonic():
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+class Worker:
+    def __init__(self, argv):
+        self.pid = os.getpid()
+        self.slot = os.environ.get("BINDONCE_WORKER", "?")
+        self.events_path = os.environ.get("LW_EVENTS")
+        self.stop = threading.Event()      # set by the main thread only
+        self.stopping = False              # set by the SIGTERM handler (no locks in there)
+        self.ready = threading.Event()
+        self.accepted = 0
+        self.completed = 0
+        self.notify_sock = None
+        self.notify_addr = None
+        self.notify_lock = threading.Lock()
+        self.mode_text, self.mode = self.read_mode(argv)
+        self.version = self.read_version(argv)
+
+    # ---- configuration -------------------------------------------------------------------
+
+    @staticmethod
+    def arg(argv, name):
+        for i, a in enumerate(argv):
+            if a == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(name + "="):
+                return a[len(name) + 1:]
+        return None
+
+    def read_mode(self, argv):
+        text = None
+        path = self.arg(argv, "--mode-file") or os.environ.get("LW_MODE_FILE")
+        if path:
+            try:
+                with open(path) as f:
+                    general, mine = None, None
+                    for line in f:
+                        line = line.strip()
+                        if not line or line.startswith("#"):
+                            continue
+                        m = re.match(r"^(\d+)\s*:\s*(.*)$", line)
+                        if m:
+                            if m.group(1) == self.slot:
+                                mine = m.group(2)
+                        elif general is None:
+                            general = line
+                    text = mine if mine is not None else general
+            except FileNotFoundError:
+                pass
+        if not text:
+            text = self.arg(argv, "--mode") or os.environ.get("LW_MODE") or "ok"
+        return text, self.parse_mode(text)
+
+    @staticmethod
+    def parse_mode(text):
+        mode = {"crash": None, "ready_delay": 0.0, "never_ready": False, "stop_pinging_after": None}
+        for item in text.split(","):
+            words = item.split()
+            if not words:
+                continue
+            name, args = words[0], words[1:]
+            if name == "ok":
+                pass
+            elif name == "crash-at-start":
+                mode["crash"] = int(args[0]) if args else 3
+            elif name == "never-ready":
+                mode["never_ready"] = True
+            elif name in ("slow-ready", "ready-delay"):
+                mode["ready_delay"] = float(args[0])
+            elif name == "stop-pinging-after":
+                mode["stop_pinging_after"] = float(args[0])
+            else:
+                sys.exit("lifecycle_worker: unknown mode %r" % item)
+        return mode
+
+    def read_version(self, argv):
+        path = self.arg(argv, "--version-file") or os.environ.get("LW_VERSION_FILE")
+        if path:
+            try:
+                with open(path) as f:
+                    v = f.read().strip()
+                if v:
+                    return v
+            except FileNotFoundError:
+                pass
+        return os.environ.get("VERSION", "0")
+
+    # ---- events and notifications --------------------------------------------------------
+
+    def event(self, name, **kw):
+        if not self.events_path:
+            return
+        rec = {"event": name, "pid": self.pid, "slot": self.slot, "t": monotonic()}
+        rec.update(kw)
+        line = (json.dumps(rec) + "\n").encode()
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, line)  # one write with O_APPEND: lines of concurrent workers never mix
+        finally:
+            os.close(fd)
+
+    def notify(self, text):
+        if self.notify_addr is None:
+            addr = os.environ.get("NOTIFY_SOCKET")
+            if not addr:
+                return
+            self.notify_addr = "\0" + addr[1:] if addr.startswith("@") else addr
+            self.notify_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        with self.notify_lock:
+            try:
+                self.notify_sock.sendto(text.encode(), self.notify_addr)
+            except OSError as e:
+                print("lifecycle_worker %d: notify %r: %s" % (self.pid, text, e), file=sys.stderr)
+
+    def notifier(self):
+        """READY=1 after the delay, WATCHDOG=1 every WATCHDOG_USEC/4."""
+        start = monotonic()
+        wd_usec = os.environ.get("WATCHDOG_USEC")
+        wd_pid = os.environ.get("WATCHDOG_PID")
+        period = None
+        if wd_usec and (not wd_pid or wd_pid == str(self.pid)):
+            period = int(wd_usec) / 1e6 / 4
+        pinging = period is not None
+        next_ping = start
+        last_ping = None
+        ready_at = None if self.mode["never_ready"] else start + self.mode["ready_delay"]
+        stop_pinging_at = None
+        if self.mode["stop_pinging_after"] is not None:
+            stop_pinging_at = start + self.mode["stop_pinging_after"]
+        while not self.stop.is_set():
+            now = monotonic()
+            if ready_at is not None and now >= ready_at and not self.ready.is_set():
+                self.ready.set()
+                self.event("ready")  # before READY=1: its "t" is never later than bindonce's view
+                self.notify("READY=1\nSTATUS=serving version=%s mode=%s" % (self.version, self.mode_text))
+            if pinging and stop_pinging_at is not None and now >= stop_pinging_at:
+                pinging = False
+                self.event("pings-stopped", last_ping=last_ping)
+                self.notify("STATUS=no longer pinging the watchdog")
+            if pinging and now >= next_ping:
+                self.notify("WATCHDOG=1")
+                last_ping = now
+                next_ping = now + period
+            waits = [0.5]
+            if ready_at is not None and not self.ready.is_set():
+                waits.append(ready_at - now)
+            if pinging:
+                waits.append(next_ping - now)
+                if stop_pinging_at is not None:
+                    waits.append(stop_pinging_at - now)
+            self.stop.wait(max(0.0, min(waits)))
+
+    # ---- serving -------------------------------------------------------------------------
+
+    def listeners(self):
+        n = 0
+        if os.environ.get("LISTEN_PID") == str(self.pid):
+            n = int(os.environ.get("LISTEN_FDS", "0"))
+        socks = []
+        for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + n):
+            s = socket.socket(fileno=fd)
+            # Never change the blocking mode: the open file description is shared with
+            # bindonce and the other workers. accept() below copes with EAGAIN.
+            if s.type == socket.SOCK_STREAM:
+                socks.append(s)
+            else:
+                s.detach()
+        return socks
+
+    def handle(self, conn):
+        conn.settimeout(5)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and b"\n\n" not in data and len(data) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            m = re.match(rb"^[A-Z]+ /slow/(\d+)", data)
+            if m:
+                time.sleep(int(m.group(1)) / 1000)
+            body = ("pid=%d slot=%s version=%s\n" % (self.pid, self.slot, self.version)).encode()
+            head = ("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                    "Connection: close\r\n\r\n" % len(body)).encode()
+            conn.sendall(head + body)
+            self.completed += 1
+        except OSError as e:
+            print("lifecycle_worker %d: connection: %s" % (self.pid, e), file=sys.stderr)
+        finally:
+            conn.close()
+
+    def on_sigterm(self, signo, frame):
+        if not self.stopping:
+            self.stopping = True
+            self.event("sigterm")
+
+    def run(self, argv):
+        # A watchdog SIGABRT must not leave core files behind.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)       # a signal ends any select() at once
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+        socks = self.listeners()
+        self.event("start", ppid=os.getppid(), mode=self.mode_text, version=self.version,
+                   listen_fds=len(socks), pgid=os.getpgid(0))
+        if self.mode["crash"] is not None:
+            print("lifecycle_worker %d: crashing at start as told" % self.pid, file=sys.stderr)
+            os._exit(self.mode["crash"])
+        self.notify("STATUS=starting version=%s mode=%s" % (self.version, self.mode_text))
+
+        t = threading.Thread(target=self.notifier, daemon=True)
+        t.start()
+
+        while not self.stopping:
+            ready = self.ready.is_set()
+            r, _, _ = select.select([wake_r] + (socks if ready else []), [], [], 0.2 if ready else 0.02)
+            for s in r:
+                if s == wake_r:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                    continue
+                if self.stopping:
+                    break
+                try:
+                    conn, _ = s.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue  # another worker took it
+                self.accepted += 1
+                self.handle(conn)  # finished even if SIGTERM comes meanwhile
+
+        self.stop.set()
+        t.join()
+        self.notify("STOPPING=1")
+        self.event("exit", accepted=self.accepted, completed=self.completed)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(Worker(sys.argv[1:]).run(sys.argv[1:]))

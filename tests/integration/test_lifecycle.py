@@ -1,0 +1,422 @@
+"""Issue 4, worker lifecycle: rolling restart under load, failed rolls, readiness gating,
+watchdog, scaling (CONTRACT.md "Issue 4 additions").
+
+Every test runs its own bindonce with lifecycle_worker.py, a --name and a --control of its
+own, and stops it by pid at teardown (the `instances` fixture), checking that no process of
+its tree is left. Load is connection-per-request and every attempt is classified
+(TESTING.md): a rolling restart or a graceful scale-down must have no failure of any class.
+"""
+
+import random
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from lifecycle_support import Load, alive, instances, monotonic, wait_until  # noqa: F401 (fixture)
+
+
+def mixed_path():
+    # Some requests stay in flight for a while, so that SIGTERM finds work in hand.
+    return "/slow/100" if random.random() < 0.1 else "/"
+
+
+class Sampler:
+    """Polls `ctl status --json` in a thread while something happens."""
+
+    def __init__(self, inst, interval=0.03):
+        self.inst = inst
+        self.interval = interval
+        self.samples = []               # (t, status)
+        self.errors = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stopping.is_set():
+            t = monotonic()
+            try:
+                self.samples.append((t, self.inst.status()))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(repr(e))
+            self.stopping.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(15)
+
+
+def assert_no_losses(load):
+    assert load.losses() == {}, "connections lost: " + load.summary()
+
+
+def assert_no_casualties(inst, pids):
+    """Workers that were stopped gracefully completed every connection they accepted."""
+    exits = {ev["pid"]: ev for ev in inst.events("exit")}
+    for pid in pids:
+        assert pid in exits, "worker %d did not exit gracefully (no exit event); log:\n%s" % (pid, inst.log())
+        assert exits[pid]["accepted"] == exits[pid]["completed"], exits[pid]
+
+
+# ---- rolling restart ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("trigger,ready", [("ctl", "notify"), ("sighup", "notify"),
+                                           ("ctl", "exec"), ("sighup", "exec")])
+def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
+    n = 4
+    # Workers accept only 0.2 s after they start. With --ready exec bindonce does not wait
+    # for that: the old workers go at once and connections wait in the queue meanwhile.
+    inst = instances("roll-%s-%s" % (trigger, ready), workers=n, args=["--ready", ready],
+                     mode="slow-ready 0.2")
+    before = inst.pids()
+    assert sorted(before) == list(range(n))
+
+    with Load(inst.port, threads=12, path=mixed_path) as load, Sampler(inst) as sampler:
+        load.wait_ok(30)
+        inst.set_version("v2")
+        t0 = monotonic()
+        if trigger == "ctl":
+            r = inst.ctl("reload", timeout=30)
+            assert r.returncode == 0, "ctl reload: exit %d, stderr %r; log:\n%s" % (r.returncode, r.stderr, inst.log())
+            assert "reload complete" in r.stdout
+        else:
+            inst.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: "reload complete" in inst.log(), 30, what="'reload complete' in the log")
+        t_done = monotonic()
+        after = inst.wait_settled(n)
+        wait_until(lambda: sum(a[0] > t_done + 0.2 for a in load.answers) >= 30, 10,
+                   what="answers after the reload")
+
+    after = inst.pids(after)
+    assert set(after) == set(before), "slots changed: %s -> %s" % (before, after)
+    assert not set(after.values()) & set(before.values()), "not every pid replaced: %s -> %s" % (before, after)
+    wait_until(lambda: not any(alive(p) for p in before.values()), 5, what="old workers gone")
+    assert_no_losses(load)
+    during = sum(a[4] >= t0 and a[0] <= t_done + 0.25 for a in load.answers)
+    assert during >= 10, "only %d requests overlapped the roll: the load proves little" % during
+    assert_no_casualties(inst, before.values())
+
+    # Readiness never dropped below N while rolling (with --ready exec a worker is ready at
+    # exec, so the same holds).
+    rolling = [st for t, st in sampler.samples if t0 <= t <= t_done]
+    assert not sampler.errors, sampler.errors
+    assert all(st["ready"] >= n for st in rolling), [(st["ready"], st["workers"]) for st in rolling]
+
+    # The new version answers from the new pids, each in its own slot.
+    new_answers = [a for a in load.answers if a[0] > t_done + 0.2]
+    assert new_answers
+    for _, pid, slot, version, _ in new_answers:
+        assert version == "v2" and after.get(slot) == pid, (pid, slot, version, after)
+    log = inst.log()
+    assert "reload: rolling %d workers" % n in log
+    assert "reload complete: %d workers replaced" % n in log
+
+
+# ---- failed rolls ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad_mode,reason", [
+    ("never-ready", r"not ready within|READY=1|start.?timeout|timed? ?out"),
+    ("crash-at-start 3", r"exited with status 3 before it was ready"),
+], ids=["never-ready", "crash-at-start"])
+def test_failed_roll_keeps_old_workers(instances, bad_mode, reason):
+    import re
+    n = 2
+    inst = instances("badroll-" + bad_mode.split()[0], workers=n,
+                     args=["--ready", "notify", "--start-timeout", "1"])
+    before = inst.pids()
+
+    with Load(inst.port, threads=3) as load:
+        load.wait_ok(20)
+        inst.set_mode(bad_mode)
+        inst.set_version("v2-broken")
+        r = inst.ctl("reload", timeout=30)
+        load.wait_ok(20)
+        after = inst.wait_settled(n)
+
+    assert r.returncode == 1, "ctl reload of a broken version: exit %d (want 1); stderr %r" % (r.returncode, r.stderr)
+    assert "reload failed" in r.stderr, r.stderr
+    assert re.search(reason, r.stderr), "ctl reload stderr %r does not give the reason (%s); log:\n%s" % (
+        r.stderr, reason, inst.log())
+    assert inst.pids(after) == before, "old workers replaced by a failed roll"
+    assert all(alive(p) for p in before.values())
+    assert_no_losses(load)
+    assert all(a[3] == "v1" for a in load.answers), "a broken new version answered"
+    assert "reload failed" in inst.log()
+    # The failed candidates are gone.
+    candidates = [ev["pid"] for ev in inst.events("start") if ev["version"] == "v2-broken"]
+    assert candidates
+    wait_until(lambda: not any(alive(p) for p in candidates), 5, what="failed candidates gone")
+
+    # Fixed: the next reload goes through.
+    inst.set_mode("ok")
+    inst.set_version("v3")
+    r = inst.ctl("reload", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert not set(inst.pids().values()) & set(before.values())
+
+
+# ---- readiness gate ------------------------------------------------------------------------
+
+def test_notify_old_worker_stops_only_after_new_one_is_ready(instances):
+    n, delay = 2, 1.2
+    inst = instances("gate", workers=n, args=["--ready", "notify"])
+    before = inst.pids()
+    inst.set_mode("slow-ready %s" % delay)
+
+    with Sampler(inst, interval=0.05) as sampler:
+        t0 = monotonic()
+        r = inst.ctl("reload", timeout=30)
+        t1 = monotonic()
+    assert r.returncode == 0, r.stderr
+    assert t1 - t0 >= n * delay, "reload of %d workers slow to get ready took only %.2f s" % (n, t1 - t0)
+    after = inst.pids(inst.wait_settled(n))
+
+    starts = {ev["pid"]: ev for ev in inst.events("start")}
+    readies = {ev["pid"]: ev["t"] for ev in inst.events("ready")}
+    terms = {ev["pid"]: ev["t"] for ev in inst.events("sigterm")}
+    for slot in range(n):
+        old, new = before[slot], after[slot]
+        assert new != old
+        assert readies[new] - starts[new]["t"] >= delay - 0.05
+        assert terms[old] >= readies[new], (
+            "slot %d: old pid %d got SIGTERM %.3f s before its replacement %d sent READY=1"
+            % (slot, old, readies[new] - terms[old], new))
+
+    assert not sampler.errors, sampler.errors
+    # In every sample: N ready; a replacement still starting was shown as next_pid, not ready,
+    # while the old worker of that slot was still the slot's pid.
+    saw_next = 0
+    for t, st in sampler.samples:
+        assert st["ready"] >= n, st
+        for s in st["slots"]:
+            if s.get("next_pid"):
+                saw_next += 1
+                assert s["pid"] == before[s["slot"]] and s["ready"], s
+                if s["next_pid"] in readies and t < readies[s["next_pid"]]:
+                    assert s["pid"] in terms and terms[s["pid"]] > t
+    assert saw_next >= n * delay / 0.1, "status --json never showed the replacement while it was starting"
+
+
+# ---- watchdog ----------------------------------------------------------------------------
+
+def test_watchdog_replaces_a_worker_that_stops_pinging(instances):
+    period = 1.0
+    inst = instances("wdog", workers=2, args=["--watchdog", str(period)],
+                     mode="ok\n1: stop-pinging-after 0.5")
+    before = inst.pids()
+    # The first workers have read the mode; the replacement pings.
+    inst.set_mode("ok")
+
+    def replaced():
+        st = inst.status()
+        return st if st["slots"][1]["pid"] not in (None, before[1]) and st["ready"] == 2 else None
+    st = wait_until(replaced, 5, what=lambda: "slot 1 replaced by the watchdog; status %s; events %s; log:\n%s"
+                    % (inst.status(), inst.events(), inst.log()))
+    new = st["slots"][1]["pid"]
+
+    stopped = [ev for ev in inst.events("pings-stopped") if ev["pid"] == before[1]]
+    assert stopped, inst.events()
+    last_ping = stopped[0]["last_ping"]
+    new_start = wait_until(lambda: [ev["t"] for ev in inst.events("start") if ev["pid"] == new], 3,
+                           what="the new worker's start event")[0]
+    took = new_start - last_ping
+    assert period - 0.05 <= took <= period + 0.6, (
+        "replaced %.3f s after the last WATCHDOG=1 (period %.1f s)" % (took, period))
+
+    log = inst.log()
+    assert "watchdog" in log
+    assert "worker 1 (pid %d)" % before[1] in log
+    assert st["slots"][1]["last_exit"] is not None
+    assert st["slots"][1]["last_exit"]["status"] == signal.SIGABRT, st["slots"][1]
+    assert st["slots"][1]["restarts"] == 1
+    # The worker that kept pinging was left alone, the new one is left alone too.
+    time.sleep(period + 0.3)
+    st = inst.status()
+    assert st["slots"][0]["pid"] == before[0] and st["slots"][1]["pid"] == new
+    assert st["restarts"] == 1
+
+
+# ---- scaling -------------------------------------------------------------------------------
+
+def test_scale_up_and_down_under_load(instances):
+    inst = instances("scale", workers=4)
+    p4 = inst.pids()
+
+    with Load(inst.port, threads=3, path=mixed_path) as load, Sampler(inst) as sampler:
+        load.wait_ok(20)
+
+        r = inst.ctl("scale", "8")
+        assert r.returncode == 0, r.stderr
+        p8 = inst.pids(inst.wait_settled(8))
+        assert sorted(p8) == list(range(8))
+        assert {s: p8[s] for s in range(4)} == p4, "scaling up touched running workers"
+        load.wait_ok(20)
+
+        # -1 stops the highest slot.
+        inst.proc.send_signal(signal.SIGTTOU)
+        p7 = inst.pids(inst.wait_settled(7))
+        assert p7 == {s: p8[s] for s in range(7)}
+        wait_until(lambda: not alive(p8[7]), 5, what="slot 7 stopped")
+
+        r = inst.ctl("scale", "2")
+        assert r.returncode == 0, r.stderr
+        t_down = monotonic()
+        p2 = inst.pids(inst.wait_settled(2))
+        assert p2 == {0: p4[0], 1: p4[1]}, "scaling down did not keep the lowest slots"
+        stopped = [p8[s] for s in range(2, 8)]
+        wait_until(lambda: not any(alive(p) for p in stopped), 5, what="surplus workers gone")
+        load.wait_ok(20)
+
+        # +1 adds slot 2 again, -1 takes it away.
+        inst.proc.send_signal(signal.SIGTTIN)
+        p3 = inst.pids(inst.wait_settled(3))
+        assert p3[0] == p4[0] and p3[1] == p4[1] and p3[2] not in p8.values()
+        load.wait_ok(10)
+        inst.proc.send_signal(signal.SIGTTOU)
+        assert inst.pids(inst.wait_settled(2)) == p2
+        wait_until(lambda: not alive(p3[2]), 5, what="slot 2 stopped")
+        load.wait_ok(10)
+
+    assert_no_losses(load)
+    assert_no_casualties(inst, stopped + [p3[2]])
+    assert not sampler.errors, sampler.errors
+    for t, st in sampler.samples:
+        # Scaling never takes a kept worker away: until the scale-down to 2 the 4 first
+        # workers are ready all along, after it the 2 kept ones.
+        assert st["ready"] <= st["workers"], st
+        assert st["ready"] >= (4 if t < t_down - 0.05 else 2), (t - t_down, st)
+    log = inst.log()
+    assert "scaling from 4 to 8 workers" in log and "scaling from 7 to 2 workers" in log
+    for s in range(2, 8):
+        assert "worker %d (pid %d) exited with status 0" % (s, p8[s]) in log
+    # What the supervisor counts as restarts: none (stopping a surplus slot is not one).
+    assert inst.status()["restarts"] == 0
+
+
+# ---- the load client itself -------------------------------------------------------------
+
+def test_load_client_classifies_failures():
+    """A zero in every failure class above means something only if the client sees failures."""
+    import socket
+    import struct
+
+    from lifecycle_support import free_port
+
+    def serve(behaviour):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+
+        def run():
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(4096)
+                if behaviour == "eof":
+                    pass
+                elif behaviour == "rst":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif behaviour == "rst-mid":
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\npid=")
+                    time.sleep(0.1)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                elif behaviour == "bad":
+                    conn.sendall(b"HTTP/1.0 500 Oops\r\n\r\nno\n")
+                elif behaviour == "silent":
+                    time.sleep(0.6)
+            srv.close()
+        threading.Thread(target=run, daemon=True).start()
+        return srv.getsockname()[1]
+
+    assert Load(free_port()).one()[0] == "refused"
+    assert Load(serve("eof")).one()[0] == "eof_before_response"
+    assert Load(serve("rst")).one()[0] == "reset_before_response"
+    assert Load(serve("rst-mid")).one()[0] == "reset_mid_response"
+    assert Load(serve("bad")).one()[0] == "bad_payload"
+    assert Load(serve("silent"), response_timeout=0.3).one()[0] == "response_timeout"
+
+
+# ---- more of the roll: starting over, surge and unavailable ------------------------------
+
+def test_reload_during_a_roll_starts_over(instances):
+    n = 2
+    inst = instances("again", workers=n, args=["--ready", "notify"])
+    before = inst.pids()
+    inst.set_mode("slow-ready 0.6")
+    with Load(inst.port, threads=4) as load:
+        load.wait_ok(10)
+        inst.set_version("v2")
+        first = subprocess.Popen(inst.ctl_command("reload"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: any(s.get("next_pid") for s in inst.status()["slots"]), 5, what="the roll under way")
+        inst.set_version("v3")
+        second = subprocess.Popen(inst.ctl_command("reload"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out1, err1 = first.communicate(timeout=30)
+        out2, err2 = second.communicate(timeout=30)
+        st = inst.wait_settled(n)
+        load.wait_ok(10)
+    assert first.returncode == 0 and second.returncode == 0, (first.returncode, err1, second.returncode, err2)
+    assert "reload requested during a reload: starting over" in inst.log()
+    after = inst.pids(st)
+    assert not set(after.values()) & set(before.values())
+    assert all(s["status"].startswith("serving version=v3") for s in st["slots"]), st["slots"]
+    v2 = [ev["pid"] for ev in inst.events("start") if ev["version"] == "v2"]
+    wait_until(lambda: not any(alive(p) for p in v2), 5, what="v2 workers gone")
+    assert_no_losses(load)
+
+
+@pytest.mark.parametrize("surge,unavailable", [(2, 0), (0, 1)])
+def test_roll_respects_surge_and_unavailable(instances, surge, unavailable):
+    n, delay = 4, 0.5
+    inst = instances("surge-%d-%d" % (surge, unavailable), workers=n,
+                     args=["--ready", "notify", "--max-surge", str(surge), "--max-unavailable", str(unavailable)])
+    before = inst.pids()
+    inst.set_mode("slow-ready %s" % delay)
+    with Load(inst.port, threads=6, path=mixed_path) as load, Sampler(inst) as sampler:
+        load.wait_ok(20)
+        t0 = monotonic()
+        r = inst.ctl("reload", timeout=30)
+        took = monotonic() - t0
+        st = inst.wait_settled(n)
+        load.wait_ok(20)
+    assert r.returncode == 0, r.stderr
+    assert not set(inst.pids(st).values()) & set(before.values())
+    assert_no_losses(load)
+    assert not sampler.errors, sampler.errors
+    rolling = [st for t, st in sampler.samples if t0 <= t <= t0 + took]
+    assert rolling
+    surging = max(sum(bool(s.get("next_pid")) for s in st["slots"]) for st in rolling)
+    least_ready = min(st["ready"] for st in rolling)
+    assert surging <= surge, "%d replacements at once with --max-surge %d" % (surging, surge)
+    assert least_ready >= n - unavailable, "%d ready with --max-unavailable %d" % (least_ready, unavailable)
+    if unavailable:
+        assert least_ready == n - unavailable, "never used the unavailable allowance"
+    # Steps of max(surge, unavailable) workers at a time, each waiting `delay` for READY=1.
+    steps = n / max(surge, unavailable)
+    assert steps * delay - 0.1 <= took <= steps * delay + 1.5, took
+
+
+def test_surge_and_unavailable_both_zero_is_a_usage_error():
+    from lifecycle_support import BINDONCE
+    r = subprocess.run([BINDONCE, "-l", "127.0.0.1:1", "--control", "none", "--max-surge", "0",
+                        "--max-unavailable", "0", "--", "true"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 64, (r.returncode, r.stderr)
+    assert r.stderr.startswith("bindonce: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_worker_never_ready_at_start_is_a_failed_start(instances):
+    inst = instances("nostart", workers=1, args=["--ready", "notify", "--start-timeout", "0.5"],
+                     mode="never-ready", start=False)
+    inst.start(wait=False)
+    first = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a first worker")
+    wait_until(lambda: inst.status()["slots"][0]["pid"] not in (None, first), 5,
+               what=lambda: "a restart after the start timeout; log:\n" + inst.log())
+    st = inst.status()
+    assert st["ready"] == 0 and st["slots"][0]["ready"] is False
+    assert st["slots"][0]["restarts"] >= 1
+    assert "did not send READY=1 within 0.5 s" in inst.log()
+    assert not alive(first)
