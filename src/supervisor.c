@@ -7,6 +7,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -15,6 +16,7 @@
 #include "control.h"
 #include "log.h"
 #include "notify.h"
+#include "orphans.h"
 #include "supervisor.h"
 
 extern char **environ;
@@ -747,12 +749,84 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
 
 /* ---- stop, scale, restart, signal ------------------------------------------------------ */
 
+/* Our children that are not workers: what escaped a worker's process group and was
+ * reparented to us. Returns how many are left alive; reaps the dead ones. With `sig`, signals
+ * the live ones. Workers are reaped by their own pidfd sources, never here. */
+static unsigned orphans_sweep(Supervisor *sup, int sig) {
+        unsigned workers = live_workers(sup), left = 0;
+        pid_t stack_pids[256], *pids = stack_pids;
+        int n = children_list(pids, ELEMENTSOF(stack_pids));
+
+        /* The common case costs one read: every child is a worker. */
+        if (n <= 0 || (unsigned) n <= workers)
+                return 0;
+        if ((size_t) n > ELEMENTSOF(stack_pids)) {
+                pids = calloc((size_t) n + 64, sizeof *pids);
+                if (!pids)
+                        return 0;
+                n = children_list(pids, (size_t) n + 64);
+        }
+        for (int i = 0; i < n; i++) {
+                siginfo_t si = {};
+
+                if (supervisor_find_worker(sup, pids[i], false))
+                        continue;
+                /* Still unreaped, so the pid cannot have been reused: safe to wait and signal. */
+                if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) == 0 && si.si_pid == pids[i]) {
+                        log_debug("reaped pid %d, left behind by a worker", (int) pids[i]);
+                        continue;
+                }
+                left++;
+                if (sig)
+                        (void) kill(pids[i], sig);
+        }
+        if (pids != stack_pids)
+                free(pids);
+        return left;
+}
+
+static void supervisor_maybe_exit(Supervisor *sup);
+
+static int on_orphan_kill(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+        unsigned n = orphans_sweep(sup, SIGKILL);
+
+        if (n > 0)
+                log_warning("%u processes left behind by workers did not stop within %.1f s, sent SIGKILL",
+                            n, (double) sup->config.stop_timeout / USEC_PER_SEC);
+        sup->orphan_signal = SIGKILL;
+        supervisor_maybe_exit(sup);
+        return 0;
+}
+
+static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Supervisor *sup = userdata;
+
+        (void) orphans_sweep(sup, 0);
+        if (sup->stopping)
+                supervisor_maybe_exit(sup);
+        return 0;
+}
+
 static void supervisor_maybe_exit(Supervisor *sup) {
         for (unsigned i = 0; i < sup->n_slots; i++)
                 if (sup->slots[i]->state != SLOT_IDLE)
                         return;
         if (sup->retired)
                 return;
+        /* Nothing of ours may outlive a stop: not even what escaped a worker's group. Each
+         * sweep signals again, for orphans of orphans reparented meanwhile. */
+        if (sup->stopping && orphans_sweep(sup, sup->orphan_signal ? sup->orphan_signal : SIGTERM) > 0) {
+                if (!sup->orphan_signal) {
+                        sup->orphan_signal = SIGTERM;
+                        log_info("stopping processes left behind by workers");
+                        if (sd_event_add_time_relative(sup->event, &sup->orphan_kill, CLOCK_MONOTONIC,
+                                                       sup->config.stop_timeout, 10 * USEC_PER_MSEC,
+                                                       on_orphan_kill, sup) < 0)
+                                (void) orphans_sweep(sup, SIGKILL);
+                }
+                return;
+        }
         if (sup->stopping)
                 log_info("stopped");
         (void) sd_event_exit(sup->event, sup->exit_code);
@@ -1013,6 +1087,11 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                 if (r < 0)
                         goto fail;
         }
+        /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD. */
+        (void) prctl(PR_SET_CHILD_SUBREAPER, 1);
+        r = sd_event_add_signal(sup->event, NULL, SIGCHLD, on_sigchld, sup);
+        if (r < 0)
+                goto fail;
 
         fds = calloc(n_listeners ? n_listeners : 1, sizeof *fds);
         sup->shared_fds = fds;
@@ -1103,6 +1182,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
+        sd_event_source_disable_unref(sup->orphan_kill);
         for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)
                 slot_free(sup, sup->slots[i]);
         while (sup->retired) {

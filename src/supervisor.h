@@ -145,6 +145,8 @@ struct Supervisor {
         unsigned total_restarts;
         NotifyServer *notify_server;
         ControlServer *control;
+        sd_event_source *orphan_kill;   /* stopping: SIGKILL to orphans left after SIGTERM */
+        int orphan_signal;              /* 0, then SIGTERM, then SIGKILL after --stop-timeout */
 };
 
 /* Takes the listeners (already open). Returns -errno, logged. */

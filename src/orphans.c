@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "orphans.h"
+#include "util.h"
+
+int children_list(pid_t *pids, size_t max) {
+        _cleanup_free_ char *buf = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t size = 0, len = 0, n = 0;
+        char path[64];
+
+        /* Single-threaded: our one task is the process itself. */
+        snprintf(path, sizeof path, "/proc/self/task/%d/children", (int) getpid());
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        for (;;) {
+                if (size - len < 4096) {
+                        char *b = realloc(buf, size + 16384);
+                        if (!b)
+                                return -ENOMEM;
+                        buf = b;
+                        size += 16384;
+                }
+                ssize_t k = read(fd, buf + len, size - len);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                len += (size_t) k;
+        }
+
+        /* "123 456 789 " */
+        for (size_t i = 0; i < len;) {
+                long v = 0;
+
+                if (buf[i] < '0' || buf[i] > '9') {
+                        i++;
+                        continue;
+                }
+                for (; i < len && buf[i] >= '0' && buf[i] <= '9'; i++)
+                        v = v * 10 + (buf[i] - '0');
+                if (n < max)
+                        pids[n] = (pid_t) v;
+                n++;
+        }
+        return (int) n;
+}

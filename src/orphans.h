@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* bindonce is a subreaper (and may be PID 1 of a pid namespace): what a worker leaves
+ * behind after it escaped its process group (setsid, a daemonizing helper) becomes our
+ * child. Workers have pidfd sources of their own; these functions deal with the rest. */
+
+/* Our children, from /proc/self/task/TID/children: up to max pids into pids. Returns how
+ * many there are (which may exceed max), or -errno. */
+int children_list(pid_t *pids, size_t max);
