@@ -524,10 +524,12 @@ static int parse_listeners(Listener **ret) {
 
                 l[i].fd = -1;
                 l[i].name = strdup(i < arg_n_fdnames ? arg_fdnames[i] : arg_name);
-                if (!l[i].name || address_parse(a->text, type, &l[i].address, &why) < 0) {
+                if (!l[i].name) {
+                        free_listeners(l, i);
+                        return log_error_errno(-ENOMEM, "Out of memory");
+                }
+                if (address_parse(a->text, type, &l[i].address, &why) < 0) {
                         free_listeners(l, i + 1);
-                        if (!l[i].name)
-                                return log_error_errno(-ENOMEM, "Out of memory");
                         return log_usage("%s '%s': %s", a->option, a->text, why);
                 }
         }
