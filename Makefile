@@ -82,6 +82,7 @@ unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
 integration: all
+	@rm -f $(BUILD)/sanitizer*
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd SANITIZER_LOG_DIR=$(CURDIR)/$(BUILD) \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
