@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/pidfd.h>
@@ -78,13 +79,6 @@ static bool is_dropped(const char *entry) {
         return false;
 }
 
-static int env_own(WorkerEnv *env, char *s) {
-        if (!s)
-                return -ENOMEM;
-        env->owned[env->n_owned++] = s;
-        return 0;
-}
-
 /* Replaces an entry of the same name, or appends. */
 static void env_put(char **envp, size_t *n, char *entry) {
         for (size_t i = 0; i < *n; i++)
@@ -95,11 +89,26 @@ static void env_put(char **envp, size_t *n, char *entry) {
         envp[(*n)++] = entry;
 }
 
+/* Formats an entry the env owns, and puts it in. */
+static int env_putf(WorkerEnv *env, size_t *n, const char *format, ...) __attribute__((format(printf, 3, 4)));
+static int env_putf(WorkerEnv *env, size_t *n, const char *format, ...) {
+        char *s;
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&s, format, ap);
+        va_end(ap);
+        if (r < 0)
+                return -ENOMEM;
+        env->owned[env->n_owned++] = s;
+        env_put(env->envp, n, s);
+        return 0;
+}
+
 int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
                      size_t n_fds, const char *fdnames, const char *notify_socket, uint64_t watchdog_usec) {
         size_t n_base = 0, n = 0;
-        char *s;
-        int r;
 
         while (base && base[n_base])
                 n_base++;
@@ -127,36 +136,12 @@ int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, s
                         }
         }
 
-        if (asprintf(&s, "LISTEN_FDS=%zu", n_fds) < 0)
-                s = NULL;
-        r = env_own(env, s);
-        if (r < 0)
+        if (env_putf(env, &n, "LISTEN_FDS=%zu", n_fds) < 0 ||
+            env_putf(env, &n, "LISTEN_FDNAMES=%s", fdnames) < 0 ||
+            (notify_socket && env_putf(env, &n, "NOTIFY_SOCKET=%s", notify_socket) < 0) ||
+            (watchdog_usec > 0 && env_putf(env, &n, "WATCHDOG_USEC=%llu", (unsigned long long) watchdog_usec) < 0))
                 goto oom;
-        env_put(env->envp, &n, s);
-
-        if (asprintf(&s, "LISTEN_FDNAMES=%s", fdnames) < 0)
-                s = NULL;
-        r = env_own(env, s);
-        if (r < 0)
-                goto oom;
-        env_put(env->envp, &n, s);
-
-        if (notify_socket) {
-                if (asprintf(&s, "NOTIFY_SOCKET=%s", notify_socket) < 0)
-                        s = NULL;
-                r = env_own(env, s);
-                if (r < 0)
-                        goto oom;
-                env_put(env->envp, &n, s);
-        }
-
         if (watchdog_usec > 0) {
-                if (asprintf(&s, "WATCHDOG_USEC=%llu", (unsigned long long) watchdog_usec) < 0)
-                        s = NULL;
-                r = env_own(env, s);
-                if (r < 0)
-                        goto oom;
-                env_put(env->envp, &n, s);
                 strcpy(env->watchdog_pid, "WATCHDOG_PID=");
                 env_put(env->envp, &n, env->watchdog_pid);
         }
