@@ -1,0 +1,184 @@
+"""The restart contract of bindonce(1), clause by clause, against real processes.
+
+Workers here are small shell scripts: what matters is how and when they end.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import BINDONCE, free_tcp_port
+
+
+class Run:
+    """One bindonce, its log, and a bounded way to wait for what it says."""
+
+    def __init__(self, tmp_path, args, script):
+        self.log_path = tmp_path / "bindonce.log"
+        self.log_file = open(self.log_path, "w")
+        self.control = str(tmp_path / "ctl.sock")
+        self.proc = subprocess.Popen(
+            [BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "--control", self.control,
+             "--stop-timeout", "1"] + args + ["--", "sh", "-c", script],
+            stdout=self.log_file, stderr=subprocess.STDOUT)
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def wait_log(self, pattern, count=1, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError("want %d x %r; log:\n%s" % (count, pattern, self.log()))
+
+    def wait_exit(self, timeout=10):
+        return self.proc.wait(timeout=timeout)
+
+    def ctl(self, *args):
+        return subprocess.run([BINDONCE, "ctl", "--control", self.control] + list(args),
+                              capture_output=True, text=True, timeout=10)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+@pytest.fixture
+def run(tmp_path):
+    runs = []
+
+    def start(args, script):
+        d = tmp_path / ("run%d" % len(runs))
+        d.mkdir()
+        r = Run(d, args, script)
+        runs.append(r)
+        return r
+
+    yield start
+    for r in runs:
+        r.close()
+
+
+def started_times(log):
+    """Wall-clock seconds of each 'worker N started' line."""
+    out = []
+    for m in re.finditer(r"T(\d\d):(\d\d):(\d\d\.\d+)Z bindonce\[\d+\]: worker \d+ started", log):
+        h, mi, s = m.groups()
+        out.append(int(h) * 3600 + int(mi) * 60 + float(s))
+    return out
+
+
+def test_1_stable_runs_reset_the_count(run):
+    # Each run lives 1.2 s (stable) then fails: restarted at once every time, never given up.
+    r = run(["--give-up", "2"], "sleep 1.2; exit 1")
+    r.wait_log(r"worker 0 started", count=4, timeout=8)
+    assert r.proc.poll() is None
+    assert "restarting in" not in r.log(), "a stable run must reset the failure count"
+    assert "giving up" not in r.log()
+
+
+def test_2_first_early_death_is_immediate_then_backoff_doubles(run):
+    r = run(["--give-up", "0"], "exit 1")
+    r.wait_log(r"restarting in \d+ ms \(5 early exits", timeout=10)
+    log = r.log()
+    delays = {int(n): int(ms) for ms, n in re.findall(r"restarting in (\d+) ms \((\d+) early exits", log)}
+    # No delay line for the first early death; then [d/2, d] with d = 100 ms * 2^(n-2).
+    assert 1 not in delays
+    for n in (2, 3, 4, 5):
+        d = 100 * 2 ** (n - 2)
+        assert d // 2 - 1 <= delays[n] <= d, "failure %d: %d ms not in [%d, %d]" % (n, delays[n], d // 2, d)
+    # The first restart came at once: the second start within 50 ms of the first.
+    t = started_times(log)
+    assert t[1] - t[0] < 0.05, "first early death not restarted at once: %.3f s" % (t[1] - t[0])
+    # And the delays were really waited for.
+    assert t[2] - t[1] >= 0.045 and t[4] - t[3] >= 0.19
+
+
+def test_3_restart_on_failure_and_no(run):
+    clean = run(["--restart", "on-failure"], "sleep 0.1; exit 0")
+    assert clean.wait_exit() == 0, clean.log()
+    assert len(started_times(clean.log())) == 1
+
+    failing = run(["--restart", "on-failure", "--give-up", "0"], "sleep 0.05; exit 3")
+    failing.wait_log(r"worker 0 started", count=3)
+
+    never = run(["--restart", "no"], "sleep 0.05; exit 3")
+    # Clause 4: no worker left, none to start: the last worker's status, shell style.
+    assert never.wait_exit() == 3, never.log()
+    assert len(started_times(never.log())) == 1
+
+
+def test_4_last_status_shell_style_for_a_signal(run):
+    r = run(["--restart", "no"], "kill -KILL $$")
+    assert r.wait_exit() == 128 + signal.SIGKILL, r.log()
+
+
+def test_5_one_flapping_slot_never_gives_up(run):
+    # Slot 0 dies at once every time; slot 1 is healthy: the application is not broken.
+    r = run(["-w", "2", "--give-up", "2"],
+            '[ "$BINDONCE_WORKER" = 0 ] && exit 1; exec sleep 1000')
+    r.wait_log(r"worker 0 \(pid \d+\) exited with status 1", count=5, timeout=10)
+    assert r.proc.poll() is None, r.log()
+    assert "giving up" not in r.log()
+
+
+def test_5_deaths_from_outside_never_give_up(run):
+    # Killed with SIGKILL while young, over and over: counted for the delay, never for giving up.
+    r = run(["--give-up", "2"], "exec sleep 1000")
+    for i in range(4):
+        r.wait_log(r"worker 0 started, pid (\d+)", count=i + 1)
+        pid = int(re.findall(r"worker 0 started, pid (\d+)", r.log())[-1])
+        os.kill(pid, signal.SIGKILL)
+        r.wait_log(r"killed by signal KILL", count=i + 1)
+    r.wait_log(r"worker 0 started", count=5)
+    assert r.proc.poll() is None, r.log()
+    assert "giving up" not in r.log()
+
+
+def test_5_every_slot_failing_by_itself_gives_up(run):
+    r = run(["-w", "2", "--give-up", "3"], "exit 7")
+    assert r.wait_exit() == 69, r.log()
+    assert re.search(r"giving up: every worker failed 3 times in a row within 1 s of starting \(last: exit status 7\)",
+                     r.log()), r.log()
+
+
+def test_6_the_rest_of_a_process_group_dies_with_its_worker(run, tmp_path):
+    pidfile = tmp_path / "helper.pid"
+    r = run(["--restart", "no"], "sleep 1000 & echo $! > %s; sleep 0.3" % pidfile)
+    assert r.wait_exit() == 0, r.log()
+    helper = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists("/proc/%d" % helper):
+        with open("/proc/%d/stat" % helper) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.02)
+    else:
+        if os.path.exists("/proc/%d" % helper):
+            os.kill(helper, signal.SIGKILL)
+            pytest.fail("the worker's helper outlived it")
+
+
+def test_7_ctl_restart_restarts_at_once_and_resets_the_count(run):
+    r = run(["--restart", "no"], "exec sleep 1000")
+    r.wait_log(r"worker 0 started")
+    res = r.ctl("restart", "0")
+    assert res.returncode == 0, res.stderr
+    # Restarted although --restart no, and at once: no backoff line.
+    r.wait_log(r"worker 0 started", count=2)
+    assert "restarting in" not in r.log()
+    assert r.proc.poll() is None
