@@ -4,9 +4,9 @@ watchdog, scaling, the control socket and `bindonce ctl`).
 - Instance: one bindonce running tests/integration/lifecycle_worker.py, with its own
   --name and --control under a short private directory; stopped by pid at teardown, after
   which no process of its tree may be left.
-- Load: a connection-per-request HTTP client that puts every attempt in exactly one class
-  (TESTING.md): ok, refused, connect_timeout, reset_before_response, eof_before_response,
-  reset_mid_response, response_timeout, bad_payload.
+- Load: connection-per-request HTTP load; every attempt is classified by
+  loadclient.request_once (TESTING.md's classes, plus client_error), and each ok answer is
+  kept with its time and the (pid, slot, version) that gave it.
 - raw_request: a control-socket client that sends exact bytes.
 """
 
@@ -25,15 +25,28 @@ import time
 
 import pytest
 
+from loadclient import CLASSES, request_once
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BINDONCE = os.environ.get("BINDONCE", "/work/main/build/bindonce")
 WORKER = os.path.join(HERE, "lifecycle_worker.py")
 PYTHON = sys.executable or "/usr/bin/python3"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-CLASSES = ("ok", "refused", "connect_timeout", "reset_before_response", "eof_before_response",
-           "reset_mid_response", "response_timeout", "bad_payload")
-BODY_RE = re.compile(rb"^pid=(\d+) slot=(\d+) version=(\S+)\n$")
+# What lifecycle_worker.py answers.
+ANSWER_RE = re.compile(rb"\AHTTP/1\.0 200 OK\r\n(?:[^\r\n]*\r\n)*?\r\n"
+                       rb"pid=(\d+) slot=(\d+) version=(\S+)\n\Z")
+
+# Nothing of the environment pytest runs in may reach bindonce as activation input.
+SCRUB = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID", "NOTIFY_SOCKET",
+         "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "BINDONCE_WORKER", "RUNTIME_DIRECTORY",
+         "LW_MODE", "LW_MODE_FILE", "LW_VERSION_FILE", "LW_EVENTS", "VERSION")
+
+
+def answer_validator(data):
+    """(pid, slot, version) of a valid lifecycle_worker answer, else None."""
+    m = ANSWER_RE.match(data)
+    return (int(m.group(1)), int(m.group(2)), m.group(3).decode()) if m else None
 
 
 def monotonic():
@@ -188,8 +201,8 @@ class Instance:
         return cmd + self.args + ["--", PYTHON, WORKER]
 
     def start(self, wait=True):
-        env = dict(os.environ, LW_MODE_FILE=self.mode_file, LW_VERSION_FILE=self.version_file,
-                   LW_EVENTS=self.events_file)
+        env = {k: v for k, v in os.environ.items() if k not in SCRUB}
+        env.update(LW_MODE_FILE=self.mode_file, LW_VERSION_FILE=self.version_file, LW_EVENTS=self.events_file)
         for _ in range(5):
             self.port = free_port()
             log = open(self.log_file, "ab")
@@ -400,50 +413,19 @@ class Load:
         self.threads = []
 
     def one(self):
+        """One attempt: (class, (pid, slot, version) or a detail)."""
         path = self.path() if callable(self.path) else self.path
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.settimeout(self.connect_timeout)
-            try:
-                s.connect(("127.0.0.1", self.port))
-            except ConnectionRefusedError:
-                return "refused", None
-            except socket.timeout:
-                return "connect_timeout", None
-            except ConnectionResetError:
-                return "reset_before_response", "at connect"
-            s.settimeout(self.response_timeout)
-            data = b""
-            try:
-                s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n")
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            except (ConnectionResetError, BrokenPipeError):
-                return ("reset_mid_response" if data else "reset_before_response"), None
-            except socket.timeout:
-                return "response_timeout", data[:80]
-            if not data:
-                return "eof_before_response", None
-            head, sep, body = data.partition(b"\r\n\r\n")
-            m = BODY_RE.match(body)
-            if not sep or not head.startswith(b"HTTP/1.0 200 ") or not m:
-                return "bad_payload", data[:200]
-            return "ok", (int(m.group(1)), int(m.group(2)), m.group(3).decode())
-        finally:
-            s.close()
+        cls, ident, detail = request_once(("127.0.0.1", self.port),
+                                          request=b"GET " + path.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n",
+                                          connect_timeout=self.connect_timeout,
+                                          response_timeout=self.response_timeout,
+                                          validator=answer_validator)
+        return cls, ident if cls == "ok" else detail
 
     def loop(self):
         while not self.stopping.is_set():
             t = monotonic()
-            try:
-                cls, detail = self.one()
-            except OSError as e:
-                # Anything else is a bug in this client or an unexpected kernel answer: count
-                # it as a failure that must be explained.
-                cls, detail = "bad_payload", "client error: %r" % e
+            cls, detail = self.one()
             with self.lock:
                 self.counts[cls] += 1
                 if cls == "ok":
@@ -503,6 +485,6 @@ def http_get(port, path="/", timeout=5.0):
             if not chunk:
                 break
             data += chunk
-    m = BODY_RE.match(data.partition(b"\r\n\r\n")[2])
-    assert m, "bad answer %r" % data[:200]
-    return int(m.group(1)), int(m.group(2)), m.group(3).decode()
+    ident = answer_validator(data)
+    assert ident, "bad answer %r" % data[:200]
+    return ident

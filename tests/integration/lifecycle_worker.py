@@ -18,6 +18,8 @@ to make the reload exec a "new version". A mode is a comma-separated list of:
     never-ready             never send READY=1, never accept (still pings the watchdog)
     slow-ready SEC          send READY=1 after SEC seconds; accept only from then on
     stop-pinging-after SEC  stop sending WATCHDOG=1 SEC seconds after start (keeps serving)
+    ready-from-child [SEC]  READY=1 comes from a child process (same process group) after SEC
+                            (default 0.1), never from the worker itself (--notify-access)
 
 A mode-file line "K: MODE" applies to slot K only and wins over a line without a prefix.
 
@@ -26,7 +28,7 @@ SIGTERM: stop accepting, finish the request in hand, STOPPING=1, exit 0 (no casu
 
 With $LW_EVENTS set, one JSON line per event is appended to that file
 (start, ready, pings-stopped, sigterm, exit), with "t" = CLOCK_MONOTONIC seconds, which
-the test process reads on the same clock.
+the test process reads on the same clock, and "rt" = the time of day (as in `ctl status`).
 """
 
 import json
@@ -100,7 +102,8 @@ class Worker:
 
     @staticmethod
     def parse_mode(text):
-        mode = {"crash": None, "ready_delay": 0.0, "never_ready": False, "stop_pinging_after": None}
+        mode = {"crash": None, "ready_delay": 0.0, "never_ready": False, "stop_pinging_after": None,
+                "ready_from_child": False}
         for item in text.split(","):
             words = item.split()
             if not words:
@@ -116,6 +119,9 @@ class Worker:
                 mode["ready_delay"] = float(args[0])
             elif name == "stop-pinging-after":
                 mode["stop_pinging_after"] = float(args[0])
+            elif name == "ready-from-child":
+                mode["ready_from_child"] = True
+                mode["ready_delay"] = float(args[0]) if args else 0.1
             else:
                 sys.exit("lifecycle_worker: unknown mode %r" % item)
         return mode
@@ -137,7 +143,7 @@ class Worker:
     def event(self, name, **kw):
         if not self.events_path:
             return
-        rec = {"event": name, "pid": self.pid, "slot": self.slot, "t": monotonic()}
+        rec = {"event": name, "pid": self.pid, "slot": self.slot, "t": monotonic(), "rt": time.time()}
         rec.update(kw)
         line = (json.dumps(rec) + "\n").encode()
         fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -169,7 +175,7 @@ class Worker:
             period = int(wd_usec) / 1e6 / 4
         pinging = period is not None
         next_ping = start
-        last_ping = None
+        last_ping = last_ping_rt = None
         ready_at = None if self.mode["never_ready"] else start + self.mode["ready_delay"]
         stop_pinging_at = None
         if self.mode["stop_pinging_after"] is not None:
@@ -179,14 +185,16 @@ class Worker:
             if ready_at is not None and now >= ready_at and not self.ready.is_set():
                 self.ready.set()
                 self.event("ready")  # before READY=1: its "t" is never later than bindonce's view
-                self.notify("READY=1\nSTATUS=serving version=%s mode=%s" % (self.version, self.mode_text))
+                if not self.mode["ready_from_child"]:
+                    self.notify("READY=1\nSTATUS=serving version=%s mode=%s" % (self.version, self.mode_text))
             if pinging and stop_pinging_at is not None and now >= stop_pinging_at:
                 pinging = False
-                self.event("pings-stopped", last_ping=last_ping)
+                self.event("pings-stopped", last_ping=last_ping, last_ping_rt=last_ping_rt)
                 self.notify("STATUS=no longer pinging the watchdog")
             if pinging and now >= next_ping:
                 self.notify("WATCHDOG=1")
                 last_ping = now
+                last_ping_rt = time.time()
                 next_ping = now + period
             waits = [0.5]
             if ready_at is not None and not self.ready.is_set():
@@ -236,6 +244,22 @@ class Worker:
         finally:
             conn.close()
 
+    def ready_from_child(self):
+        """A helper process sends READY=1 and lives on a while (bindonce looks up its
+        process group when the message comes). Forked before any thread exists."""
+        child = os.fork()
+        if child == 0:
+            try:
+                time.sleep(self.mode["ready_delay"])
+                self.notify_addr = None
+                self.pid = os.getpid()
+                self.notify("READY=1")
+                self.event("child-sent-ready", worker=os.getppid())
+                time.sleep(1.0)
+            finally:
+                os._exit(0)
+        threading.Thread(target=os.waitpid, args=(child, 0), daemon=True).start()
+
     def on_sigterm(self, signo, frame):
         if not self.stopping:
             self.stopping = True
@@ -254,6 +278,8 @@ class Worker:
             print("lifecycle_worker %d: crashing at start as told" % self.pid, file=sys.stderr)
             os._exit(self.mode["crash"])
         self.notify("STATUS=starting version=%s mode=%s" % (self.version, self.mode_text))
+        if self.mode["ready_from_child"]:
+            self.ready_from_child()
 
         t = threading.Thread(target=self.notifier, daemon=True)
         t.start()

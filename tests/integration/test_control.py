@@ -133,7 +133,7 @@ def run_ctl(*args):
                           stdin=subprocess.DEVNULL)
 
 
-def test_ctl_exit_codes_without_a_server(tmp_path):
+def test_ctl_exit_codes_without_a_server():
     d = tempfile.mkdtemp(prefix="bo-ctl-")
     try:
         missing = os.path.join(d, "missing.sock")

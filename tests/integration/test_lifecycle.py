@@ -8,14 +8,18 @@ its tree is left. Load is connection-per-request and every attempt is classified
 """
 
 import random
+import re
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
 
 import pytest
 
-from lifecycle_support import Load, alive, instances, monotonic, wait_until  # noqa: F401 (fixture)
+from lifecycle_support import (BINDONCE, Load, alive, free_port, instances,  # noqa: F401 (fixture)
+                               monotonic, wait_until)
 
 
 def mixed_path():
@@ -29,7 +33,7 @@ class Sampler:
     def __init__(self, inst, interval=0.03):
         self.inst = inst
         self.interval = interval
-        self.samples = []               # (t, status)
+        self.samples = []               # (t asked, t answered, status)
         self.errors = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -38,7 +42,8 @@ class Sampler:
         while not self.stopping.is_set():
             t = monotonic()
             try:
-                self.samples.append((t, self.inst.status()))
+                st = self.inst.status()
+                self.samples.append((t, monotonic(), st))
             except Exception as e:  # noqa: BLE001 - reported by the test
                 self.errors.append(repr(e))
             self.stopping.wait(self.interval)
@@ -101,10 +106,13 @@ def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
     during = sum(a[4] >= t0 and a[0] <= t_done + 0.25 for a in load.answers)
     assert during >= 10, "only %d requests overlapped the roll: the load proves little" % during
     assert_no_casualties(inst, before.values())
+    # Each new worker got its slot's BINDONCE_WORKER.
+    started = {ev["pid"]: ev["slot"] for ev in inst.events("start")}
+    assert {started[pid]: pid for pid in after.values()} == {str(s): p for s, p in after.items()}
 
     # Readiness never dropped below N while rolling (with --ready exec a worker is ready at
     # exec, so the same holds).
-    rolling = [st for t, st in sampler.samples if t0 <= t <= t_done]
+    rolling = [st for t, _, st in sampler.samples if t0 <= t <= t_done]
     assert not sampler.errors, sampler.errors
     assert all(st["ready"] >= n for st in rolling), [(st["ready"], st["workers"]) for st in rolling]
 
@@ -125,7 +133,6 @@ def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
     ("crash-at-start 3", r"exited with status 3 before it was ready"),
 ], ids=["never-ready", "crash-at-start"])
 def test_failed_roll_keeps_old_workers(instances, bad_mode, reason):
-    import re
     n = 2
     inst = instances("badroll-" + bad_mode.split()[0], workers=n,
                      args=["--ready", "notify", "--start-timeout", "1"])
@@ -192,7 +199,7 @@ def test_notify_old_worker_stops_only_after_new_one_is_ready(instances):
     # In every sample: N ready; a replacement still starting was shown as next_pid, not ready,
     # while the old worker of that slot was still the slot's pid.
     saw_next = 0
-    for t, st in sampler.samples:
+    for t, _, st in sampler.samples:
         assert st["ready"] >= n, st
         for s in st["slots"]:
             if s.get("next_pid"):
@@ -200,7 +207,7 @@ def test_notify_old_worker_stops_only_after_new_one_is_ready(instances):
                 assert s["pid"] == before[s["slot"]] and s["ready"], s
                 if s["next_pid"] in readies and t < readies[s["next_pid"]]:
                     assert s["pid"] in terms and terms[s["pid"]] > t
-    assert saw_next >= n * delay / 0.1, "status --json never showed the replacement while it was starting"
+    assert saw_next >= 5, "status --json hardly showed the replacements while they were starting"
 
 
 # ---- watchdog ----------------------------------------------------------------------------
@@ -222,11 +229,10 @@ def test_watchdog_replaces_a_worker_that_stops_pinging(instances):
 
     stopped = [ev for ev in inst.events("pings-stopped") if ev["pid"] == before[1]]
     assert stopped, inst.events()
-    last_ping = stopped[0]["last_ping"]
-    new_start = wait_until(lambda: [ev["t"] for ev in inst.events("start") if ev["pid"] == new], 3,
-                           what="the new worker's start event")[0]
-    took = new_start - last_ping
-    assert period - 0.05 <= took <= period + 0.6, (
+    # From the last WATCHDOG=1 to the replacement's fork ("since", the time of day, as the
+    # worker's "rt"): one period, plus what SIGABRT and the restart take.
+    took = st["slots"][1]["since"] - stopped[0]["last_ping_rt"]
+    assert period - 0.05 <= took <= period + 0.5, (
         "replaced %.3f s after the last WATCHDOG=1 (period %.1f s)" % (took, period))
 
     log = inst.log()
@@ -264,9 +270,10 @@ def test_scale_up_and_down_under_load(instances):
         assert p7 == {s: p8[s] for s in range(7)}
         wait_until(lambda: not alive(p8[7]), 5, what="slot 7 stopped")
 
+        t_down = monotonic()
         r = inst.ctl("scale", "2")
         assert r.returncode == 0, r.stderr
-        t_down = monotonic()
+        t_down_done = monotonic()
         p2 = inst.pids(inst.wait_settled(2))
         assert p2 == {0: p4[0], 1: p4[1]}, "scaling down did not keep the lowest slots"
         stopped = [p8[s] for s in range(2, 8)]
@@ -286,11 +293,14 @@ def test_scale_up_and_down_under_load(instances):
     assert_no_losses(load)
     assert_no_casualties(inst, stopped + [p3[2]])
     assert not sampler.errors, sampler.errors
-    for t, st in sampler.samples:
+    for t, t_answer, st in sampler.samples:
         # Scaling never takes a kept worker away: until the scale-down to 2 the 4 first
-        # workers are ready all along, after it the 2 kept ones.
+        # workers are ready all along, from then on the 2 kept ones.
         assert st["ready"] <= st["workers"], st
-        assert st["ready"] >= (4 if t < t_down - 0.05 else 2), (t - t_down, st)
+        if t_answer < t_down:
+            assert st["ready"] >= 4, st
+        elif t > t_down_done:
+            assert st["ready"] >= 2, st
     log = inst.log()
     assert "scaling from 4 to 8 workers" in log and "scaling from 7 to 2 workers" in log
     for s in range(2, 8):
@@ -303,11 +313,6 @@ def test_scale_up_and_down_under_load(instances):
 
 def test_load_client_classifies_failures():
     """A zero in every failure class above means something only if the client sees failures."""
-    import socket
-    import struct
-
-    from lifecycle_support import free_port
-
     def serve(behaviour):
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -387,7 +392,7 @@ def test_roll_respects_surge_and_unavailable(instances, surge, unavailable):
     assert not set(inst.pids(st).values()) & set(before.values())
     assert_no_losses(load)
     assert not sampler.errors, sampler.errors
-    rolling = [st for t, st in sampler.samples if t0 <= t <= t0 + took]
+    rolling = [st for t, _, st in sampler.samples if t0 <= t <= t0 + took]
     assert rolling
     surging = max(sum(bool(s.get("next_pid")) for s in st["slots"]) for st in rolling)
     least_ready = min(st["ready"] for st in rolling)
@@ -401,7 +406,6 @@ def test_roll_respects_surge_and_unavailable(instances, surge, unavailable):
 
 
 def test_surge_and_unavailable_both_zero_is_a_usage_error():
-    from lifecycle_support import BINDONCE
     r = subprocess.run([BINDONCE, "-l", "127.0.0.1:1", "--control", "none", "--max-surge", "0",
                         "--max-unavailable", "0", "--", "true"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 64, (r.returncode, r.stderr)
@@ -420,3 +424,48 @@ def test_worker_never_ready_at_start_is_a_failed_start(instances):
     assert st["slots"][0]["restarts"] >= 1
     assert "did not send READY=1 within 0.5 s" in inst.log()
     assert not alive(first)
+
+
+# ---- who may notify -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("access", ["main", "all"])
+def test_notify_access(instances, access):
+    """READY=1 from a helper process of the worker's group counts with --notify-access all
+    only; with main the worker is not ready and the start timeout replaces it."""
+    inst = instances("access-" + access, workers=1, start=False, mode="ready-from-child 0.1",
+                     args=["--ready", "notify", "--notify-access", access, "--start-timeout", "1"])
+    inst.start(wait=False)
+    first = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a first worker")
+    wait_until(lambda: [ev for ev in inst.events("child-sent-ready") if ev["worker"] == first], 3,
+               what="the helper's READY=1")
+    if access == "all":
+        st = inst.wait_settled(1, timeout=3)
+        assert inst.pids(st) == {0: first} and st["slots"][0]["restarts"] == 0
+        assert "worker 0 (pid %d) is ready" % first in inst.log()
+    else:
+        time.sleep(0.3)
+        st = inst.status()
+        assert st["ready"] == 0 and st["slots"][0]["pid"] == first, st
+        wait_until(lambda: "did not send READY=1 within 1.0 s" in inst.log(), 3, what="the start timeout")
+        wait_until(lambda: inst.status()["slots"][0]["pid"] not in (None, first), 5, what="a restart")
+        assert "worker 0 (pid %d) is ready" % first not in inst.log()
+
+
+def test_notify_from_a_stranger_is_ignored(instances):
+    """Only workers may notify: READY=1 sent by this test process to the workers' notify
+    socket changes nothing."""
+    inst = instances("stranger", workers=1, start=False, mode="never-ready",
+                     args=["--ready", "notify", "--notify-access", "all", "--start-timeout", "5"])
+    inst.start(wait=False)
+    pid = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a worker")
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    addr = env[b"NOTIFY_SOCKET"].decode()
+    assert addr.startswith("@"), addr
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"READY=1\nSTATUS=forged\nWATCHDOG=trigger", "\0" + addr[1:])
+    time.sleep(0.3)
+    st = inst.status()
+    assert st["ready"] == 0 and st["slots"][0]["pid"] == pid, st
+    assert st["slots"][0]["status"] != "forged", st
+    assert "triggered its watchdog" not in inst.log()
