@@ -29,6 +29,7 @@ PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
 LIBDIR     ?= $(PREFIX)/lib
+SYSCONFDIR ?= /etc
 DOCDIR     ?= $(PREFIX)/share/doc/bindonce
 UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
@@ -75,6 +76,15 @@ check: deps
 	$(MAKE) unit
 	$(MAKE) lint-man
 	$(MAKE) integration
+ifneq ($(SANITIZE),1)
+	$(MAKE) systemd-check
+endif
+
+# Real systemd in a booted Debian 12 container (root; skipped with the reason otherwise).
+# Not on the sanitizer build: the container has no sanitizer runtime. The suite builds
+# bindonce itself, in a directory of its own, so MAKEFLAGS must not reach it.
+systemd-check:
+	env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS $(PYTHON) -m pytest -q -p no:cacheprovider tests/systemd $(PYTEST_ARGS)
 
 unit-tests: $(UNIT_TESTS)
 
@@ -110,6 +120,9 @@ install: $(BUILD)/bindonce $(BUILD)/httpd
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 	done
 	install -m 0644 units/bindonce-instance.conf.example README.md docs/GUIDE.md $(DESTDIR)$(DOCDIR)/
+	# The instance `bindonce@example` runs; an operator's own copy is never overwritten.
+	test -e $(DESTDIR)$(SYSCONFDIR)/bindonce/example.conf || \
+		install -D -m 0644 units/bindonce-instance.conf.example $(DESTDIR)$(SYSCONFDIR)/bindonce/example.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bindonce $(DESTDIR)$(MANDIR)/man1/bindonce.1
@@ -126,4 +139,4 @@ lint-man:
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check unit-tests unit integration demo bench install uninstall lint-man clean
+.PHONY: all deps check unit-tests unit integration demo bench install uninstall lint-man systemd-check clean

@@ -595,6 +595,8 @@ static int generate_units(const Listener *l, size_t n) {
                 .n_exec_args = arg_n_options,
                 .command = arg_argv,
                 .bindonce_path = self ? self : "/usr/local/bin/bindonce",
+                .instance = arg_name,
+                .control = arg_control && *arg_control ? arg_control : NULL,
                 .stop_timeout_sec = (double) arg_stop_timeout / USEC_PER_SEC,
         };
         int r = arg_install ? units_install(&req, arg_unit_dir) : units_print(&req, stdout);
@@ -678,8 +680,13 @@ static int run(int argc, char *argv[]) {
                 const char *fdstore = getenv("FDSTORE");
                 if (arg_fd_store || (fdstore && strcmp(fdstore, "0") != 0)) {
                         r = activation_store(listeners, n_listeners);
-                        if (r > 0)
+                        if (r > 0) {
                                 log_info("handed %d sockets to systemd's fd store", r);
+                                /* The next bindonce gets these very sockets back: their files
+                                 * must stay. A stale one is reclaimed at the next bind. */
+                                for (size_t i = 0; i < n_listeners; i++)
+                                        listeners[i].unlink_on_close = false;
+                        }
                 }
         }
 

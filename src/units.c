@@ -146,8 +146,9 @@ static void print_socket_unit(const UnitsRequest *req, const SocketUnit *u, FILE
 
 static int print_service_unit(const UnitsRequest *req, const SocketUnit *u, size_t n, FILE *f) {
         _cleanup_free_ char *self = unit_quote(req->bindonce_path);
+        _cleanup_free_ char *quoted_control = unit_quote(req->control ? req->control : req->instance);
 
-        if (!self)
+        if (!self || !quoted_control)
                 return -ENOMEM;
         fprintf(f, "[Unit]\nDescription=%s, run under bindonce\nRequires=", req->name);
         for (size_t j = 0; j < n; j++)
@@ -175,9 +176,17 @@ static int print_service_unit(const UnitsRequest *req, const SocketUnit *u, size
                         return -ENOMEM;
                 fprintf(f, " %s", q);
         }
-        fprintf(f, "\n"
-                   "# SIGHUP rolls the workers, one at a time, without closing the sockets.\n"
-                   "ExecReload=/bin/kill -HUP $MAINPID\n"
+        fputc('\n', f);
+        if (!req->control)
+                fprintf(f, "# The control socket, $RUNTIME_DIRECTORY/%s.sock, for `bindonce ctl --name %s`.\n"
+                           "RuntimeDirectory=bindonce/%s\n",
+                        req->instance, req->instance, req->name);
+        fprintf(f, "# A rolling restart, one worker at a time, without closing the sockets; it\n"
+                   "# waits for the outcome, so `systemctl reload` fails when the new workers do not\n"
+                   "# come up.\n"
+                   "ExecReload=%s ctl %s %s reload\n",
+                self, req->control ? "--control" : "--name", quoted_control);
+        fprintf(f, ""
                    "# SIGTERM to bindonce alone, which stops its workers in order; SIGKILL to\n"
                    "# whatever is left only at the end.\n"
                    "KillMode=mixed\n"

@@ -17,6 +17,8 @@ typedef struct UnitsRequest {
         size_t n_exec_args;
         char *const *command;
         const char *bindonce_path;      /* absolute */
+        const char *instance;           /* bindonce's --name */
+        const char *control;            /* its --control, or NULL for the default path */
         double stop_timeout_sec;
 } UnitsRequest;
 
