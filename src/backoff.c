@@ -34,3 +34,11 @@ bool death_is_clean(int code, int status) {
                 return status == 0;
         return status == SIGHUP || status == SIGINT || status == SIGTERM || status == SIGPIPE;
 }
+
+bool kill_window_allow(KillWindow *w, usec_t now) {
+        if (w->count == 0 || now - w->start >= USEC_PER_SEC) {
+                w->start = now;
+                w->count = 0;
+        }
+        return ++w->count <= OUTSIDE_KILLS_PER_SEC;
+}

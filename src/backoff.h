@@ -10,6 +10,19 @@
 #define STABLE_RUN_USEC (1 * USEC_PER_SEC)      /* a run this long resets the failure count */
 #define BACKOFF_BASE_USEC (100 * USEC_PER_MSEC) /* delay after the 2nd early death in a row */
 #define BACKOFF_MAX_USEC (10 * USEC_PER_SEC)
+/* Early deaths from outside (SIGKILL, SIGTERM, SIGINT, SIGHUP: an operator, a chaos test)
+ * restart at once, up to this many per slot and second; past that they count like any
+ * early death, so that an OOM-kill loop still backs off. */
+#define OUTSIDE_KILLS_PER_SEC 10
+
+/* A fixed one-second window of outside kills. */
+typedef struct KillWindow {
+        usec_t start;
+        unsigned count;
+} KillWindow;
+
+/* Counts one outside kill at `now`; true while the slot is within its allowance. */
+bool kill_window_allow(KillWindow *w, usec_t now);
 
 /* The delay before restarting a slot that has died early `failures` times in a row: none for
  * the first (one crash heals at once), then 100 ms doubling up to 10 s, jittered uniformly

@@ -42,14 +42,34 @@ int balance_open_sibling(const Listener *l, int backlog) {
         return TAKE_FD(fd);
 }
 
-int balance_steer(int fd, unsigned active) {
-        /* A = random; A %= active; return A: an index into the group's sockets. */
-        struct sock_filter code[] = {
-                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t) (SKF_AD_OFF + SKF_AD_RANDOM)),
-                BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, active ? active : 1),
-                BPF_STMT(BPF_RET | BPF_A, 0),
-        };
-        struct sock_fprog prog = { .len = ELEMENTSOF(code), .filter = code };
+/* cBPF allows 4096 instructions: 3 of frame, 2 per listed slot. */
+#define STEER_LIST_MAX 2000
+
+int balance_steer(int fd, const unsigned *slots, unsigned n) {
+        struct sock_filter code[3 + 2 * STEER_LIST_MAX + 1];
+        struct sock_fprog prog = { .filter = code };
+        bool identity = true;
+        unsigned k = 0;
+
+        if (n == 0)
+                return -EINVAL;
+        for (unsigned i = 0; i < n; i++)
+                identity = identity && slots[i] == i;
+
+        /* A = random % n */
+        code[k++] = (struct sock_filter) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t) (SKF_AD_OFF + SKF_AD_RANDOM));
+        code[k++] = (struct sock_filter) BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, n);
+        if (!identity && n <= STEER_LIST_MAX) {
+                /* if A == i: return slots[i] */
+                for (unsigned i = 0; i < n; i++) {
+                        code[k++] = (struct sock_filter) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, i, 0, 1);
+                        code[k++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_K, slots[i]);
+                }
+                code[k++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_K, slots[0]);
+        } else
+                /* The first n sockets (too many to list: no slot left out). */
+                code[k++] = (struct sock_filter) BPF_STMT(BPF_RET | BPF_A, 0);
+        prog.len = (unsigned short) k;
 
         return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0 ? -errno : 0;
 }

@@ -19,10 +19,12 @@ bool balance_supported(const Listener *l);
 /* A new socket in the listener's reuseport group: same address, type and backlog. */
 int balance_open_sibling(const Listener *l, int backlog);
 
-/* Steers new connections of the group only to its first `active` sockets, at random. The
- * sockets of slots being removed stay open (their queue drains) but get nothing new.
- * Sockets join a group in slot order and leave it from the top, so index == slot. */
-int balance_steer(int fd, unsigned active);
+/* Steers new connections of the group, at random, only to the sockets listed in `slots`
+ * (the slots with a ready worker): a slot being removed drains its queue but gets nothing
+ * new, and a slot whose worker is dead or crash-looping does not collect connections that
+ * would wait for it. Sockets join a group in slot order and leave it from the top, so a
+ * socket's index in the group is its slot. */
+int balance_steer(int fd, const unsigned *slots, unsigned n);
 
 /* net.ipv4.tcp_migrate_req: closing a reuseport socket hands its queue to the others. */
 bool balance_migrate_enabled(void);

@@ -321,6 +321,8 @@ void supervisor_forget_waiter(Supervisor *sup, void *userdata) {
 
 /* ---- readiness and watchdog ---------------------------------------------------------- */
 
+static void supervisor_steer(Supervisor *sup);
+
 static void supervisor_check_ready(Supervisor *sup) {
         if (sup->ready_sent || sup->stopping)
                 return;
@@ -354,6 +356,7 @@ void worker_set_ready(Worker *w) {
                         worker_retire(old);
                 sup->roll.replaced++;
         }
+        supervisor_steer(sup);
         notify_systemd(sup, NULL);
         supervisor_check_ready(sup);
         roll_step(sup);
@@ -613,13 +616,37 @@ static int slot_new(Supervisor *sup, unsigned index, Slot **ret) {
         return 0;
 }
 
-/* New connections go to the sockets of active slots only. */
+/* New connections go to the sockets of active slots with a ready worker; while none is
+ * ready, to every active slot, where they wait for the first. Called on every change of
+ * readiness; the program is replaced only when the set changes. */
 static void supervisor_steer(Supervisor *sup) {
-        if (sup->config.balance != BALANCE_REUSEPORT)
+        unsigned n = 0;
+
+        if (sup->config.balance != BALANCE_REUSEPORT || sup->target == 0)
                 return;
+        unsigned *set = realloc(sup->steered, sup->target * sizeof *set);
+        if (!set)
+                return;
+        /* Compare against the set in force before it is overwritten below. */
+        unsigned old_n = sup->n_steered;
+        unsigned want[sup->target];
+
+        for (unsigned i = 0; i < sup->target; i++)
+                if (sup->slots[i]->worker && sup->slots[i]->worker->ready)
+                        want[n++] = i;
+        if (n == 0)
+                for (; n < sup->target; n++)
+                        want[n] = n;
+
+        sup->steered = set;
+        if (n == old_n && memcmp(set, want, n * sizeof *want) == 0)
+                return;
+        memcpy(set, want, n * sizeof *want);
+        sup->n_steered = n;
+
         for (size_t j = 0; j < sup->n_listeners; j++)
                 if (balance_supported(&sup->listeners[j])) {
-                        int r = balance_steer(sup->listeners[j].fd, sup->target);
+                        int r = balance_steer(sup->listeners[j].fd, set, n);
                         if (r < 0)
                                 log_warning_errno(r, "Cannot steer connections among the sockets of %s: %m",
                                                   sup->listeners[j].name);
@@ -694,6 +721,7 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         slot->last_code = si->si_code;
         slot->last_status = si->si_status;
         worker_free(w);
+        supervisor_steer(sup);
 
         if (slot->next && sup->roll.active) {
                 /* Its replacement is on the way; the roll promotes it when ready. */
@@ -712,9 +740,11 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         if (restart_requested)
                 slot->failures = slot->self_failures = 0;
         else if (early) {
-                slot->failures++;
-                if (self)
+                if (self) {
+                        slot->failures++;
                         slot->self_failures++;
+                } else if (!kill_window_allow(&slot->outside_kills, now_usec()))
+                        slot->failures++;
         } else
                 slot->failures = slot->self_failures = 0;
 
@@ -1191,6 +1221,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
                 worker_free(w);
         }
         free(sup->roll.waiters);
+        free(sup->steered);
         free(sup->slots);
         worker_env_done(&sup->spawn.env);
         free(sup->shared_fds);

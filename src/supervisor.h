@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <systemd/sd-event.h>
 
+#include "backoff.h"
 #include "balance.h"
 #include "listener.h"
 #include "spawn.h"
@@ -81,6 +82,7 @@ struct Slot {
         sd_event_source *timer;         /* backoff */
         unsigned failures;              /* early deaths in a row: drives the backoff */
         unsigned self_failures;         /* self-inflicted early deaths in a row: give-up */
+        KillWindow outside_kills;       /* early deaths from outside that restart at once */
         unsigned restarts;
         bool exited;                    /* last_* are set */
         int last_code, last_status;     /* siginfo of the last death */
@@ -131,6 +133,8 @@ struct Supervisor {
         size_t n_listeners;
         int *shared_fds;                /* the listeners' fds, what every slot gets in shared mode */
         bool migrate;                   /* net.ipv4.tcp_migrate_req, for reuseport scale-down */
+        unsigned *steered;              /* reuseport: the slots new connections go to */
+        unsigned n_steered;
         SpawnParams spawn;
         Slot **slots;                   /* n_slots allocated; 0..target-1 active */
         unsigned n_slots;

@@ -149,6 +149,28 @@ def test_5_deaths_from_outside_never_give_up(run):
     assert "giving up" not in r.log()
 
 
+def test_1_outside_kills_restart_at_once_within_the_allowance(run):
+    # A young worker killed from outside (an operator, a chaos test) is not a crash: up to
+    # 10 a second per slot restart with no delay at all.
+    r = run(["--give-up", "2"], "exec sleep 1000")
+    for i in range(6):
+        r.wait_log(r"worker 0 started, pid (\d+)", count=i + 1)
+        pid = int(re.findall(r"worker 0 started, pid (\d+)", r.log())[-1])
+        os.kill(pid, signal.SIGKILL)
+    r.wait_log(r"worker 0 started", count=7)
+    assert "restarting in" not in r.log(), r.log()
+
+
+def test_1_an_outside_kill_loop_still_backs_off(run):
+    # Past 10 a second (an OOM-kill loop looks like this), outside kills count as early deaths.
+    r = run(["--give-up", "0"], "kill -KILL $$")
+    r.wait_log(r"restarting in \d+ ms", timeout=10)
+    assert r.proc.poll() is None
+    assert "giving up" not in r.log()
+    starts = started_times(r.log())
+    assert len(starts) >= 11, r.log()
+
+
 def test_5_every_slot_failing_by_itself_gives_up(run):
     r = run(["-w", "2", "--give-up", "3"], "exit 7")
     assert r.wait_exit() == 69, r.log()

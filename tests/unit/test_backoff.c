@@ -60,12 +60,29 @@ static void test_death_classes(void **state) {
         assert_false(death_is_clean(CLD_DUMPED, SIGSEGV));
 }
 
+static void test_outside_kill_window(void **state) {
+        KillWindow w = {};
+        usec_t t = 5 * USEC_PER_SEC;
+
+        /* Ten in a second restart at once; the eleventh counts as a failure. */
+        for (int i = 0; i < OUTSIDE_KILLS_PER_SEC; i++)
+                assert_true(kill_window_allow(&w, t + (usec_t) i * 1000));
+        assert_false(kill_window_allow(&w, t + 20000));
+        assert_false(kill_window_allow(&w, t + USEC_PER_SEC - 1));
+        /* A new second, a new allowance. */
+        assert_true(kill_window_allow(&w, t + USEC_PER_SEC));
+        /* Time 0 is a time like any other. */
+        w = (KillWindow) {};
+        assert_true(kill_window_allow(&w, 0));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_first_failure_is_immediate),
                 cmocka_unit_test(test_doubling_and_jitter_bounds),
                 cmocka_unit_test(test_cap_without_overflow),
                 cmocka_unit_test(test_death_classes),
+                cmocka_unit_test(test_outside_kill_window),
         };
         return cmocka_run_group_tests_name("backoff", tests, NULL, NULL);
 }
