@@ -8,6 +8,14 @@
  * Build:  gcc -std=gnu11 -Wall -Wextra -O2 httpd.c $(pkg-config --cflags --libs libsystemd)
  * Run:    bindonce -l 127.0.0.1:8080 -w 4 -- ./httpd
  *
+ * Two options run it without socket activation, the way servers are run without
+ * bindonce (tests/bench/ compares them):
+ *     --bind ADDR [--reuse-port]  bind ADDR (127.0.0.1:8080, [::1]:8080) itself, with
+ *                                 SO_REUSEADDR, and SO_REUSEPORT if asked, so that
+ *                                 several copies can share the port
+ *     --fd N                      accept on the listening socket inherited at fd N,
+ *                                 e.g. --fd 0 under supervisord's [fcgi-program]
+ *
  * The listening sockets are shared with the other workers and non-blocking, so
  * an accept() that fails with EAGAIN only means another worker was quicker.
  * On SIGTERM the worker stops accepting, finishes the request in hand and exits 0;
@@ -16,6 +24,9 @@
  */
 #define _GNU_SOURCE 1
 #include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -96,39 +107,89 @@ static void serve(int conn)
         (void) send(conn, resp, n, MSG_NOSIGNAL);
 }
 
-int main(int argc, char *argv[])
+/* --bind: a listening socket of our own on "HOST:PORT" or "[IPv6]:PORT". */
+static int bind_socket(const char *addr, int reuse_port)
 {
-        (void) argc;
+        char host[256];
+        const char *colon = strrchr(addr, ':');
 
-        const char *slot = getenv("BINDONCE_WORKER");
-        snprintf(me, sizeof me, "worker %.8s (pid %d)", slot ? slot : "?", (int) getpid());
-        snprintf(greeting, sizeof greeting, "hello from %s\n", me);
+        if (!colon || colon == addr || (size_t) (colon - addr) >= sizeof host) {
+                fprintf(stderr, "httpd: --bind '%s': expected HOST:PORT, e.g. 127.0.0.1:8080\n", addr);
+                return -1;
+        }
+        memcpy(host, addr, colon - addr);
+        host[colon - addr] = '\0';
+        if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+                memmove(host, host + 1, strlen(host));
+                host[strlen(host) - 1] = '\0';
+        }
 
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+        struct addrinfo *ai;
+        int r = getaddrinfo(host, colon + 1, &hints, &ai);
+        if (r != 0) {
+                fprintf(stderr, "httpd: --bind '%s': %s\n", addr, gai_strerror(r));
+                return -1;
+        }
+
+        int one = 1;
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+            (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+            listen(fd, SOMAXCONN) < 0) {
+                fprintf(stderr, "httpd: --bind '%s': %m\n", addr);
+                freeaddrinfo(ai);
+                return -1;
+        }
+        freeaddrinfo(ai);
+        return fd;
+}
+
+/* --fd: a listening socket we inherited, made non-blocking like bindonce's. */
+static int inherited_socket(int fd)
+{
+        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+                fprintf(stderr, "httpd: --fd %d: not a listening stream socket\n", fd);
+                return -1;
+        }
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+                perror("httpd: fcntl");
+                return -1;
+        }
+        return fd;
+}
+
+/* The listening stream sockets passed by socket activation, in pfd[0..]; returns how many. */
+static int activated_sockets(const char *argv0, struct pollfd **pfd)
+{
         /* Take the sockets, and unset LISTEN_* so that no child of ours sees them. */
         char **names = NULL;
         int n = sd_listen_fds_with_names(1, &names);
         if (n < 0) {
                 fprintf(stderr, "httpd: bad socket activation environment: %s\n", strerror(-n));
-                return 1;
+                return -1;
         }
         if (n == 0) {
                 fprintf(stderr, "httpd: no sockets were passed to me; run me under bindonce or "
-                                "systemd socket activation, e.g.: bindonce -l 8080 -- %s\n", argv[0]);
-                return 1;
+                                "systemd socket activation, e.g.: bindonce -l 8080 -- %s\n", argv0);
+                return -1;
         }
 
         /* One pollfd per listening stream socket, and one more for the signalfd. */
-        struct pollfd *pfd = calloc(n + 1, sizeof *pfd);
-        if (!pfd) {
+        *pfd = calloc(n + 1, sizeof **pfd);
+        if (!*pfd) {
                 perror("httpd");
-                return 1;
+                return -1;
         }
         int nsock = 0;
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
 
                 if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
-                        pfd[nsock++] = (struct pollfd) { .fd = fd, .events = POLLIN };
+                        (*pfd)[nsock++] = (struct pollfd) { .fd = fd, .events = POLLIN };
                 else
                         fprintf(stderr, "httpd: ignoring fd %d (%s): not a listening stream socket\n",
                                 fd, names[i]);
@@ -138,7 +199,70 @@ int main(int argc, char *argv[])
         if (nsock == 0) {
                 fprintf(stderr, "httpd: no listening stream socket among the %d passed to me "
                                 "(bindonce -l, or ListenStream= in a socket unit)\n", n);
-                goto fail;
+                free(*pfd);
+                *pfd = NULL;
+                return -1;
+        }
+        return nsock;
+}
+
+static int usage(const char *argv0)
+{
+        fprintf(stderr, "usage: %s [--bind ADDR [--reuse-port] | --fd N]\n", argv0);
+        return 2;
+}
+
+int main(int argc, char *argv[])
+{
+        static const struct option options[] = {
+                { "bind",       required_argument, NULL, 'b' },
+                { "reuse-port", no_argument,       NULL, 'r' },
+                { "fd",         required_argument, NULL, 'f' },
+                {}
+        };
+        const char *bind_addr = NULL;
+        int reuse_port = 0, fd_arg = -1, c;
+        char *end;
+
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
+                switch (c) {
+                case 'b':
+                        bind_addr = optarg;
+                        break;
+                case 'r':
+                        reuse_port = 1;
+                        break;
+                case 'f':
+                        fd_arg = (int) strtol(optarg, &end, 10);
+                        if (end == optarg || *end != '\0' || fd_arg < 0)
+                                return usage(argv[0]);
+                        break;
+                default:
+                        return usage(argv[0]);
+                }
+        }
+
+        const char *slot = getenv("BINDONCE_WORKER");
+        snprintf(me, sizeof me, "worker %.8s (pid %d)", slot ? slot : "?", (int) getpid());
+        snprintf(greeting, sizeof greeting, "hello from %s\n", me);
+
+        struct pollfd *pfd = NULL;
+        int nsock;
+        if (bind_addr || fd_arg >= 0) {
+                int fd = bind_addr ? bind_socket(bind_addr, reuse_port) : inherited_socket(fd_arg);
+                if (fd < 0)
+                        return 1;
+                pfd = calloc(2, sizeof *pfd);
+                if (!pfd) {
+                        perror("httpd");
+                        return 1;
+                }
+                pfd[0] = (struct pollfd) { .fd = fd, .events = POLLIN };
+                nsock = 1;
+        } else {
+                nsock = activated_sockets(argv[0], &pfd);
+                if (nsock < 0)
+                        return 1;
         }
 
         /* SIGTERM and SIGINT arrive as a readable fd, polled with the sockets,
