@@ -11,6 +11,7 @@
 #include "log.h"
 
 static bool log_to_journal;
+static pid_t log_pid;
 static int log_max_level = LOG_INFO;
 
 void log_setup(void) {
@@ -23,6 +24,8 @@ void log_setup(void) {
         log_to_journal = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 &&
                          fstat(STDERR_FILENO, &st) >= 0 &&
                          st.st_dev == (dev_t) dev && st.st_ino == (ino_t) ino;
+        /* bindonce never forks without exec, so its pid is for good. */
+        log_pid = getpid();
 }
 
 void log_set_max_level(int level) {
@@ -42,7 +45,7 @@ static void log_prefix(FILE *f, int level) {
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
         strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-        fprintf(f, "%s.%03ldZ bindonce[%d]: ", buf, ts.tv_nsec / 1000000, (int) getpid());
+        fprintf(f, "%s.%03ldZ bindonce[%d]: ", buf, ts.tv_nsec / 1000000, (int) (log_pid ? log_pid : getpid()));
         if (level <= LOG_ERR)
                 fputs("error: ", f);
         else if (level == LOG_WARNING)

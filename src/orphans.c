@@ -8,17 +8,30 @@
 #include "orphans.h"
 #include "util.h"
 
-int children_list(pid_t *pids, size_t max) {
-        _cleanup_free_ char *buf = NULL;
-        _cleanup_close_ int fd = -1;
-        size_t size = 0, len = 0, n = 0;
+static int children_fd = -1;
+
+void children_list_close(void) {
+        closep(&children_fd);
+        children_fd = -1;
+}
+
+int children_list_open(void) {
         char path[64];
 
+        if (children_fd >= 0)
+                return 0;
         /* Single-threaded: our one task is the process itself. */
         snprintf(path, sizeof path, "/proc/self/task/%d/children", (int) getpid());
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
+        children_fd = open(path, O_RDONLY | O_CLOEXEC);
+        return children_fd < 0 ? -errno : 0;
+}
+
+int children_list(pid_t *pids, size_t max) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, len = 0, n = 0;
+
+        if (children_fd < 0)
+                return -EBADF;
         for (;;) {
                 if (size - len < 4096) {
                         char *b = realloc(buf, size + 16384);
@@ -27,7 +40,8 @@ int children_list(pid_t *pids, size_t max) {
                         buf = b;
                         size += 16384;
                 }
-                ssize_t k = read(fd, buf + len, size - len);
+                /* From offset 0 every time: the file is generated anew on each read. */
+                ssize_t k = pread(children_fd, buf + len, size - len, (off_t) len);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;

@@ -10,5 +10,9 @@
  * child. Workers have pidfd sources of their own; these functions deal with the rest. */
 
 /* Our children, from /proc/self/task/TID/children: up to max pids into pids. Returns how
- * many there are (which may exceed max), or -errno. */
+ * many there are (which may exceed max), or -errno. The file stays open between calls
+ * (close-on-exec): every SIGCHLD reads it, and one pread() is cheaper than four calls. */
 int children_list(pid_t *pids, size_t max);
+/* Opened once at setup, so that bindonce's fd count is constant for its whole life. */
+int children_list_open(void);
+void children_list_close(void);

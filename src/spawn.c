@@ -5,7 +5,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/pidfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -175,17 +174,18 @@ typedef struct ChildReport {
         int error;
 } ChildReport;
 
-static _noreturn_ void child_fail(int report_fd, SpawnStage stage, int error) {
-        ChildReport rep = { stage, error };
-
-        (void) !write(report_fd, &rep, sizeof rep);
+/* In the vfork() child: say why, in the memory the parent reads once we are gone. */
+static _noreturn_ void child_fail(volatile ChildReport *report, SpawnStage stage, int error) {
+        report->stage = stage;
+        report->error = error;
         /* Shell conventions: 127 command not found, 126 found but not executable. */
         _exit(stage == SPAWN_STAGE_EXEC && error == ENOENT ? 127 : 126);
 }
 
-/* Runs in the forked child, between fork() and exec: async-signal-safe calls only. */
+/* Runs in the vfork() child, on the parent's memory, until exec: no allocation, no stdio,
+ * nothing that takes a lock or returns into the parent's frames. Async-signal-safe calls. */
 static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
-                                  int report_fd) {
+                                  volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
         int cur[p->n_fds];
         /* The kernel's struct sigaction: glibc's sigaction() refuses the two real-time
@@ -198,24 +198,17 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         } dfl = { .handler = SIG_DFL };
         sigset_t none;
 
-        /* Default dispositions before unblocking, so nothing pending reaches a stale one. */
+        /* Default dispositions before unblocking, so nothing pending reaches a stale one.
+         * Not shared with the parent: vfork() gives the child a table of its own. */
         for (int sig = 1; sig < _NSIG; sig++)
                 if (sig != SIGKILL && sig != SIGSTOP)
                         (void) syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
 
         if (setpgid(0, 0) < 0)
-                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                child_fail(report, SPAWN_STAGE_SETUP, errno);
 
         if (dup2(p->devnull, STDIN_FILENO) < 0)
-                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
-
-        /* The report pipe must survive the moves below, which may dup2() over any fd in the
-         * target range. */
-        if (report_fd < end) {
-                report_fd = fcntl(report_fd, F_DUPFD_CLOEXEC, end);
-                if (report_fd < 0)
-                        _exit(126);
-        }
+                child_fail(report, SPAWN_STAGE_SETUP, errno);
 
         memcpy(cur, fds, sizeof cur);
         for (size_t k = 0; k < n_moves; k++) {
@@ -226,44 +219,41 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
                 case FD_MOVE_AWAY:
                         cur[i] = fcntl(cur[i], F_DUPFD_CLOEXEC, end);
                         if (cur[i] < 0)
-                                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                                child_fail(report, SPAWN_STAGE_SETUP, errno);
                         break;
                 case FD_MOVE_DUP2:
                         if (dup2(cur[i], target) < 0)
-                                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                                child_fail(report, SPAWN_STAGE_SETUP, errno);
                         break;
                 case FD_MOVE_KEEP:
                         if (fcntl(target, F_SETFD, 0) < 0)
-                                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                                child_fail(report, SPAWN_STAGE_SETUP, errno);
                         break;
                 }
         }
 
         /* Nothing but stdio and the sockets: whatever the supervisor inherited or opened,
-         * close-on-exec or not. Only the report pipe stays until exec closes it. */
-        if (report_fd > end)
-                (void) close_range((unsigned) end, (unsigned) report_fd - 1, 0);
-        (void) close_range((unsigned) report_fd + 1, ~0U, 0);
+         * close-on-exec or not. */
+        (void) close_range((unsigned) end, ~0U, 0);
 
-        /* LISTEN_PID must be computed here: only the child knows its pid for sure. */
+        /* LISTEN_PID must be computed here: only the child knows its pid for sure. (This
+         * writes the parent's copy of the string: it is rewritten for every worker.) */
         env_put_number(p->env.listen_pid, sizeof p->env.listen_pid, (unsigned long) getpid());
         if (p->env.watchdog_pid[0])
                 env_put_number(p->env.watchdog_pid, sizeof p->env.watchdog_pid, (unsigned long) getpid());
 
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-                child_fail(report_fd, SPAWN_STAGE_SETUP, errno);
+                child_fail(report, SPAWN_STAGE_SETUP, errno);
 
         execvpe(p->argv[0], p->argv, p->env.envp);
-        child_fail(report_fd, SPAWN_STAGE_EXEC, errno);
+        child_fail(report, SPAWN_STAGE_EXEC, errno);
 }
 
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
-        _cleanup_close_ int report_r = -1, report_w = -1, pidfd = -1;
         FdMove moves[2 * p->n_fds + 1];
-        int pipefd[2], n_moves;
-        ChildReport rep;
-        ssize_t n;
+        volatile ChildReport report = { SPAWN_STAGE_EXEC, 0 };
+        int n_moves;
         pid_t pid;
 
         /* Planned here, not in the child: the child only replays it. */
@@ -271,41 +261,20 @@ int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret
         if (n_moves < 0)
                 return n_moves;
 
-        if (pipe2(pipefd, O_CLOEXEC) < 0)
-                return -errno;
-        report_r = pipefd[0];
-        report_w = pipefd[1];
-
         worker_env_set_slot(&p->env, slot);
 
-        pid = fork();
+        /* vfork(): no page tables to copy, so a restart costs one exec. We run again only
+         * once the child has exec'd or exited, so the report below is final. */
+        pid = vfork();
         if (pid < 0)
                 return -errno;
         if (pid == 0)
-                child_exec(p, fds, moves, (size_t) n_moves, report_w);
-
-        closep(&report_w);
-        report_w = -1;
-
-        /* Not racy: the child cannot be reaped by anybody but us, and we have not yet. */
-        pidfd = pidfd_open(pid, 0);
-        if (pidfd < 0) {
-                int r = -errno;
-                (void) kill(pid, SIGKILL);
-                (void) waitpid(pid, NULL, 0);
-                return r;
-        }
-
-        /* Blocks until the child has exec'd (EOF: the pipe was close-on-exec) or failed. */
-        do
-                n = read(report_r, &rep, sizeof rep);
-        while (n < 0 && errno == EINTR);
+                child_exec(p, fds, moves, (size_t) n_moves, &report);
 
         *ret = (SpawnResult) {
                 .pid = pid,
-                .pidfd = TAKE_FD(pidfd),
-                .child_errno = n == sizeof rep ? rep.error : 0,
-                .stage = n == sizeof rep ? (SpawnStage) rep.stage : SPAWN_STAGE_EXEC,
+                .child_errno = report.error,
+                .stage = (SpawnStage) report.stage,
         };
         return 0;
 }

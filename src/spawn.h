@@ -56,7 +56,8 @@ typedef struct SpawnParams {
         int devnull;            /* the worker's stdin */
 } SpawnParams;
 
-/* Why a spawn failed in the child, reported before exec through a close-on-exec pipe. */
+/* Why a spawn failed in the child, reported before exec through the memory that a vfork()
+ * child shares with its parent. */
 typedef enum SpawnStage {
         SPAWN_STAGE_SETUP,
         SPAWN_STAGE_EXEC,
@@ -64,12 +65,11 @@ typedef enum SpawnStage {
 
 typedef struct SpawnResult {
         pid_t pid;
-        int pidfd;
         int child_errno;        /* 0: the command is executing */
         SpawnStage stage;
 } SpawnResult;
 
-/* Forks and execs one worker with fds[0..n_fds-1] as its sockets. Returns -errno when no
- * process was created; otherwise 0 with ret->child_errno set if the child could not exec
- * (it exits 127 or 126, like a shell). */
+/* Starts one worker with fds[0..n_fds-1] as its sockets (vfork + exec). Returns -errno when
+ * no process was created; otherwise 0 with ret->child_errno set if the child could not exec
+ * (it exits 127 or 126, like a shell). The child is not reaped: watch it by pid. */
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret);

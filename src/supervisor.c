@@ -408,14 +408,14 @@ static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 static void slot_schedule_restart(Slot *slot);
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
-static int worker_watch(Worker *w, int pidfd) {
+static int worker_watch(Worker *w) {
         Supervisor *sup = w->sup;
         int r;
 
-        r = sd_event_add_child_pidfd(sup->event, &w->child, pidfd, WEXITED, on_worker_exit, w);
+        /* sd-event opens the pidfd itself: the child is ours and unreaped, so the pid is. */
+        r = sd_event_add_child(sup->event, &w->child, w->pid, WEXITED, on_worker_exit, w);
         if (r < 0)
                 return r;
-        (void) sd_event_source_set_child_pidfd_own(w->child, true);
 
         if (w->exec_failed)
                 return 0;
@@ -465,7 +465,7 @@ static void slot_spawn(Slot *slot, bool as_next) {
                         .started_realtime = now_realtime(),
                         .exec_failed = res.child_errno != 0,
                 };
-                r = worker_watch(w, res.pidfd);
+                r = worker_watch(w);
         }
         if (!w || r < 0) {
                 /* Without a child source we could never reap or restart it: stop everything. */
@@ -473,8 +473,6 @@ static void slot_spawn(Slot *slot, bool as_next) {
                 (void) kill(-res.pid, SIGKILL);
                 (void) kill(res.pid, SIGKILL);
                 (void) waitpid(res.pid, NULL, 0);
-                if (!w || !w->child)
-                        (void) close(res.pidfd);
                 worker_free(w);
                 supervisor_stop(sup, EXIT_OSERR);
                 return;
@@ -509,7 +507,8 @@ static int on_backoff_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static void slot_schedule_restart(Slot *slot) {
         Supervisor *sup = slot->sup;
-        usec_t delay = backoff_delay(slot->failures, arc4random());
+        /* No random number for no delay: arc4random() costs a getrandom() call. */
+        usec_t delay = slot->failures <= 1 ? 0 : backoff_delay(slot->failures, arc4random());
         int r;
 
         slot->restarts++;
@@ -1117,8 +1116,13 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                 if (r < 0)
                         goto fail;
         }
-        /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD. */
+        /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD.
+         * Without /proc (CONFIG_PROC_CHILDREN), stopping still reaches every worker's
+         * process group; only setsid escapes would go unseen. */
         (void) prctl(PR_SET_CHILD_SUBREAPER, 1);
+        r = children_list_open();
+        if (r < 0)
+                log_warning_errno(r, "Cannot read our children from /proc: escaped processes are not tracked: %m");
         r = sd_event_add_signal(sup->event, NULL, SIGCHLD, on_sigchld, sup);
         if (r < 0)
                 goto fail;
@@ -1212,6 +1216,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
+        children_list_close();
         sd_event_source_disable_unref(sup->orphan_kill);
         for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)
                 slot_free(sup, sup->slots[i]);

@@ -202,13 +202,12 @@ static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
         assert_int_equal(res.child_errno, expect_errno);
         if (expect_errno)
                 assert_int_equal(res.stage, SPAWN_STAGE_EXEC);
-        assert_true(res.pidfd >= 0);
-        assert_int_equal(waitid(P_PIDFD, (id_t) res.pidfd, &si, WEXITED), 0);
+        assert_true(res.pid > 0);
+        assert_int_equal(waitid(P_PID, (id_t) res.pid, &si, WEXITED), 0);
         assert_int_equal(si.si_pid, res.pid);
         assert_int_equal(si.si_code, CLD_EXITED);
         assert_int_equal(si.si_status, expect_status);
 
-        close(res.pidfd);
         close(sv[0]);
         close(sv[1]);
         close(devnull);
