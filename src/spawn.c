@@ -169,6 +169,27 @@ void worker_env_done(WorkerEnv *env) {
         *env = (WorkerEnv) {};
 }
 
+/* The kernel's struct sigaction: glibc's sigaction() refuses the two real-time signals it
+ * reserves (32, 33), yet a parent may have left them ignored. */
+typedef struct KernelSigaction {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+} KernelSigaction;
+
+void spawn_signals_init(SpawnParams *p) {
+        p->n_reset_signals = 0;
+        for (int sig = 1; sig < _NSIG && p->n_reset_signals < ELEMENTSOF(p->reset_signals); sig++) {
+                KernelSigaction old = {};
+
+                if (sig == SIGKILL || sig == SIGSTOP)
+                        continue;
+                if (syscall(SYS_rt_sigaction, sig, NULL, &old, sizeof old.mask) < 0 || old.handler != SIG_DFL)
+                        p->reset_signals[p->n_reset_signals++] = sig;
+        }
+}
+
 typedef struct ChildReport {
         int stage;
         int error;
@@ -188,21 +209,13 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
                                   volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
         int cur[p->n_fds];
-        /* The kernel's struct sigaction: glibc's sigaction() refuses the two real-time
-         * signals it reserves (32, 33), yet a parent may have left them ignored. */
-        struct {
-                void *handler;
-                unsigned long flags;
-                void *restorer;
-                uint64_t mask;
-        } dfl = { .handler = SIG_DFL };
+        KernelSigaction dfl = { .handler = SIG_DFL };
         sigset_t none;
 
         /* Default dispositions before unblocking, so nothing pending reaches a stale one.
          * Not shared with the parent: vfork() gives the child a table of its own. */
-        for (int sig = 1; sig < _NSIG; sig++)
-                if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+        for (size_t i = 0; i < p->n_reset_signals; i++)
+                (void) syscall(SYS_rt_sigaction, p->reset_signals[i], &dfl, NULL, sizeof dfl.mask);
 
         if (setpgid(0, 0) < 0)
                 child_fail(report, SPAWN_STAGE_SETUP, errno);

@@ -54,7 +54,15 @@ typedef struct SpawnParams {
         WorkerEnv env;
         size_t n_fds;           /* sockets per worker */
         int devnull;            /* the worker's stdin */
+        /* Signals whose disposition is not SIG_DFL in the supervisor (ignored: SIGPIPE by
+         * us, others by whoever started us), to reset in the child. exec() resets caught
+         * signals by itself; ignored ones it keeps. */
+        int reset_signals[64];
+        size_t n_reset_signals;
 } SpawnParams;
+
+/* Fills p->reset_signals from the current dispositions; call once they are final. */
+void spawn_signals_init(SpawnParams *p);
 
 /* Why a spawn failed in the child, reported before exec through the memory that a vfork()
  * child shares with its parent. */

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "notify.h"
 #include "orphans.h"
+#include "sdnotify.h"
 #include "supervisor.h"
 
 extern char **environ;
@@ -80,20 +81,46 @@ static unsigned ready_workers(const Supervisor *sup) {
 }
 
 /* "4/4 workers up, 3 restarts, 127.0.0.1:8080": what `systemctl status` shows. */
-static void notify_systemd(const Supervisor *sup, const char *extra) {
+static void status_line(const Supervisor *sup, char *buf, size_t size) {
         char addr[ADDRESS_FORMAT_MAX], more[32] = "";
+
+        if (sup->n_listeners > 1)
+                snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
+        snprintf(buf, size, "STATUS=%u/%u workers up, %u restarts%s, %s%s",
+                 ready_workers(sup), sup->target, sup->total_restarts,
+                 sup->roll.active ? ", reloading" : "",
+                 sup->n_listeners && sup->listeners[0].address.size
+                         ? address_format(&sup->listeners[0].address, addr) : "sockets from systemd",
+                 more);
+}
+
+static int on_status_defer(sd_event_source *s, void *userdata) {
+        Supervisor *sup = userdata;
+        char status[ADDRESS_FORMAT_MAX + 128];
+
+        status_line(sup, status, sizeof status);
+        /* Dropped when systemd's queue is full: the next update says it all anyway. */
+        (void) sdnotify_send_nowait(status);
+        return 0;
+}
+
+/* Tells systemd. `extra` (READY=1, STOPPING=1, ...) must arrive, so it goes at once, with
+ * the current STATUS=, and may wait. Plain status changes are coalesced: one datagram per
+ * loop iteration, sent without waiting. */
+static void notify_systemd(const Supervisor *sup, const char *extra) {
+        char status[ADDRESS_FORMAT_MAX + 128];
 
         if (!sup->notify)
                 return;
-        if (sup->n_listeners > 1)
-                snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
-        (void) sd_notifyf(0, "%s%sSTATUS=%u/%u workers up, %u restarts%s, %s%s",
-                          extra ? extra : "", extra ? "\n" : "",
-                          ready_workers(sup), sup->target, sup->total_restarts,
-                          sup->roll.active ? ", reloading" : "",
-                          sup->n_listeners && sup->listeners[0].address.size
-                                  ? address_format(&sup->listeners[0].address, addr) : "sockets from systemd",
-                          more);
+        if (!extra) {
+                if (sup->status_defer)
+                        (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_ONESHOT);
+                return;
+        }
+        status_line(sup, status, sizeof status);
+        (void) sd_notifyf(0, "%s\n%s", extra, status);
+        if (sup->status_defer)
+                (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_OFF);
 }
 
 /* ---- workers ------------------------------------------------------------------------ */
@@ -105,6 +132,7 @@ static Worker *worker_free(Worker *w) {
         sd_event_source_disable_unref(w->kill_timer);
         sd_event_source_disable_unref(w->start_timer);
         sd_event_source_disable_unref(w->watchdog_timer);
+        sd_event_source_disable_unref(w->stable_timer);
         free(w->status);
         free(w);
         return NULL;
@@ -408,6 +436,20 @@ static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 static void slot_schedule_restart(Slot *slot);
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
+/* The run has lasted STABLE_RUN_USEC: by the restart contract its slot's streak is over
+ * (the count is reset now rather than at its death, which says the same), and a reuseport
+ * slot gets connections again. */
+static int on_stable_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Worker *w = userdata;
+
+        w->stable_timer = sd_event_source_disable_unref(w->stable_timer);
+        if (w->slot && w->slot->worker == w) {
+                w->slot->failures = w->slot->self_failures = 0;
+                supervisor_steer(w->sup);
+        }
+        return 0;
+}
+
 static int worker_watch(Worker *w) {
         Supervisor *sup = w->sup;
         int r;
@@ -419,6 +461,12 @@ static int worker_watch(Worker *w) {
 
         if (w->exec_failed)
                 return 0;
+        if (sup->config.balance == BALANCE_REUSEPORT && w->slot->failures >= 2) {
+                r = sd_event_add_time_relative(sup->event, &w->stable_timer, CLOCK_MONOTONIC,
+                                               STABLE_RUN_USEC, 10 * USEC_PER_MSEC, on_stable_timer, w);
+                if (r < 0)
+                        return r;
+        }
         if (sup->config.ready == READY_NOTIFY) {
                 r = sd_event_add_time_relative(sup->event, &w->start_timer, CLOCK_MONOTONIC,
                                                sup->config.start_timeout, 10 * USEC_PER_MSEC, on_start_timer, w);
@@ -630,8 +678,11 @@ static void supervisor_steer(Supervisor *sup) {
         unsigned old_n = sup->n_steered;
         unsigned want[sup->target];
 
+        /* A slot in a crash-loop streak (two early deaths in a row or more) is left out even
+         * while its worker looks ready: one ready at exec may be about to die again, with
+         * the connections it was given. */
         for (unsigned i = 0; i < sup->target; i++)
-                if (sup->slots[i]->worker && sup->slots[i]->worker->ready)
+                if (sup->slots[i]->worker && sup->slots[i]->worker->ready && sup->slots[i]->failures < 2)
                         want[n++] = i;
         if (n == 0)
                 for (; n < sup->target; n++)
@@ -1111,6 +1162,16 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         /* Answers WatchdogSec= when systemd asks for it; a no-op otherwise. */
         (void) sd_event_set_watchdog(sup->event, true);
 
+        if (sup->notify) {
+                r = sdnotify_open();
+                if (r < 0)
+                        log_warning_errno(r, "Cannot connect to NOTIFY_SOCKET for status updates: %m");
+                r = sd_event_add_defer(sup->event, &sup->status_defer, on_status_defer, sup);
+                if (r < 0)
+                        goto fail;
+                (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_OFF);
+        }
+
         for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
                 r = sd_event_add_signal(sup->event, NULL, signals[i], on_signal, sup);
                 if (r < 0)
@@ -1138,6 +1199,7 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                 fds[i] = listeners[i].fd;
         sup->spawn.n_fds = n_listeners;
         sup->spawn.argv = config->argv;
+        spawn_signals_init(&sup->spawn);
 
         sup->slots = calloc(config->n_workers, sizeof *sup->slots);
         if (!sup->slots) {
@@ -1217,6 +1279,8 @@ Supervisor *supervisor_free(Supervisor *sup) {
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
         children_list_close();
+        sd_event_source_disable_unref(sup->status_defer);
+        sdnotify_close();
         sd_event_source_disable_unref(sup->orphan_kill);
         for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)
                 slot_free(sup, sup->slots[i]);

@@ -40,6 +40,7 @@ struct Worker {
         sd_event_source *kill_timer;    /* SIGKILL after --stop-timeout */
         sd_event_source *start_timer;   /* --start-timeout, --ready notify only */
         sd_event_source *watchdog_timer;
+        sd_event_source *stable_timer;  /* reuseport: ends its slot's crash-loop streak at 1 s */
         usec_t started;                 /* CLOCK_MONOTONIC */
         double started_realtime;        /* for status: seconds since the epoch */
         char *status;                   /* its last STATUS= */
@@ -144,6 +145,7 @@ struct Supervisor {
         Roll roll;
         bool stopping;
         bool notify;                    /* NOTIFY_SOCKET: tell systemd READY, STATUS, ... */
+        sd_event_source *status_defer;  /* one STATUS= per loop iteration, however many events */
         bool ready_sent;
         int exit_code;
         unsigned total_restarts;

@@ -192,6 +192,8 @@ static void test_env(void **state) {
 static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
         int sv[2], devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         SpawnParams p = { .argv = argv, .devnull = devnull, .n_fds = 1 };
+
+        spawn_signals_init(&p);
         SpawnResult res;
         siginfo_t si = {};
 
@@ -226,6 +228,31 @@ static void test_spawn_exec_errors(void **state) {
         unlink(path);
 }
 
+static void test_signals_to_reset(void **state) {
+        SpawnParams p = {};
+        struct sigaction ign = { .sa_handler = SIG_IGN }, dfl = { .sa_handler = SIG_DFL }, old_pipe, old_usr1;
+        bool pipe_listed = false, usr1_listed = false;
+
+        sigaction(SIGPIPE, &ign, &old_pipe);
+        sigaction(SIGUSR1, &dfl, &old_usr1);
+        spawn_signals_init(&p);
+        for (size_t i = 0; i < p.n_reset_signals; i++) {
+                pipe_listed = pipe_listed || p.reset_signals[i] == SIGPIPE;
+                usr1_listed = usr1_listed || p.reset_signals[i] == SIGUSR1;
+                assert_int_not_equal(p.reset_signals[i], SIGKILL);
+        }
+        assert_true(pipe_listed);
+        assert_false(usr1_listed);
+        sigaction(SIGPIPE, &old_pipe, NULL);
+        sigaction(SIGUSR1, &old_usr1, NULL);
+
+        /* The child really starts with SIGPIPE at its default: SigIgn all zero. */
+        sigaction(SIGPIPE, &ign, NULL);
+        spawn_and_wait((char *[]) { "sh", "-c",
+                "grep -q '^SigIgn:[[:space:]]*0000000000000000$' /proc/self/status && exit 0; exit 9", NULL }, 0, 0);
+        sigaction(SIGPIPE, &old_pipe, NULL);
+}
+
 static void test_spawn_worker_sees_protocol(void **state) {
         /* The child checks its own fd 3 and LISTEN_* and exits 0 only if all hold. */
         spawn_and_wait((char *[]) { "sh", "-c",
@@ -243,6 +270,7 @@ int main(void) {
                 cmocka_unit_test(test_env),
                 cmocka_unit_test(test_spawn_exec_errors),
                 cmocka_unit_test(test_spawn_worker_sees_protocol),
+                cmocka_unit_test(test_signals_to_reset),
         };
         return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
 }

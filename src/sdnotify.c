@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sdnotify.h"
+#include "util.h"
+
+static int notify_fd = -1;
+
+int sdnotify_open(void) {
+        const char *e = getenv("NOTIFY_SOCKET");
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        socklen_t len;
+        size_t n;
+
+        if (!e || !*e)
+                return 0;
+        if (notify_fd >= 0)
+                return 1;
+        n = strlen(e);
+        /* A path, or '@' for the abstract namespace, as sd_notify() takes them. */
+        if ((e[0] != '/' && e[0] != '@') || n >= sizeof sa.sun_path)
+                return -EINVAL;
+        memcpy(sa.sun_path, e, n);
+        if (e[0] == '@') {
+                sa.sun_path[0] = '\0';
+                len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n);
+        } else
+                len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + 1);
+
+        notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (notify_fd < 0)
+                return -errno;
+        if (connect(notify_fd, (struct sockaddr *) &sa, len) < 0) {
+                int r = -errno;
+                sdnotify_close();
+                return r;
+        }
+        return 1;
+}
+
+int sdnotify_send_nowait(const char *message) {
+        if (notify_fd < 0)
+                return -ENOTCONN;
+        return send(notify_fd, message, strlen(message), MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+void sdnotify_close(void) {
+        closep(&notify_fd);
+        notify_fd = -1;
+}
