@@ -100,6 +100,13 @@ int activation_adopt(Listener **ret) {
                 r = 0;
                 goto out;
         }
+        /* Before allocating for n: the last fd must exist (LISTEN_FDS=2000000000 must not
+         * end as "out of memory"). */
+        if (fcntl(SD_LISTEN_FDS_START + (int) n - 1, F_GETFD) < 0) {
+                r = (log_usage("LISTEN_FDS=%ld, but fd %ld is not open; the activation environment is broken "
+                               "(exit %d)", n, SD_LISTEN_FDS_START + n - 1, EXIT_CONFIG), -EBADMSG);
+                goto out;
+        }
 
         l = calloc((size_t) n, sizeof *l);
         names = names_s ? strdup(names_s) : NULL;
@@ -110,13 +117,19 @@ int activation_adopt(Listener **ret) {
         for (long i = 0; i < n; i++)
                 l[i].fd = -1;
 
-        /* As many names as fds, or none at all (then "unknown", as sd_listen_fds_with_names()). */
+        /* As many names as fds, or none at all (then "unknown", as sd_listen_fds_with_names());
+         * each a valid FileDescriptorName=, as systemd would have made sure. */
         char *state = names, *name;
         for (long i = 0; i < n; i++) {
                 name = names ? strsep(&state, ":") : (char *) "unknown";
                 if (!name) {
                         r = (log_usage("LISTEN_FDNAMES has fewer names than the %ld fds of LISTEN_FDS "
                                       "(exit %d)", n, EXIT_CONFIG), -EBADMSG);
+                        goto out;
+                }
+                if (!fdname_is_valid(name)) {
+                        r = (log_usage("LISTEN_FDNAMES: name %ld is not 1 to 255 printable characters "
+                                       "(exit %d)", i + 1, EXIT_CONFIG), -EBADMSG);
                         goto out;
                 }
                 l[i].name = strdup(name);

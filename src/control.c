@@ -339,8 +339,8 @@ char *control_execute(Supervisor *sup, ControlClient *client, const char *line, 
 
                 errno = 0;
                 n = argc == 2 ? strtol(argv[1], &end, 10) : 0;
-                if (argc != 2 || errno || *end || end == argv[1] || n < 1 || n > 4096)
-                        return reply("ERROR usage: scale N, with N from 1 to 4096\n");
+                if (argc != 2 || errno || *end || end == argv[1] || n < 1 || n > WORKERS_MAX)
+                        return reply("ERROR usage: scale N, with N from 1 to %d\n", WORKERS_MAX);
                 r = supervisor_scale(sup, (unsigned) n);
                 if (r < 0)
                         return reply("ERROR cannot scale: %s\n", r == -ESHUTDOWN ? "bindonce is stopping" : strerror(-r));
@@ -559,9 +559,11 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         if (errno == EMFILE || errno == ENFILE) {
                                 /* Out of fds: pause accepting for a moment rather than spin. */
                                 log_warning_errno(errno, "Control socket: cannot accept: %m; pausing for 100 ms");
-                                (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
-                                (void) sd_event_add_time_relative(server->sup->event, &server->resume, CLOCK_MONOTONIC,
-                                                                  100 * USEC_PER_MSEC, 0, on_resume, server);
+                                /* Without a timer to resume it (also out of fds), keep accepting. */
+                                if (!server->resume &&
+                                    sd_event_add_time_relative(server->sup->event, &server->resume, CLOCK_MONOTONIC,
+                                                               100 * USEC_PER_MSEC, 0, on_resume, server) >= 0)
+                                        (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
                         }
                         return 0;
                 }

@@ -156,3 +156,14 @@ void listener_close(Listener *l) {
         closep(&l->fd);
         l->fd = -1;
 }
+
+bool fdname_is_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 255)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (*p < ' ' || *p > '~' || *p == ':')
+                        return false;
+        return true;
+}

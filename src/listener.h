@@ -28,6 +28,9 @@ const char *listener_strerror(const Listener *l, int error);
 
 void listener_close(Listener *l);
 
+/* systemd's rule for FileDescriptorName=: 1..255 printable ASCII characters, no ':'. */
+bool fdname_is_valid(const char *s);
+
 /* bind() to a unix socket path, replacing a stale socket file (one nobody accepts on); any
  * other file is left alone: -EEXIST; a live socket: -EADDRINUSE. */
 int bind_unix_path(int fd, const SocketAddress *a);

@@ -23,7 +23,6 @@
 #define BINDONCE_VERSION "0.1"
 #endif
 
-#define WORKERS_MAX 4096
 
 /* One requested socket, in command-line order. */
 typedef struct ListenArg {
@@ -165,18 +164,6 @@ static int parse_seconds(const char *s, usec_t *ret) {
         return 0;
 }
 
-/* systemd's rule for FileDescriptorName=: 1..255 printable ASCII characters, no ':'. */
-static bool fdname_is_valid(const char *s) {
-        size_t n = strlen(s);
-
-        if (n == 0 || n > 255)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (*p < ' ' || *p > '~' || *p == ':')
-                        return false;
-        return true;
-}
-
 static int add_fdnames(const char *list) {
         /* Empty fields ("a::b") are kept, to be rejected as invalid names. */
         const char *start = list;
@@ -213,6 +200,8 @@ static int add_setenv(const char *s) {
 
         if (*s == '=' || *s == '\0')
                 return log_usage("--setenv '%s': expected VAR or VAR=VALUE", s);
+        if (env_is_reserved(s))
+                return log_usage("--setenv '%s': bindonce sets this variable for each worker itself", s);
         a = realloc(arg_setenv, (arg_n_setenv + 1) * sizeof *a);
         if (!a)
                 return -ENOMEM;

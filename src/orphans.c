@@ -40,7 +40,8 @@ int children_list(pid_t *pids, size_t max) {
                         buf = b;
                         size += 16384;
                 }
-                /* From offset 0 every time: the file is generated anew on each read. */
+                /* pread() from where this call got to, starting at 0: the file is generated
+                 * anew for every read from its start, so no lseek() is needed between calls. */
                 ssize_t k = pread(children_fd, buf + len, size - len, (off_t) len);
                 if (k < 0) {
                         if (errno == EINTR)

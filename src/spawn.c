@@ -71,7 +71,7 @@ static bool same_name(const char *a, const char *b) {
         return n == name_length(b) && strncmp(a, b, n) == 0;
 }
 
-static bool is_dropped(const char *entry) {
+bool env_is_reserved(const char *entry) {
         for (size_t i = 0; i < ELEMENTSOF(dropped_vars); i++)
                 if (same_name(entry, dropped_vars[i]))
                         return true;
@@ -119,7 +119,7 @@ int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, s
                 goto oom;
 
         for (size_t i = 0; i < n_base; i++)
-                if (!is_dropped(base[i]))
+                if (!env_is_reserved(base[i]))
                         env_put(env->envp, &n, base[i]);
 
         for (size_t i = 0; i < n_settings; i++) {
@@ -170,13 +170,30 @@ void worker_env_done(WorkerEnv *env) {
 }
 
 /* The kernel's struct sigaction: glibc's sigaction() refuses the two real-time signals it
- * reserves (32, 33), yet a parent may have left them ignored. */
+ * reserves (32, 33), yet a parent may have left them ignored. This is the generic layout
+ * (x86, arm, arm64, riscv, powerpc, s390); a few architectures order it otherwise. */
+#if defined(__mips__) || defined(__alpha__) || defined(__sparc__)
+#error "struct KernelSigaction: this architecture's kernel sigaction layout differs"
+#endif
 typedef struct KernelSigaction {
         void *handler;
         unsigned long flags;
         void *restorer;
         uint64_t mask;
 } KernelSigaction;
+
+void spawn_nofile_init(SpawnParams *p) {
+        const rlim_t high = 512 * 1024;
+        struct rlimit raised;
+
+        p->restore_nofile = false;
+        if (getrlimit(RLIMIT_NOFILE, &p->nofile) < 0)
+                return;
+        raised = p->nofile;
+        raised.rlim_cur = raised.rlim_max < high ? raised.rlim_max : high;
+        if (raised.rlim_cur > p->nofile.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) >= 0)
+                p->restore_nofile = true;
+}
 
 void spawn_signals_init(SpawnParams *p) {
         p->n_reset_signals = 0;
@@ -254,6 +271,9 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         env_put_number(p->env.listen_pid, sizeof p->env.listen_pid, (unsigned long) getpid());
         if (p->env.watchdog_pid[0])
                 env_put_number(p->env.watchdog_pid, sizeof p->env.watchdog_pid, (unsigned long) getpid());
+
+        if (p->restore_nofile && setrlimit(RLIMIT_NOFILE, &p->nofile) < 0)
+                child_fail(report, SPAWN_STAGE_SETUP, errno);
 
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #define SD_LISTEN_FDS_START 3
@@ -59,7 +60,19 @@ typedef struct SpawnParams {
          * signals by itself; ignored ones it keeps. */
         int reset_signals[64];
         size_t n_reset_signals;
+        /* The open-file limit bindonce was started with: raised for bindonce itself (a
+         * pidfd per worker), given back to every worker, as systemd does. */
+        struct rlimit nofile;
+        bool restore_nofile;
 } SpawnParams;
+
+/* Raises bindonce's own soft RLIMIT_NOFILE to its hard limit (at most 512 Ki), remembering
+ * the original for the workers. */
+void spawn_nofile_init(SpawnParams *p);
+
+/* Variables bindonce sets for its workers itself, or that describe its own supervision:
+ * never taken from its environment, nor from -E. */
+bool env_is_reserved(const char *entry);
 
 /* Fills p->reset_signals from the current dispositions; call once they are final. */
 void spawn_signals_init(SpawnParams *p);

@@ -22,8 +22,6 @@
 
 extern char **environ;
 
-#define WORKERS_MAX 4096
-
 static usec_t now_usec(void) {
         struct timespec ts;
 
@@ -208,6 +206,7 @@ Worker *supervisor_find_worker(Supervisor *sup, pid_t pid, bool group) {
 /* ---- reload: the rolling restart ------------------------------------------------------ */
 
 static void slot_spawn(Slot *slot, bool as_next);
+static void slot_schedule_restart(Slot *slot);
 static void supervisor_maybe_exit(Supervisor *sup);
 
 static void roll_finish(Supervisor *sup, const char *error) {
@@ -222,7 +221,9 @@ static void roll_finish(Supervisor *sup, const char *error) {
                          (unsigned long long) ((now_usec() - roll->started) / USEC_PER_MSEC));
 
         *roll = (Roll) {};
-        notify_systemd(sup, "READY=1");
+        /* The end of a reload, for systemd; not while stopping, nor before the first READY=1. */
+        if (sup->ready_sent && !sup->stopping)
+                notify_systemd(sup, "READY=1");
         for (size_t i = 0; i < n; i++)
                 waiters[i].done(waiters[i].userdata, error);
         free(waiters);
@@ -238,7 +239,12 @@ static void roll_drop_next(Supervisor *sup) {
                         continue;
                 slot->next = NULL;
                 worker_retire(next);
-                if (!slot->worker)
+                if (slot->worker)
+                        continue;
+                /* Its old worker died while this one was starting: the slot still needs one. */
+                if (slot->index < sup->target && !sup->stopping)
+                        slot_schedule_restart(slot);
+                else
                         slot->state = SLOT_IDLE;
         }
 }
@@ -736,13 +742,27 @@ static void next_died(Slot *slot, Worker *w, const siginfo_t *si) {
                 roll_fail(sup, reason);
 }
 
+static int worker_exit(Worker *w, const siginfo_t *si);
+
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
         Worker *w = userdata;
+        Supervisor *sup = w->sup;
+        int r;
+
+        sup->dispatching = w->pid;
+        r = worker_exit(w, si);
+        sup->dispatching = 0;
+        return r;
+}
+
+static int worker_exit(Worker *w, const siginfo_t *si) {
         Supervisor *sup = w->sup;
         Slot *slot = w->slot;
         bool early = w->exec_failed || w->failed || now_usec() - w->started < STABLE_RUN_USEC;
         bool self = w->exec_failed || w->failed || death_is_self_inflicted(si->si_code, si->si_status);
-        bool restart_requested = w->restart_requested;
+        /* Stopped by us (ctl restart; or scaled down and its slot wanted again since): a
+         * restart, not the worker's own exit, whatever --restart says. */
+        bool restart_requested = w->restart_requested || (w->stopping && !w->failed);
 
         log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
                                  (si->si_code == CLD_EXITED && si->si_status == 0));
@@ -849,7 +869,8 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
         for (int i = 0; i < n; i++) {
                 siginfo_t si = {};
 
-                if (supervisor_find_worker(sup, pids[i], false))
+                /* The worker whose exit is being dispatched is sd-event's to reap. */
+                if (pids[i] == sup->dispatching || supervisor_find_worker(sup, pids[i], false))
                         continue;
                 /* Still unreaped, so the pid cannot have been reused: safe to wait and signal. */
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) == 0 && si.si_pid == pids[i]) {
@@ -883,7 +904,7 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
         Supervisor *sup = userdata;
 
         (void) orphans_sweep(sup, 0);
-        if (sup->stopping)
+        if (sup->stopping || sup->orphan_signal)
                 supervisor_maybe_exit(sup);
         return 0;
 }
@@ -894,9 +915,12 @@ static void supervisor_maybe_exit(Supervisor *sup) {
                         return;
         if (sup->retired)
                 return;
-        /* Nothing of ours may outlive a stop: not even what escaped a worker's group. Each
+        /* However bindonce ends (stopped, or no worker left to restart), nothing of ours may
+         * outlive it: not even what escaped a worker's group, holding the sockets. Each
          * sweep signals again, for orphans of orphans reparented meanwhile. */
-        if (sup->stopping && orphans_sweep(sup, sup->orphan_signal ? sup->orphan_signal : SIGTERM) > 0) {
+        if (orphans_sweep(sup, sup->orphan_signal ? sup->orphan_signal : SIGTERM) > 0) {
+                /* From here on nothing is restarted: bindonce is on its way out. */
+                sup->stopping = true;
                 if (!sup->orphan_signal) {
                         sup->orphan_signal = SIGTERM;
                         log_info("stopping processes left behind by workers");
@@ -935,6 +959,8 @@ void supervisor_stop(Supervisor *sup, int exit_code) {
                                 worker_signal(sup->slots[i]->worker, SIGKILL);
                 for (Worker *w = sup->retired; w; w = w->next_retired)
                         worker_signal(w, SIGKILL);
+                (void) orphans_sweep(sup, SIGKILL);
+                sup->orphan_signal = SIGKILL;
                 return;
         }
 
@@ -1080,7 +1106,8 @@ int supervisor_restart_slot(Supervisor *sup, int slot) {
                         s->worker->restart_requested = true;
                         log_info("worker %u (pid %d): restart requested", i, (int) s->worker->pid);
                         worker_terminate(s->worker, SIGTERM);
-                } else if (s->state == SLOT_WAITING) {
+                } else if (s->state == SLOT_WAITING || s->state == SLOT_IDLE) {
+                        /* Waiting out a backoff, or ended under --restart no|on-failure. */
                         s->timer = sd_event_source_disable_unref(s->timer);
                         s->failures = s->self_failures = 0;
                         slot_spawn(s, false);
@@ -1200,6 +1227,7 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         sup->spawn.n_fds = n_listeners;
         sup->spawn.argv = config->argv;
         spawn_signals_init(&sup->spawn);
+        spawn_nofile_init(&sup->spawn);
 
         sup->slots = calloc(config->n_workers, sizeof *sup->slots);
         if (!sup->slots) {
@@ -1267,8 +1295,18 @@ int supervisor_run(Supervisor *sup) {
                 slot_spawn(sup->slots[i], false);
 
         r = sd_event_loop(sup->event);
-        if (r < 0)
-                return log_error_errno(r, "Event loop failed: %m"), EXIT_OSERR;
+        if (r < 0) {
+                log_error_errno(r, "Event loop failed: %m; killing the workers");
+                for (unsigned i = 0; i < sup->n_slots; i++) {
+                        if (sup->slots[i]->worker)
+                                worker_signal(sup->slots[i]->worker, SIGKILL);
+                        if (sup->slots[i]->next)
+                                worker_signal(sup->slots[i]->next, SIGKILL);
+                }
+                for (Worker *w = sup->retired; w; w = w->next_retired)
+                        worker_signal(w, SIGKILL);
+                return EXIT_OSERR;
+        }
         return r;
 }
 

@@ -10,6 +10,9 @@
 #include "spawn.h"
 #include "util.h"
 
+/* Slots at most: each worker costs a pidfd and a few timers of bindonce's fds. */
+#define WORKERS_MAX 4096
+
 typedef enum RestartPolicy {
         RESTART_ALWAYS,
         RESTART_ON_FAILURE,
@@ -153,6 +156,7 @@ struct Supervisor {
         ControlServer *control;
         sd_event_source *orphan_kill;   /* stopping: SIGKILL to orphans left after SIGTERM */
         int orphan_signal;              /* 0, then SIGTERM, then SIGKILL after --stop-timeout */
+        pid_t dispatching;              /* the worker whose exit sd-event is dispatching */
 };
 
 /* Takes the listeners (already open). Returns -errno, logged. */

@@ -177,10 +177,8 @@ static int print_service_unit(const UnitsRequest *req, const SocketUnit *u, size
                 fprintf(f, " %s", q);
         }
         fputc('\n', f);
-        if (!req->control)
-                fprintf(f, "# The control socket, $RUNTIME_DIRECTORY/%s.sock, for `bindonce ctl --name %s`.\n"
-                           "RuntimeDirectory=bindonce/%s\n",
-                        req->instance, req->instance, req->name);
+        /* As root (no User= here), the control socket is /run/bindonce/NAME.sock, where
+         * `bindonce ctl --name NAME` looks from any root shell too. */
         fprintf(f, "# A rolling restart, one worker at a time, without closing the sockets; it\n"
                    "# waits for the outcome, so `systemctl reload` fails when the new workers do not\n"
                    "# come up.\n"
@@ -226,8 +224,9 @@ static int write_unit(const char *dir, const char *unit, const char *tmpname, ch
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0)
                 return -errno;
-        if (write(fd, text, n) != (ssize_t) n || fsync(fd) < 0) {
-                int r = errno ? -errno : -EIO;
+        ssize_t k = write(fd, text, n);
+        if (k != (ssize_t) n || fsync(fd) < 0) {
+                int r = k >= 0 && k != (ssize_t) n ? -EIO : -errno;
                 (void) unlink(tmp);
                 return r;
         }
@@ -275,7 +274,9 @@ int units_install(const UnitsRequest *req, const char *dir) {
                 }
         }
 
-        /* All temporary files first, then the renames: a failure leaves nothing behind. */
+        /* All temporary files first, then the renames: a failure to write leaves nothing
+         * behind; a rename that fails (rare, all are in one directory) leaves the units
+         * renamed before it, and says so. */
         for (written = 0; written < n_files; written++) {
                 r = write_unit(dir, names[written], tmpname, texts[written]);
                 if (r < 0)
