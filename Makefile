@@ -109,6 +109,11 @@ bench: deps all
 
 # The units name /usr/local paths; other prefixes are written into the installed copies.
 UNITS      := $(wildcard units/*.service units/*.socket)
+# The soak of TESTING.md (scenario 12): a measurement, 30 minutes unless SOAK_MINUTES says.
+soak: all
+	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
+	$(PYTHON) tests/bench/soak.py $(if $(SOAK_MINUTES),--minutes $(SOAK_MINUTES))
+
 install: $(BUILD)/bindonce $(BUILD)/httpd
 	install -D -m 0755 $(BUILD)/bindonce $(DESTDIR)$(BINDIR)/bindonce
 	install -D -m 0755 $(BUILD)/httpd $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
@@ -139,4 +144,4 @@ lint-man:
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check unit-tests unit integration demo bench install uninstall lint-man systemd-check clean
+.PHONY: all deps check unit-tests unit integration demo bench soak install uninstall lint-man systemd-check clean
