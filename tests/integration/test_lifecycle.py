@@ -458,8 +458,13 @@ def test_notify_from_a_stranger_is_ignored(instances):
                      args=["--ready", "notify", "--notify-access", "all", "--start-timeout", "5"])
     inst.start(wait=False)
     pid = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a worker")
-    with open("/proc/%d/environ" % pid, "rb") as f:
-        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+
+    def environ():
+        # Empty for a moment after exec, until the kernel has laid out the new image.
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+
+    env = wait_until(environ, 3, what="the worker's environment")
     addr = env[b"NOTIFY_SOCKET"].decode()
     assert addr.startswith("@"), addr
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:

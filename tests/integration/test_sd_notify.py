@@ -83,7 +83,14 @@ def test_workers_get_a_notify_socket_of_bindonce_not_systemds(tmp_path):
         kids = open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)).read().split()
         assert len(kids) == 2
         for pid in kids:
-            env = dict(e.split("=", 1) for e in open("/proc/%s/environ" % pid).read().split("\0") if "=" in e)
+            # bindonce resumes once the child's exec has replaced its memory, a moment
+            # before the kernel has laid out the new image's environment: wait for it.
+            deadline = time.monotonic() + 5
+            while True:
+                env = dict(e.split("=", 1) for e in open("/proc/%s/environ" % pid).read().split("\0") if "=" in e)
+                if env or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
             assert env["NOTIFY_SOCKET"].startswith("@bindonce/"), env.get("NOTIFY_SOCKET")
             assert "WATCHDOG_USEC" not in env  # no --watchdog for the workers
     finally:
