@@ -18,6 +18,8 @@
 #define CLIENTS_MAX 64
 #define CLIENT_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
+typedef struct ControlClient ControlClient;
+
 struct ControlClient {
         ControlServer *server;
         int fd;
@@ -277,7 +279,9 @@ static int parse_signal(const char *s) {
 
 static void client_reload_done(void *userdata, const char *error);
 
-char *control_execute(Supervisor *sup, ControlClient *client, const char *line, size_t len) {
+/* Runs one request line and returns the reply ("OK\n..." or "ERROR ...\n"), or NULL when
+ * the reply comes later (reload). */
+static char *control_execute(Supervisor *sup, ControlClient *client, const char *line, size_t len) {
         char copy[CONTROL_REQUEST_MAX + 1], *argv[8], *state = NULL;
         size_t argc = 0;
         int r;

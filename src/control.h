@@ -19,8 +19,3 @@ int control_default_path(const char *name, char *path, size_t size, char *dir, s
 
 /* The request size limit, one line. */
 #define CONTROL_REQUEST_MAX 4096
-
-/* Runs one request line and returns the reply ("OK\n..." or "ERROR ...\n"), or NULL when
- * the reply comes later (reload). Exposed for the unit tests. */
-typedef struct ControlClient ControlClient;
-char *control_execute(Supervisor *sup, ControlClient *client, const char *line, size_t len);

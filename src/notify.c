@@ -31,7 +31,8 @@ static bool field(const char *line, size_t len, const char *key, const char **va
         return true;
 }
 
-void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t len) {
+/* Applies one message from a worker. */
+static void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t len) {
         Worker *w = supervisor_find_worker(sup, sender, sup->config.notify_access_all);
 
         if (!w) {

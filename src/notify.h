@@ -11,6 +11,3 @@ NotifyServer *notify_server_free(NotifyServer *n);
 
 /* "@bindonce/PID/RANDOM", for NOTIFY_SOCKET=. */
 const char *notify_server_address(const NotifyServer *n);
-
-/* Applies one message from a worker (exposed for the unit tests). */
-void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t len);

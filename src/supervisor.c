@@ -760,9 +760,9 @@ static int worker_exit(Worker *w, const siginfo_t *si) {
         Slot *slot = w->slot;
         bool early = w->exec_failed || w->failed || now_usec() - w->started < STABLE_RUN_USEC;
         bool self = w->exec_failed || w->failed || death_is_self_inflicted(si->si_code, si->si_status);
-        /* Stopped by us (ctl restart; or scaled down and its slot wanted again since): a
-         * restart, not the worker's own exit, whatever --restart says. */
-        bool restart_requested = w->restart_requested || (w->stopping && !w->failed);
+        /* Stopped by us while its slot still wants a worker (ctl restart; or scaled down and
+         * wanted again since): a restart, not the worker's own exit, whatever --restart says. */
+        bool restart_requested = w->stopping && !w->failed;
 
         log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
                                  (si->si_code == CLD_EXITED && si->si_status == 0));
@@ -1103,7 +1103,6 @@ int supervisor_restart_slot(Supervisor *sup, int slot) {
                 Slot *s = sup->slots[i];
 
                 if (s->worker) {
-                        s->worker->restart_requested = true;
                         log_info("worker %u (pid %d): restart requested", i, (int) s->worker->pid);
                         worker_terminate(s->worker, SIGTERM);
                 } else if (s->state == SLOT_WAITING || s->state == SLOT_IDLE) {
@@ -1237,8 +1236,8 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         for (unsigned i = 0; i < config->n_workers; i++) {
                 r = slot_new(sup, i, &sup->slots[i]);
                 if (r < 0) {
-                        log_error_errno(r, "Cannot open the sockets of worker slot %u: %m", i);
-                        goto fail;
+                        supervisor_free(sup);
+                        return log_error_errno(r, "Cannot open the sockets of worker slot %u: %m", i);
                 }
                 sup->n_slots = i + 1;
         }

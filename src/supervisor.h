@@ -51,7 +51,6 @@ struct Worker {
         bool ready;
         bool stopping;                  /* SIGTERM (or SIGABRT) sent */
         const char *failed;             /* why we killed it: not ready in time, or watchdog; a failure of its own */
-        bool restart_requested;         /* `ctl restart`: restart at once, not a failure */
         bool roll_unavailable;          /* started by a reload in place of a stopped worker */
         Worker *next_retired;
 };
