@@ -20,6 +20,7 @@ Process hygiene, which every test relies on:
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -142,6 +143,17 @@ def proc_environ_has(pid, needle):
             return needle in f.read().split(b"\0")
     except OSError:
         return False
+
+
+def worker_environ(pid, timeout=3.0):
+    """A worker's environment as a dict. Waited for: bindonce resumes once the child's exec
+    has replaced its memory, a moment before the kernel has laid out the new image's
+    environment, and /proc/PID/environ reads empty until then."""
+    def read():
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return {k.decode(): v.decode(errors="replace")
+                    for k, v in (kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)}
+    return wait_until(read, timeout, f"the environment of pid {pid}")
 
 
 def all_pids():
@@ -456,6 +468,81 @@ def supervisor(tmp_path):
     if problems:
         logs = "\n".join(f"--- {s.dir.name} stderr:\n{s.log()}" for s in made)
         pytest.fail("teardown: " + "\n".join(problems) + "\n" + logs, pytrace=False)
+
+
+class Bindonce:
+    """One bindonce started by hand, for tests that need no test worker: listening on a
+    free 127.0.0.1 port, with its own control socket and its log in `directory`. Every wait
+    is bounded; close() stops it by pid."""
+
+    def __init__(self, directory, args, command):
+        self.port = free_tcp_port()
+        self.control = str(directory / "ctl.sock")
+        self.log_path = directory / "bindonce.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([BINDONCE, "-l", f"127.0.0.1:{self.port}", "--control", self.control,
+                                      *args, "--", *command], stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def wait_log(self, pattern, count=1, timeout=10):
+        """Until the log matches the regular expression `count` times."""
+        def enough():
+            if len(re.findall(pattern, self.log())) >= count:
+                return True
+            assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode}; log:\n{self.log()}"
+            return False
+        wait_until(enough, timeout, f"{count} x {pattern!r} in the log")
+
+    def ctl(self, *args, timeout=30):
+        return subprocess.run([BINDONCE, "ctl", "--control", self.control, *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self):
+        """`ctl status --json`, or None while bindonce does not answer (yet)."""
+        r = self.ctl("status", "--json", timeout=10)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def wait_status(self, pred, timeout, what):
+        """Until pred(status) is true; returns that status."""
+        def check():
+            st = self.status()
+            if st and pred(st):
+                return st
+            assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode} waiting for {what}"
+            return None
+        return wait_until(check, timeout, what, interval=0.05)
+
+    def wait_exit(self, timeout=10):
+        return self.proc.wait(timeout=timeout)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def bindonce(tmp_path):
+    """bindonce(args, command) -> a started Bindonce, each in a directory of its own,
+    all stopped at teardown."""
+    made = []
+
+    def start(args, command):
+        d = tmp_path / f"bindonce{len(made)}"
+        d.mkdir()
+        made.append(Bindonce(d, args, command))
+        return made[-1]
+
+    yield start
+    for b in made:
+        b.close()
 
 
 @pytest.fixture

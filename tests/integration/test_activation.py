@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BINDONCE, free_tcp_port
+from conftest import BINDONCE, free_tcp_port, port_bindable, proc_children, worker_environ
 
 
 def run(tmp_path, env, fd3=None, listen=True, timeout=10):
@@ -122,16 +122,10 @@ def test_adopted_sockets_are_served_and_the_listen_options_not_bound(tmp_path):
             assert "socket activation: adopted 1 sockets from systemd; --listen options not bound" in err
             assert "listening on 127.0.0.1:%d (fd 3, name web, stream, from systemd)" % adopted_port in err
             # The -l port was never bound.
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", port))
-            probe.close()
+            assert port_bindable(port)
             # The worker got the adopted socket, by name, and its own LISTEN_PID.
-            worker = int(open("/proc/%d/task/%d/children" % (p.pid, p.pid)).read().split()[0])
-            deadline = time.monotonic() + 3
-            env = {}
-            while not env and time.monotonic() < deadline:
-                env = dict(e.split("=", 1) for e in open("/proc/%d/environ" % worker).read().split("\0") if "=" in e)
-                time.sleep(0.01)
+            worker = proc_children(p.pid)[0]
+            env = worker_environ(worker)
             assert env["LISTEN_FDNAMES"] == "web" and env["LISTEN_PID"] == str(worker)
             assert os.readlink("/proc/%d/fd/3" % worker) == os.readlink("/proc/self/fd/%d" % s.fileno())
         finally:

@@ -1,7 +1,6 @@
 """Regressions for defects found in review: state-machine corners and inputs that used to
 leave a slot dead, a process behind, or the wrong exit code."""
 
-import json
 import os
 import signal
 import socket
@@ -10,41 +9,13 @@ import time
 
 import pytest
 
-from conftest import BINDONCE, free_tcp_port
+from conftest import BINDONCE, free_tcp_port, proc_alive
 
 
-class B:
-    def __init__(self, tmp_path, args, script):
-        self.control = str(tmp_path / "ctl.sock")
-        self.log = open(tmp_path / "bindonce.log", "w")
-        self.proc = subprocess.Popen([BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "--control", self.control,
-                                      "--stop-timeout", "1"] + args + ["--", "sh", "-c", script],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-    def status(self):
-        r = subprocess.run([BINDONCE, "ctl", "--control", self.control, "status", "--json"],
-                           capture_output=True, text=True, timeout=10)
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def ctl(self, *args):
-        return subprocess.run([BINDONCE, "ctl", "--control", self.control] + list(args),
-                              capture_output=True, text=True, timeout=30)
-
-    def wait(self, pred, timeout, what):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            st = self.status()
-            if st and pred(st):
-                return st
-            assert self.proc.poll() is None, "bindonce exited %s while waiting for %s" % (self.proc.returncode, what)
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting for %s: %r" % (what, self.status()))
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        self.log.close()
+@pytest.fixture
+def shell(bindonce):
+    """shell(args, script): bindonce with a shell script as its worker, 1 s stop timeout."""
+    return lambda args, script: bindonce(["--stop-timeout", "1", *args], ["sh", "-c", script])
 
 
 # Ready 1.5 s after start, via READY=1 on the notify socket.
@@ -54,55 +25,47 @@ SLOW_READY = ("exec /usr/bin/python3 -c 'import os, socket, time; time.sleep(1.5
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_old_worker_dies_during_a_reload_that_is_then_started_over(tmp_path, workers):
+def test_old_worker_dies_during_a_reload_that_is_then_started_over(shell, workers):
     # The slot's old worker dies while its replacement starts; a second reload drops that
     # replacement. The slot must get a worker again (it was left idle; with one worker
     # bindonce exited 0).
-    b = B(tmp_path, ["-w", str(workers), "--ready", "notify", "--max-surge", "2"], SLOW_READY)
+    b = shell(["-w", str(workers), "--ready", "notify", "--max-surge", "2"], SLOW_READY)
+    b.wait_status(lambda s: s["ready"] == workers, 10, "ready")
+    old = b.status()["slots"][0]["pid"]
+    reload1 = subprocess.Popen([BINDONCE, "ctl", "--control", b.control, "reload"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        b.wait(lambda s: s["ready"] == workers, 10, "ready")
-        old = b.status()["slots"][0]["pid"]
-        reload1 = subprocess.Popen([BINDONCE, "ctl", "--control", b.control, "reload"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        b.wait(lambda s: s["slots"][0]["next_pid"], 5, "a replacement starting")
+        b.wait_status(lambda s: s["slots"][0]["next_pid"], 5, "a replacement starting")
         os.kill(old, signal.SIGKILL)
         time.sleep(0.2)
         assert b.ctl("reload").returncode == 0
-        reload1.wait(timeout=30)
-        st = b.wait(lambda s: s["ready"] == workers, 15, "every slot ready again")
-        assert all(s["state"] == "running" for s in st["slots"]), st
-        assert b.proc.poll() is None
     finally:
-        b.close()
+        reload1.wait(timeout=30)
+    st = b.wait_status(lambda s: s["ready"] == workers, 15, "every slot ready again")
+    assert all(s["state"] == "running" for s in st["slots"]), st
+    assert b.proc.poll() is None
 
 
-def test_scaled_down_and_up_again_under_restart_on_failure(tmp_path):
+def test_scaled_down_and_up_again_under_restart_on_failure(shell):
     # The surplus worker ends (cleanly, on our SIGTERM) after its slot is wanted again:
     # that is our stop, not its exit, so the slot restarts whatever --restart says.
-    b = B(tmp_path, ["-w", "2", "--restart", "on-failure"],
-          "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.05; done")
-    try:
-        b.wait(lambda s: s["ready"] == 2, 10, "ready")
-        assert b.ctl("scale", "1").returncode == 0
-        assert b.ctl("scale", "2").returncode == 0
-        st = b.wait(lambda s: s["ready"] == 2 and all(x["state"] == "running" for x in s["slots"]), 10,
-                    "both slots running")
-        assert len(st["slots"]) == 2
-    finally:
-        b.close()
+    b = shell(["-w", "2", "--restart", "on-failure"], "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.05; done")
+    b.wait_status(lambda s: s["ready"] == 2, 10, "ready")
+    assert b.ctl("scale", "1").returncode == 0
+    assert b.ctl("scale", "2").returncode == 0
+    st = b.wait_status(lambda s: s["ready"] == 2 and all(x["state"] == "running" for x in s["slots"]), 10,
+                       "both slots running")
+    assert len(st["slots"]) == 2
 
 
-def test_ctl_restart_starts_a_slot_that_ended(tmp_path):
+def test_ctl_restart_starts_a_slot_that_ended(shell, tmp_path):
     # Slot 1 ends on its first run only; under --restart no it stays ended until asked.
     marker = tmp_path / "ended-once"
-    b = B(tmp_path, ["--restart", "no", "-w", "2"],
-          '[ "$BINDONCE_WORKER" = 1 ] && [ ! -e %s ] && touch %s && exit 0; exec sleep 1000' % (marker, marker))
-    try:
-        b.wait(lambda s: s["slots"][1]["state"] == "idle", 10, "slot 1 ended")
-        assert b.ctl("restart", "1").returncode == 0
-        b.wait(lambda s: s["slots"][1]["state"] == "running", 5, "slot 1 started again")
-    finally:
-        b.close()
+    b = shell(["--restart", "no", "-w", "2"],
+              '[ "$BINDONCE_WORKER" = 1 ] && [ ! -e %s ] && touch %s && exit 0; exec sleep 1000' % (marker, marker))
+    b.wait_status(lambda s: s["slots"][1]["state"] == "idle", 10, "slot 1 ended")
+    assert b.ctl("restart", "1").returncode == 0
+    b.wait_status(lambda s: s["slots"][1]["state"] == "running", 5, "slot 1 started again")
 
 
 def test_an_escape_never_outlives_bindonce_ending_on_its_own(tmp_path):
@@ -114,12 +77,7 @@ def test_an_escape_never_outlives_bindonce_ending_on_its_own(tmp_path):
     log.close()
     assert code == 3
     escape = int(pidfile.read_text())
-    try:
-        with open("/proc/%d/stat" % escape) as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        state = None
-    if state not in (None, "Z"):
+    if proc_alive(escape):
         os.kill(escape, signal.SIGKILL)
         pytest.fail("the escape outlived bindonce, holding its socket")
 
@@ -163,16 +121,12 @@ def test_bad_adopted_fd_names_are_refused(tmp_path):
         log.close()
 
 
-def test_workers_get_the_open_file_limit_bindonce_was_given(tmp_path):
-    b = B(tmp_path, [], "exec sleep 1000")
-    try:
-        st = b.wait(lambda s: s["ready"] == 1, 10, "ready")
-        worker = st["slots"][0]["pid"]
+def test_workers_get_the_open_file_limit_bindonce_was_given(shell):
+    def soft(pid):
+        for line in open("/proc/%d/limits" % pid):
+            if line.startswith("Max open files"):
+                return line.split()[3]
 
-        def soft(pid):
-            for line in open("/proc/%d/limits" % pid):
-                if line.startswith("Max open files"):
-                    return line.split()[3]
-        assert soft(worker) == soft(os.getpid())
-    finally:
-        b.close()
+    b = shell([], "exec sleep 1000")
+    worker = b.wait_status(lambda s: s["ready"] == 1, 10, "ready")["slots"][0]["pid"]
+    assert soft(worker) == soft(os.getpid())

@@ -20,6 +20,7 @@ import pytest
 
 from lifecycle_support import (BINDONCE, Load, alive, free_port, instances,  # noqa: F401 (fixture)
                                monotonic, wait_until)
+from conftest import worker_environ
 
 
 def mixed_path():
@@ -459,13 +460,8 @@ def test_notify_from_a_stranger_is_ignored(instances):
     inst.start(wait=False)
     pid = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a worker")
 
-    def environ():
-        # Empty for a moment after exec, until the kernel has laid out the new image.
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-
-    env = wait_until(environ, 3, what="the worker's environment")
-    addr = env[b"NOTIFY_SOCKET"].decode()
+    env = worker_environ(pid)
+    addr = env["NOTIFY_SOCKET"]
     assert addr.startswith("@"), addr
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.sendto(b"READY=1\nSTATUS=forged\nWATCHDOG=trigger", "\0" + addr[1:])

@@ -8,53 +8,17 @@ namespace, bindonce reaps orphans and still stops on SIGTERM.
 
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import BINDONCE, EXAMPLE_HTTPD, free_tcp_port as free_port
+from conftest import (BINDONCE, EXAMPLE_HTTPD, free_tcp_port as free_port, port_bindable, proc_alive,
+                      proc_children, proc_stat, wait_until)
 
 
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
-
-
-def state_of(pid):
-    """The state letter from /proc/PID/stat, or None if there is no such process."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def children_of(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(p) for p in f.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def port_is_free(port):
-    """Bindable without SO_REUSEPORT: nobody holds a listening socket on it."""
-    s = socket.socket()
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+def is_zombie(pid):
+    return (proc_stat(pid) or ("",))[0] == "Z"
 
 
 def test_escaped_grandchildren_are_stopped_with_the_workers(tmp_path):
@@ -71,25 +35,25 @@ def test_escaped_grandchildren_are_stopped_with_the_workers(tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     escaped = []
     try:
-        escaped = wait_for(lambda: [int(p) for p in pids_file.read_text().split()]
+        escaped = wait_until(lambda: [int(p) for p in pids_file.read_text().split()]
                            if pids_file.exists() and len(pids_file.read_text().split()) == 4 else None,
                            5, "4 escaped pids")
         for pid in escaped:
-            assert state_of(pid) not in (None, "Z"), "escape %d did not start" % pid
+            assert proc_alive(pid), "escape %d did not start" % pid
             assert os.getpgid(pid) == pid, "escape %d is not in a session of its own" % pid
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0, (tmp_path / "bindonce.log").read_text()
         for pid in escaped:
-            assert state_of(pid) in (None, "Z"), "escape %d outlived bindonce" % pid
-        assert port_is_free(port), "a process still holds the listening socket"
+            assert not proc_alive(pid), "escape %d outlived bindonce" % pid
+        assert port_bindable(port), "a process still holds the listening socket"
         assert "left behind by workers" in (tmp_path / "bindonce.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for pid in escaped:
-            if state_of(pid) not in (None, "Z"):
+            if proc_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         log.close()
 
@@ -105,13 +69,13 @@ def test_pid1_in_a_pid_namespace_reaps_orphans_and_stops(tmp_path):
                              "-l", "127.0.0.1:%d" % port, "--control", "none", "--stop-timeout", "1",
                              "--", "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT)
     try:
-        bindonce = wait_for(lambda: (children_of(proc.pid) or [None])[0], 5, "bindonce in the namespace")
-        wait_for(lambda: "bindonce[1]: worker 0 started" in (tmp_path / "bindonce.log").read_text(),
+        bindonce = wait_until(lambda: (proc_children(proc.pid) or [None])[0], 5, "bindonce in the namespace")
+        wait_until(lambda: "bindonce[1]: worker 0 started" in (tmp_path / "bindonce.log").read_text(),
                  5, "worker start")
         time.sleep(0.4)  # the sleeps end and are re-parented to bindonce
-        zombies = [p for p in children_of(bindonce) if state_of(p) == "Z"]
+        zombies = [p for p in proc_children(bindonce) if is_zombie(p)]
         assert zombies == [], "unreaped orphans: %r" % zombies
-        assert len(children_of(bindonce)) == 1, "only the worker should be left"
+        assert len(proc_children(bindonce)) == 1, "only the worker should be left"
 
         os.kill(bindonce, signal.SIGTERM)
         assert proc.wait(timeout=10) == 0, (tmp_path / "bindonce.log").read_text()

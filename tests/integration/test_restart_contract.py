@@ -6,71 +6,16 @@ Workers here are small shell scripts: what matters is how and when they end.
 import os
 import re
 import signal
-import subprocess
-import time
 
 import pytest
 
-from conftest import BINDONCE, free_tcp_port
-
-
-class Run:
-    """One bindonce, its log, and a bounded way to wait for what it says."""
-
-    def __init__(self, tmp_path, args, script):
-        self.log_path = tmp_path / "bindonce.log"
-        self.log_file = open(self.log_path, "w")
-        self.control = str(tmp_path / "ctl.sock")
-        self.proc = subprocess.Popen(
-            [BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "--control", self.control,
-             "--stop-timeout", "1"] + args + ["--", "sh", "-c", script],
-            stdout=self.log_file, stderr=subprocess.STDOUT)
-
-    def log(self):
-        return self.log_path.read_text()
-
-    def wait_log(self, pattern, count=1, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError("want %d x %r; log:\n%s" % (count, pattern, self.log()))
-
-    def wait_exit(self, timeout=10):
-        return self.proc.wait(timeout=timeout)
-
-    def ctl(self, *args):
-        return subprocess.run([BINDONCE, "ctl", "--control", self.control] + list(args),
-                              capture_output=True, text=True, timeout=10)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log_file.close()
+from conftest import proc_alive, wait_until
 
 
 @pytest.fixture
-def run(tmp_path):
-    runs = []
-
-    def start(args, script):
-        d = tmp_path / ("run%d" % len(runs))
-        d.mkdir()
-        r = Run(d, args, script)
-        runs.append(r)
-        return r
-
-    yield start
-    for r in runs:
-        r.close()
+def run(bindonce):
+    """run(args, script): bindonce with a shell script as its worker, 1 s stop timeout."""
+    return lambda args, script: bindonce(["--stop-timeout", "1", *args], ["sh", "-c", script])
 
 
 def started_times(log):
@@ -183,16 +128,11 @@ def test_6_the_rest_of_a_process_group_dies_with_its_worker(run, tmp_path):
     r = run(["--restart", "no"], "sleep 1000 & echo $! > %s; sleep 0.3" % pidfile)
     assert r.wait_exit() == 0, r.log()
     helper = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and os.path.exists("/proc/%d" % helper):
-        with open("/proc/%d/stat" % helper) as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        time.sleep(0.02)
-    else:
-        if os.path.exists("/proc/%d" % helper):
+    try:
+        wait_until(lambda: not proc_alive(helper), 5, "the worker's helper to die with it")
+    finally:
+        if proc_alive(helper):
             os.kill(helper, signal.SIGKILL)
-            pytest.fail("the worker's helper outlived it")
 
 
 def test_7_ctl_restart_restarts_at_once_and_resets_the_count(run):

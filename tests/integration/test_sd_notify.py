@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import BINDONCE, EXAMPLE_HTTPD, free_tcp_port
+from conftest import BINDONCE, EXAMPLE_HTTPD, free_tcp_port, proc_children, worker_environ
 
 
 def messages(sock, until, stop=None):
@@ -80,17 +80,10 @@ def test_workers_get_a_notify_socket_of_bindonce_not_systemds(tmp_path):
     proc, sock, log = start(tmp_path, {"WATCHDOG_USEC": "400000"})
     try:
         messages(sock, time.monotonic() + 5, lambda m: any("READY=1" in x for x in m))
-        kids = open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)).read().split()
+        kids = proc_children(proc.pid)
         assert len(kids) == 2
         for pid in kids:
-            # bindonce resumes once the child's exec has replaced its memory, a moment
-            # before the kernel has laid out the new image's environment: wait for it.
-            deadline = time.monotonic() + 5
-            while True:
-                env = dict(e.split("=", 1) for e in open("/proc/%s/environ" % pid).read().split("\0") if "=" in e)
-                if env or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
+            env = worker_environ(pid)
             assert env["NOTIFY_SOCKET"].startswith("@bindonce/"), env.get("NOTIFY_SOCKET")
             assert "WATCHDOG_USEC" not in env  # no --watchdog for the workers
     finally:
