@@ -99,6 +99,15 @@ def proc_stat(pid):
     return rest[0].decode(), int(rest[1]), int(rest[2])
 
 
+def proc_comm(pid):
+    """The command name of pid, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def proc_alive(pid):
     """Exists and is not a zombie."""
     st = proc_stat(pid)

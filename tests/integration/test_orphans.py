@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import (BINDONCE, EXAMPLE_HTTPD, free_tcp_port as free_port, port_bindable, proc_alive,
-                      proc_children, proc_stat, wait_until)
+                      proc_children, proc_comm, proc_stat, wait_until)
 
 
 def is_zombie(pid):
@@ -38,9 +38,11 @@ def test_escaped_grandchildren_are_stopped_with_the_workers(tmp_path):
         escaped = wait_until(lambda: [int(p) for p in pids_file.read_text().split()]
                            if pids_file.exists() and len(pids_file.read_text().split()) == 4 else None,
                            5, "4 escaped pids")
+        # $! is the forked shell, written before it has run setsid(1) and exec'd sleep:
+        # wait until each escape is the sleep it becomes, in a session of its own.
         for pid in escaped:
-            assert proc_alive(pid), "escape %d did not start" % pid
-            assert os.getpgid(pid) == pid, "escape %d is not in a session of its own" % pid
+            wait_until(lambda: proc_comm(pid) == "sleep", 5, "escape %d to exec sleep" % pid)
+            assert os.getsid(pid) == pid, "escape %d is not in a session of its own" % pid
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0, (tmp_path / "bindonce.log").read_text()
