@@ -50,7 +50,7 @@ $(BUILD)/testworker: tests/worker/testworker.c | $(BUILD)/obj
 	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) $(LDFLAGS) -o $@ $< $(SYSTEMD_LIBS)
 
 $(BUILD)/httpd: docs/examples/httpd.c | $(BUILD)/obj
-	$(CC) $(CFLAGS) $(SYSTEMD_CFLAGS) $(LDFLAGS) -o $@ $< $(SYSTEMD_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 $(BUILD)/unit/%: tests/unit/%.c $(OBJS) | $(BUILD)/unit
 	$(CC) $(CFLAGS) $(OWN_CFLAGS) $(SYSTEMD_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(OBJS) $(SYSTEMD_LIBS) $(CMOCKA_LIBS)

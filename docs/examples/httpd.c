@@ -5,7 +5,7 @@
  *
  *     hello from worker 2 (pid 1234)
  *
- * Build:  gcc -std=gnu11 -Wall -Wextra -O2 httpd.c $(pkg-config --cflags --libs libsystemd)
+ * Build:  gcc -std=gnu11 -Wall -Wextra -O2 -o httpd httpd.c
  * Run:    bindonce -l 127.0.0.1:8080 -w 4 -- ./httpd
  *
  * Two options run it without socket activation, the way servers are run without
@@ -21,6 +21,13 @@
  * On SIGTERM the worker stops accepting, finishes the request in hand and exits 0;
  * connections that arrive meanwhile wait in the backlog of the socket, which
  * bindonce keeps open, for the next worker.
+ *
+ * It reads the socket-activation protocol itself (listen_fds_with_names() below)
+ * rather than calling sd_listen_fds_with_names(3), as nginx and Go's and Rust's
+ * activation crates do: the protocol is a few environment variables, and linking
+ * libsystemd would add the loading of its eight shared libraries, about 0.5 ms, to
+ * every start of a worker, which is most of a restart. A worker that does use
+ * libsystemd runs under bindonce unchanged (tests/worker/testworker.c does).
  */
 #define _GNU_SOURCE 1
 #include <errno.h>
@@ -37,7 +44,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <systemd/sd-daemon.h>
+/* The first passed fd: sockets are at 3, 4, ... in the order they were configured. */
+#define LISTEN_FDS_START 3
 
 static char me[48];             /* "worker 2 (pid 1234)" */
 static char greeting[64];       /* "hello from worker 2 (pid 1234)\n" */
@@ -147,10 +155,101 @@ static int bind_socket(const char *addr, int reuse_port)
         return fd;
 }
 
+/* A non-negative decimal int, all of s; -1 otherwise. */
+static int parse_count(const char *s)
+{
+        char *end;
+
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || *end != '\0' || v < 0 || v > 1 << 22)
+                return -1;
+        return (int) v;
+}
+
+/* What sd_listen_fds_with_names(1, names) does: the number of sockets passed to this
+ * process at fd 3.., 0 if none were (or they were meant for another process), or a
+ * negative errno if the environment is broken. Each passed fd is made close-on-exec
+ * and LISTEN_* is unset, so that nothing we might run inherits them. (LISTEN_PIDFDID,
+ * which systemd 259 adds, only sharpens the LISTEN_PID check; bindonce sets both right.) */
+static int listen_fds_with_names(char ***names)
+{
+        const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+        const char *next = getenv("LISTEN_FDNAMES");
+        int n = 0, r = 0;
+
+        *names = NULL;
+        if (!pid || parse_count(pid) != (int) getpid())
+                goto unset;     /* none, or a parent's leaked into our environment */
+        n = fds ? parse_count(fds) : -1;
+        if (n < 0) {
+                n = 0;
+                r = -EINVAL;
+                goto unset;
+        }
+        if (n == 0)
+                goto unset;
+        *names = calloc(n + 1, sizeof **names);
+        if (!*names) {
+                r = -ENOMEM;
+                goto unset;
+        }
+        for (int i = 0; i < n; i++) {
+                int fd = LISTEN_FDS_START + i;
+                int flags = fcntl(fd, F_GETFD);
+                if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+                        r = -errno;
+                        goto unset;
+                }
+                /* One name per fd, ':'-separated; "unknown" for each if none were given. */
+                size_t len = next ? strcspn(next, ":") : 0;
+                if (next && next[len] == '\0' && i + 1 < n) {
+                        r = -EINVAL;    /* fewer names than fds */
+                        goto unset;
+                }
+                (*names)[i] = next ? strndup(next, len) : strdup("unknown");
+                if (!(*names)[i]) {
+                        r = -ENOMEM;
+                        goto unset;
+                }
+                if (next)
+                        next += len + (next[len] == ':');
+        }
+        if (next && *next) {
+                r = -EINVAL;            /* more names than fds */
+                goto unset;
+        }
+        r = n;
+unset:
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_PIDFDID");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+        if (r < 0 && *names) {
+                for (int i = 0; i < n; i++)
+                        free((*names)[i]);
+                free(*names);
+                *names = NULL;
+        }
+        return r;
+}
+
+/* What sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) says: fd is a listening stream socket. */
+static int is_listening_stream(int fd)
+{
+        int type = 0, listening = 0;
+        socklen_t len = sizeof type;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+                return 0;
+        len = sizeof listening;
+        return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening;
+}
+
 /* --fd: a listening socket we inherited, made non-blocking like bindonce's. */
 static int inherited_socket(int fd)
 {
-        if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+        if (!is_listening_stream(fd)) {
                 fprintf(stderr, "httpd: --fd %d: not a listening stream socket\n", fd);
                 return -1;
         }
@@ -167,7 +266,7 @@ static int activated_sockets(const char *argv0, struct pollfd **pfd)
 {
         /* Take the sockets, and unset LISTEN_* so that no child of ours sees them. */
         char **names = NULL;
-        int n = sd_listen_fds_with_names(1, &names);
+        int n = listen_fds_with_names(&names);
         if (n < 0) {
                 fprintf(stderr, "httpd: bad socket activation environment: %s\n", strerror(-n));
                 return -1;
@@ -186,9 +285,9 @@ static int activated_sockets(const char *argv0, struct pollfd **pfd)
         }
         int nsock = 0;
         for (int i = 0; i < n; i++) {
-                int fd = SD_LISTEN_FDS_START + i;
+                int fd = LISTEN_FDS_START + i;
 
-                if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) > 0)
+                if (is_listening_stream(fd))
                         (*pfd)[nsock++] = (struct pollfd) { .fd = fd, .events = POLLIN };
                 else
                         fprintf(stderr, "httpd: ignoring fd %d (%s): not a listening stream socket\n",

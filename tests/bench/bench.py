@@ -569,6 +569,16 @@ def build_tools(bench):
             sys.exit("bench.py: cannot build %s:\n%s" % (src, r.stderr))
         bench.record("build " + name, base[:1] + (["-static"] if static else []) + base[1:])
         out[name] = exe
+    # The example httpd as it would be if it called sd_listen_fds() from libsystemd: the
+    # same code with libsystemd and its dependencies loaded at every start.
+    exe = bench.path("httpd-libsystemd")
+    argv = ["gcc", "-std=gnu11", "-O2", "-o", exe, os.path.join(REPO, "docs/examples/httpd.c"),
+            "-Wl,--no-as-needed", "-lsystemd"]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("bench.py: cannot build httpd-libsystemd:\n%s" % r.stderr)
+    bench.record("build httpd-libsystemd", argv)
+    out["httpd-libsystemd"] = exe
     return out
 
 
@@ -733,6 +743,7 @@ def row_restart(bench):
     print("row 2: restart latency (median / p90 / max)", flush=True)
     one = {"bindonce": Bindonce(bench, 1, [HTTPD]),
            "bindonce-mini": Bindonce(bench, 1, [bench.tools["miniworker"]], label="bindonce-mini"),
+           "bindonce-sd": Bindonce(bench, 1, [bench.tools["httpd-libsystemd"]], label="bindonce-sd"),
            "naive": Naive(bench, 1)}
     four = {"bindonce": Bindonce(bench, 4, [HTTPD])}
     if available("supervisord"):
@@ -785,6 +796,9 @@ def row_restart(bench):
         if k == "bindonce-mini":
             bench.detail("2a", "bindonce -w 1 -- miniworker (static, no libsystemd): %s" % text)
             continue
+        if k == "bindonce-sd":
+            bench.detail("2a", "bindonce -w 1 -- httpd linked with libsystemd: %s" % text)
+            continue
         bench.cell(row, col, text)
         bench.detail(row, "%-12s %s; latencies µs: %s" % (k, text, " ".join(str(int(r["latency_us"])) for r in e["samples"])))
     for (row, k), n in restarts_bindonce.items():
@@ -801,10 +815,12 @@ def row_restart(bench):
         bench.summary.append(
             "Restart latency, 1 worker: %s with build/httpd, against a floor of %s for the same kill, reap, "
             "vfork, exec and first answer with nothing else in between (difference %+.2f ms); %s with a static "
-            "worker without libsystemd (floor %s). The worker's own start dominates." % (
+            "worker (floor %s); %s with the same httpd linked with libsystemd, whose shared libraries "
+            "take that long to load at every start. The worker's own start dominates." % (
                 fmt_ms(median(by_key[("2a", "bindonce")])), fmt_ms(fl["httpd"]),
                 (median(by_key[("2a", "bindonce")]) - fl["httpd"]) / 1e3,
-                fmt_ms(median(by_key[("2a", "bindonce-mini")])), fmt_ms(fl["miniworker"])))
+                fmt_ms(median(by_key[("2a", "bindonce-mini")])), fmt_ms(fl["miniworker"]),
+                fmt_ms(median(by_key[("2a", "bindonce-sd")])) if by_key.get(("2a", "bindonce-sd")) else "n/a"))
     bench.cell("2a", "direct", "n/a: nothing restarts it")
     bench.cell("2b", "direct", "n/a: nothing restarts it")
     bench.cell("2b", "naive", "n/a: each process its own SO_REUSEPORT queue; the probe cannot be steered to the new one")
