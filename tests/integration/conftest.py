@@ -77,14 +77,15 @@ def pytest_collection_modifyitems(config, items):
 
 
 def wait_until(pred, timeout, what, interval=0.01):
-    """Poll pred() until it returns a true value (returned) or timeout seconds pass."""
+    """Poll pred() until it returns a true value (returned) or timeout seconds pass; what
+    names it in the error (a callable is asked only then, for the state at that moment)."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

@@ -456,7 +456,8 @@ def test_slow_clients_do_not_stall_others(instances):
             r = inst.ctl("status", "--json", timeout=10)
             took = monotonic() - t
             assert r.returncode == 0, r.stderr
-            assert took < 1.0, "ctl status took %.2f s with slow clients around" % took
+            # A blocked loop would show as the client's 5 s timeout.
+            assert took < 2.5, "ctl status took %.2f s with slow clients around" % took
         assert json.loads(r.stdout)["ready"] == 2
 
         # Who does not send within 5 s is dropped (EOF, maybe an ERROR first).

@@ -96,13 +96,16 @@ def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
             wait_until(lambda: "reload complete" in inst.log(), 30, what="'reload complete' in the log")
         t_done = monotonic()
         after = inst.wait_settled(n)
-        wait_until(lambda: sum(a[0] > t_done + 0.2 for a in load.answers) >= 30, 10,
+        # An old worker may still answer a connection it accepted just before its SIGTERM:
+        # count only what was answered once all of them were gone.
+        wait_until(lambda: not any(alive(p) for p in before.values()), 5, what="old workers gone")
+        t_gone = monotonic()
+        wait_until(lambda: sum(a[0] > t_gone for a in load.answers) >= 30, 10,
                    what="answers after the reload")
 
     after = inst.pids(after)
     assert set(after) == set(before), "slots changed: %s -> %s" % (before, after)
     assert not set(after.values()) & set(before.values()), "not every pid replaced: %s -> %s" % (before, after)
-    wait_until(lambda: not any(alive(p) for p in before.values()), 5, what="old workers gone")
     assert_no_losses(load)
     during = sum(a[4] >= t0 and a[0] <= t_done + 0.25 for a in load.answers)
     assert during >= 10, "only %d requests overlapped the roll: the load proves little" % during
@@ -118,7 +121,7 @@ def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
     assert all(st["ready"] >= n for st in rolling), [(st["ready"], st["workers"]) for st in rolling]
 
     # The new version answers from the new pids, each in its own slot.
-    new_answers = [a for a in load.answers if a[0] > t_done + 0.2]
+    new_answers = [a for a in load.answers if a[0] > t_gone]
     assert new_answers
     for _, pid, slot, version, _ in new_answers:
         assert version == "v2" and after.get(slot) == pid, (pid, slot, version, after)
@@ -136,7 +139,7 @@ def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
 def test_failed_roll_keeps_old_workers(instances, bad_mode, reason):
     n = 2
     inst = instances("badroll-" + bad_mode.split()[0], workers=n,
-                     args=["--ready", "notify", "--start-timeout", "1"])
+                     args=["--ready", "notify", "--start-timeout", "3"])
     before = inst.pids()
 
     with Load(inst.port, threads=3) as load:
@@ -233,7 +236,7 @@ def test_watchdog_replaces_a_worker_that_stops_pinging(instances):
     # From the last WATCHDOG=1 to the replacement's fork ("since", the time of day, as the
     # worker's "rt"): one period, plus what SIGABRT and the restart take.
     took = st["slots"][1]["since"] - stopped[0]["last_ping_rt"]
-    assert period - 0.05 <= took <= period + 0.5, (
+    assert period - 0.05 <= took <= period + 1.5, (
         "replaced %.3f s after the last WATCHDOG=1 (period %.1f s)" % (took, period))
 
     log = inst.log()
@@ -403,7 +406,9 @@ def test_roll_respects_surge_and_unavailable(instances, surge, unavailable):
         assert least_ready == n - unavailable, "never used the unavailable allowance"
     # Steps of max(surge, unavailable) workers at a time, each waiting `delay` for READY=1.
     steps = n / max(surge, unavailable)
-    assert steps * delay - 0.1 <= took <= steps * delay + 1.5, took
+    # The upper bound only says the steps did not run one worker at a time; each step also
+    # waits for a Python worker to start, which a loaded machine can make slow.
+    assert steps * delay - 0.1 <= took <= steps * (delay + 1.0) + 2.0, took
 
 
 def test_surge_and_unavailable_both_zero_is_a_usage_error():
@@ -434,7 +439,7 @@ def test_notify_access(instances, access):
     """READY=1 from a helper process of the worker's group counts with --notify-access all
     only; with main the worker is not ready and the start timeout replaces it."""
     inst = instances("access-" + access, workers=1, start=False, mode="ready-from-child 0.1",
-                     args=["--ready", "notify", "--notify-access", access, "--start-timeout", "1"])
+                     args=["--ready", "notify", "--notify-access", access, "--start-timeout", "3"])
     inst.start(wait=False)
     first = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a first worker")
     wait_until(lambda: [ev for ev in inst.events("child-sent-ready") if ev["worker"] == first], 3,
@@ -447,8 +452,8 @@ def test_notify_access(instances, access):
         time.sleep(0.3)
         st = inst.status()
         assert st["ready"] == 0 and st["slots"][0]["pid"] == first, st
-        wait_until(lambda: "did not send READY=1 within 1.0 s" in inst.log(), 3, what="the start timeout")
-        wait_until(lambda: inst.status()["slots"][0]["pid"] not in (None, first), 5, what="a restart")
+        wait_until(lambda: "did not send READY=1 within 3.0 s" in inst.log(), 8, what="the start timeout")
+        wait_until(lambda: inst.status()["slots"][0]["pid"] not in (None, first), 8, what="a restart")
         assert "worker 0 (pid %d) is ready" % first not in inst.log()
 
 

@@ -9,7 +9,6 @@ namespace, bindonce reaps orphans and still stops on SIGTERM.
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -17,8 +16,12 @@ from conftest import (BINDONCE, EXAMPLE_HTTPD, free_tcp_port as free_port, port_
                       proc_children, proc_comm, proc_stat, wait_until)
 
 
-def is_zombie(pid):
-    return (proc_stat(pid) or ("",))[0] == "Z"
+def proc_cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return [a.decode() for a in f.read().split(b"\0")]
+    except OSError:
+        return []
 
 
 def test_escaped_grandchildren_are_stopped_with_the_workers(tmp_path):
@@ -72,12 +75,14 @@ def test_pid1_in_a_pid_namespace_reaps_orphans_and_stops(tmp_path):
                              "--", "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT)
     try:
         bindonce = wait_until(lambda: (proc_children(proc.pid) or [None])[0], 5, "bindonce in the namespace")
-        wait_until(lambda: "bindonce[1]: worker 0 started" in (tmp_path / "bindonce.log").read_text(),
-                 5, "worker start")
-        time.sleep(0.4)  # the sleeps end and are re-parented to bindonce
-        zombies = [p for p in proc_children(bindonce) if is_zombie(p)]
-        assert zombies == [], "unreaped orphans: %r" % zombies
-        assert len(proc_children(bindonce)) == 1, "only the worker should be left"
+        # The worker execs sleep 1000 once its subshell has forked the three short sleeps.
+        wait_until(lambda: any(proc_cmdline(p)[:2] == ["sleep", "1000"] for p in proc_children(bindonce)),
+                   5, "the worker to exec sleep 1000")
+        # They end 0.1 s later, are re-parented to bindonce (the children file lists zombies
+        # too) and must be reaped.
+        wait_until(lambda: len(proc_children(bindonce)) == 1, 5,
+                   lambda: "orphans reaped; children of bindonce: %r" % [
+                       (p, proc_stat(p)) for p in proc_children(bindonce)])
 
         os.kill(bindonce, signal.SIGTERM)
         assert proc.wait(timeout=10) == 0, (tmp_path / "bindonce.log").read_text()

@@ -69,7 +69,7 @@ def test_a_worker_out_of_fds_does_not_touch_the_supervisor(bindonce, tmp_path):
         wait_until(marker.exists, 10, "the worker to hit EMFILE")
         t0 = time.monotonic()
         st = b.status()
-        assert time.monotonic() - t0 < 1.0, "ctl status slowed down"
+        assert time.monotonic() - t0 < 3.0, "ctl status slowed down"  # stuck would be the 5 s timeout
         assert st["slots"][0]["pid"] == worker and st["ready"] == 1
         assert b.proc.poll() is None
         assert len(os.listdir("/proc/%d/fd" % b.proc.pid)) == fds_before

@@ -358,6 +358,9 @@ class Container:
         Filtering is done here, not with journalctl matches: journalctl 252 with
         --after-cursor and a match skips the first matching entry when the cursor's own
         entry does not match."""
+        # journald reads its sockets and streams asynchronously: what a unit logged just
+        # before `systemctl` returned may not be stored yet. --sync waits until it is.
+        self.run(["journalctl", "--sync"], check=False, timeout=60)
         argv = ["journalctl", "--no-pager", "-q", "-o", "json"]
         if cursor:
             argv += ["--after-cursor", cursor]
