@@ -815,8 +815,8 @@ def row_restart(bench):
         bench.summary.append(
             "Restart latency, 1 worker: %s with build/httpd, against a floor of %s for the same kill, reap, "
             "vfork, exec and first answer with nothing else in between (difference %+.2f ms); %s with a static "
-            "worker (floor %s); %s with the same httpd linked with libsystemd, whose shared libraries "
-            "take that long to load at every start. The worker's own start dominates." % (
+            "worker (floor %s); %s with the same httpd linked with libsystemd, the difference being the "
+            "loading of its shared libraries at every start. The worker's own start dominates." % (
                 fmt_ms(median(by_key[("2a", "bindonce")])), fmt_ms(fl["httpd"]),
                 (median(by_key[("2a", "bindonce")]) - fl["httpd"]) / 1e3,
                 fmt_ms(median(by_key[("2a", "bindonce-mini")])), fmt_ms(fl["miniworker"]),
