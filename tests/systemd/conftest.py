@@ -11,6 +11,9 @@ bindonce is built for the suite in a build directory of its own (make BUILD=<tmp
 that a developer's build/ is neither used stale nor raced with.
 
 Environment:
+    BINDONCE_SANITIZE=1         build with `make SANITIZE=1` (AddressSanitizer + UBSan; `make
+                                check SANITIZE=1` sets it); any sanitizer report, in the
+                                journal or on a command's stderr, fails the session
     BINDONCE_KEEP_CONTAINER=1   leave the container running and its copy in place at the end
                                 (the path and init pid are printed) for a look by hand
     BINDONCE_PREBUILT=DIR       do not build: take DIR/bindonce and DIR/httpd as they are and
@@ -34,6 +37,8 @@ from sysd_container import Container, cleanup_stale_sessions, log, new_session_d
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 NOTES = []          # printed in the terminal summary: what the harness had to work around
 TIMES = {}
+# The sanitizer build's flags; its runtime (libasan8, libubsan1) is in the rootfs.
+MAKE_VARS = ["SANITIZE=1"] if os.environ.get("BINDONCE_SANITIZE") == "1" else []
 
 # What `make install DESTDIR=...` must produce, and where the harness takes it from when
 # the Makefile does not (yet) install it. Unit files may land in any unit directory.
@@ -45,7 +50,7 @@ UNITS = ("bindonce-example.socket", "bindonce-example.service", "bindonce@.servi
 def _build(build):
     """make all into a private build dir; returns it."""
     t0 = time.monotonic()
-    r = subprocess.run(["make", "-C", REPO, "BUILD=" + build, build + "/bindonce", build + "/httpd"],
+    r = subprocess.run(["make", "-C", REPO, "BUILD=" + build, *MAKE_VARS, build + "/bindonce", build + "/httpd"],
                        capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         pytest.fail("make BUILD=%s failed:\n%s%s" % (build, r.stdout[-3000:], r.stderr[-3000:]))
@@ -73,7 +78,7 @@ def _install(root, build, prebuilt):
         _install_by_hand(root, build)
         TIMES["make install"] = time.monotonic() - t0
         return
-    r = subprocess.run(["make", "-C", REPO, "install", "BUILD=" + build, "DESTDIR=" + root],
+    r = subprocess.run(["make", "-C", REPO, "install", "BUILD=" + build, *MAKE_VARS, "DESTDIR=" + root],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         pytest.fail("make install DESTDIR=%s failed:\n%s%s" % (root, r.stdout[-3000:], r.stderr[-3000:]))
@@ -148,6 +153,14 @@ def container(request, session_dir):
         c.boot(keep=KEEP)
         TIMES["container boot"] = time.monotonic() - t0
         yield c
+        # Last: what bindonce and its workers reported at exit is in the journal once
+        # their units are stopped.
+        c.stop_bindonce_units()
+        journal = c.sanitizer_reports_in_journal()
+        reports = ["in the journal:\n" + journal] if journal else []
+        reports += ["%s:\n%s" % r for r in c.sanitizer_reports]
+        if reports:
+            pytest.fail("sanitizer reports in the container:\n" + "\n".join(reports), pytrace=False)
     finally:
         if KEEP and c.proc is not None:
             NOTES.append("BINDONCE_KEEP_CONTAINER=1: container left running (the next session ends it): "

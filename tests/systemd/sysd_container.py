@@ -173,6 +173,21 @@ def cleanup_stale_sessions():
             log("cannot clean up %s: %s" % (d, e))
 
 
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print (on stderr, by
+# default: the journal, for a service) when a `make SANITIZE=1` build finds something.
+SANITIZER_SIGNS = re.compile(r"ERROR: (?:Address|Leak)Sanitizer|LeakSanitizer has encountered|"
+                             r"runtime error: |SUMMARY: (?:Address|UndefinedBehavior)Sanitizer")
+
+
+def sanitizer_report(text):
+    """The lines of text from the first sanitizer report on, or None."""
+    m = SANITIZER_SIGNS.search(text or "")
+    if not m:
+        return None
+    start = text.rfind("\n", 0, m.start()) + 1
+    return text[start:start + 6000]
+
+
 class Container:
     def __init__(self, rootfs, workdir):
         self.rootfs_cache = rootfs
@@ -183,6 +198,7 @@ class Container:
         self.proc = None
         self.init_pid = None
         self.cgroups = []
+        self.sanitizer_reports = []     # [(what ran, report)] seen on a command's stderr
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -245,6 +261,22 @@ class Container:
         state = r.stdout.strip()
         return state if state in ("running", "degraded") else None
 
+    def stop_bindonce_units(self):
+        """Stop every loaded unit that runs bindonce, so that what it reports at exit
+        (LeakSanitizer) is in the journal before it is read."""
+        out = self.run(["systemctl", "show", "--type=service", "-p", "Id", "-p", "ExecStart", "*"],
+                       check=False).stdout
+        units = [b.split("Id=", 1)[1].split("\n", 1)[0] for b in out.split("\n\n")
+                 if "Id=" in b and "/bindonce " in b]
+        if units:
+            self.run(["systemctl", "stop"] + units, check=False, timeout=120)
+        return units
+
+    def sanitizer_reports_in_journal(self):
+        """Sanitizer reports anywhere in the container's journal, or None."""
+        return sanitizer_report(self.run(["journalctl", "--no-pager", "-q", "-o", "short-monotonic"],
+                                         check=False, timeout=60).stdout)
+
     def shutdown(self, timeout=30):
         """Power the container off; kill what we started, by pid, if it does not go."""
         if self.proc is None:
@@ -288,6 +320,9 @@ class Container:
                "/usr/bin/env", "-i", "PATH=" + CONTAINER_PATH, "LANG=C.UTF-8",
                "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "TERM=dumb"] + list(argv)
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+        report = sanitizer_report(r.stderr)
+        if report:
+            self.sanitizer_reports.append((" ".join(map(shlex.quote, argv)), report))
         if check and r.returncode != 0:
             raise AssertionError("in the container: %s\nexit %d\nstdout: %s\nstderr: %s"
                                  % (" ".join(map(shlex.quote, argv)), r.returncode,

@@ -25,8 +25,10 @@ VARIANT = "minbase"
 # systemd + systemd-sysv: an init that nspawn -b can boot; dbus: systemctl talks to PID 1
 # through it for some verbs and it is what a real install has; libsystemd0: bindonce's
 # library (pulled in by systemd anyway, named for clarity); procps: /bin/kill for the
-# units' ExecReload= and ps/pgrep for debugging; iproute2: ss for debugging sockets.
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "libsystemd0", "procps", "iproute2")
+# units' ExecReload= and ps/pgrep for debugging; iproute2: ss for debugging sockets;
+# libasan8, libubsan1: the runtime of a `make SANITIZE=1` bindonce, which the suite runs
+# in the sanitizer pass of `make check`.
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "libsystemd0", "procps", "iproute2", "libasan8", "libubsan1")
 # Bump when the post-debootstrap setup below changes: it is part of the cache key.
 SETUP_VERSION = "2"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
