@@ -12,10 +12,13 @@ one: then (attempts - ok) must lie in [low, high] instead of equal one number.
 """
 
 import os
+import random
 import signal
 import time
 
-from conftest import TESTWORKER, proc_alive, wait_until
+import pytest
+
+from conftest import TESTWORKER, proc_alive, proc_children, proc_stat, wait_until
 from loadclient import LoadClient
 
 DELAY_MS = 5
@@ -88,6 +91,50 @@ def test_sigkill_each_worker_under_load(supervisor, free_port):
         assert live[slot]["env"]["BINDONCE_WORKER"] == str(slot)
         assert f"(pid {pid}) killed by signal KILL" in sup.log()
     assert len(sup.reports()) == 8, "restarts != kills"
+    assert sup.stop() == 0
+
+
+@pytest.mark.parametrize("interval,duration", [(0.1, 5.0), (0.01, 2.0)], ids=["every-100ms", "every-10ms"])
+def test_random_sigkill_one_of_4(supervisor, free_port, interval, duration):
+    """TESTING.md scenario 2: a random one of 4 workers SIGKILLed every 100 ms (and every
+    10 ms, faster than the outside-kill allowance of 10 per second and slot, so the backoff
+    spaces the restarts): refused 0, unexplained 0, restarts = kills, zombies 0."""
+    sup, port = start_pool(supervisor, free_port)
+    rng = random.Random(0x5eed)
+    load = LoadClient(("127.0.0.1", port), threads=8, duration=duration + 1.0).start()
+    killed = {}                                   # pid -> slot
+    try:
+        time.sleep(0.5)
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            # Only workers that have reported: their counters exist, so casualties are exact.
+            live = [r for r in sup.live_workers().values() if r["pid"] not in killed]
+            if live:
+                victim = rng.choice(live)
+                os.kill(victim["pid"], signal.SIGKILL)
+                killed[victim["pid"]] = int(victim["env"]["BINDONCE_WORKER"])
+            time.sleep(interval)
+    finally:
+        res = load.stop()
+
+    wait_until(lambda: not any(proc_alive(p) for p in killed), 5, "killed workers to be gone")
+    low, high, _ = sup.casualties(killed)
+    print(f"{len(killed)} SIGKILLs every {interval * 1000:.0f} ms: {res.summary()}; casualties {low}..{high}")
+    # (At 10 ms the kills outrun the restarts, which the backoff spaces: fewer kills land.)
+    assert len(killed) >= 20, "too few kills to prove anything: %d" % len(killed)
+    assert res.attempts > 200, res.summary()
+    assert_no_loss(res, (low, high), f"{len(killed)} random SIGKILLs every {interval} s")
+
+    # Every kill was followed by a restart in the same slot (the backoff may still be
+    # spacing the last ones: up to a few seconds).
+    live = sup.wait_live_workers(4, timeout=20, exclude=set(killed))
+    assert sorted(live) == [0, 1, 2, 3]
+    wait_until(lambda: len(sup.reports()) == len(killed) + 4, 5,
+               lambda: "restarts != kills: %d reports for %d kills" % (len(sup.reports()), len(killed)))
+    assert sup.log().count("killed by signal KILL") == len(killed)
+    zombies = [k for k in proc_children(sup.pid) if (proc_stat(k) or ("?",))[0] == "Z"]
+    assert not zombies, zombies
+    assert "giving up" not in sup.log()
     assert sup.stop() == 0
 
 
