@@ -162,6 +162,7 @@ class LoadClient:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._issued = 0
+        self._oks = 0              # live, for a test watching progress during the run
         self._workers = []
 
     def _take_ticket(self):
@@ -180,6 +181,8 @@ class LoadClient:
             counts[cls] += 1
             if cls == "ok":
                 answered.add(ident)
+                with self._lock:
+                    self._oks += 1
             elif len(failures) < 50:
                 failures.append((time.monotonic(), cls, detail))
         with self._lock:
@@ -187,6 +190,11 @@ class LoadClient:
                 self.result.counts[c] += counts[c]
             self.result.answered |= answered
             self.result.failures = sorted(self.result.failures + failures)[:50]
+
+    def oks(self):
+        """ok answers so far, while the load runs."""
+        with self._lock:
+            return self._oks
 
     def start(self):
         self.result.started = time.monotonic()

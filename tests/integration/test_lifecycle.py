@@ -7,6 +7,7 @@ its tree is left. Load is connection-per-request and every attempt is classified
 (TESTING.md): a rolling restart or a graceful scale-down must have no failure of any class.
 """
 
+import os
 import random
 import re
 import signal
@@ -250,6 +251,35 @@ def test_watchdog_replaces_a_worker_that_stops_pinging(instances):
     st = inst.status()
     assert st["slots"][0]["pid"] == before[0] and st["slots"][1]["pid"] == new
     assert st["restarts"] == 1
+
+
+def test_watchdog_replaces_a_hung_worker_while_the_others_serve(instances):
+    """TESTING.md scenario 5: a worker SIGSTOPped (hung: its pings stop with it) is replaced
+    by the watchdog: SIGABRT stays pending on a stopped process, so the SIGKILL after
+    --stop-timeout ends it. Meanwhile the others serve; only the one connection the hung
+    worker had in hand, if any, fails."""
+    period, stop_timeout = 1.0, 1.0
+    inst = instances("hung", workers=3, args=["--watchdog", str(period), "--stop-timeout", str(stop_timeout)])
+    before = inst.pids()
+    with Load(inst.port, threads=6) as load:
+        load.wait_ok(30)
+        t0 = monotonic()
+        os.kill(before[1], signal.SIGSTOP)
+        st = wait_until(lambda: (lambda st: st if st["slots"][1]["pid"] not in (None, before[1])
+                                 and st["ready"] == 3 else None)(inst.status()), 15,
+                        what=lambda: "slot 1 replaced; log:\n" + inst.log())
+        t_replaced = monotonic()
+        load.wait_ok(30)
+    took = t_replaced - t0
+    assert period - 0.05 <= took <= period + stop_timeout + 3.0, took
+    during = [a for a in load.answers if t0 < a[0] and a[4] < t_replaced]
+    assert len(during) >= 10 and {a[2] for a in during} <= {0, 2}, (len(during), {a[2] for a in during})
+    losses = load.losses()
+    assert set(losses) <= {"eof_before_response", "reset_before_response"} and sum(losses.values()) <= 1, losses
+    log = inst.log()
+    assert "worker 1 (pid %d) missed its watchdog deadline" % before[1] in log, log
+    assert st["slots"][1]["last_exit"]["status"] == signal.SIGKILL, st["slots"][1]
+    assert inst.pids(st)[0] == before[0] and inst.pids(st)[2] == before[2]
 
 
 # ---- scaling -------------------------------------------------------------------------------
