@@ -6,10 +6,12 @@ Workers here are small shell scripts: what matters is how and when they end.
 import os
 import re
 import signal
+import socket
+import time
 
 import pytest
 
-from conftest import proc_alive, wait_until
+from conftest import EXAMPLE_HTTPD, proc_alive, wait_until
 
 
 @pytest.fixture
@@ -145,3 +147,48 @@ def test_7_ctl_restart_restarts_at_once_and_resets_the_count(run):
     r.wait_log(r"worker 0 started", count=2)
     assert "restarting in" not in r.log()
     assert r.proc.poll() is None
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")      # utime + stime
+
+
+def test_crash_loop_then_fixed(bindonce, tmp_path):
+    """TESTING.md scenario 6: every worker dies at start for 6 s, then the fault is fixed.
+    The backoff bounds the restarts and bindonce's CPU, the socket stays open (a client
+    that connects meanwhile is queued, not refused) and is answered after the fix."""
+    fixed = tmp_path / "fixed"
+    b = bindonce(["-w", "2", "--give-up", "0", "--stop-timeout", "1"],
+                 ["sh", "-c", '[ -e %s ] || exit 1; exec %s' % (fixed, EXAMPLE_HTTPD)])
+    b.wait_log("restarting in", timeout=5)
+    cpu0 = cpu_seconds(b.proc.pid)
+    queued = socket.create_connection(("127.0.0.1", b.port), timeout=3)     # refused would raise
+    try:
+        queued.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        starts_before = len(started_times(b.log()))
+        deadline = time.monotonic() + 6.0
+        while time.monotonic() < deadline:
+            assert b.proc.poll() is None, b.log()
+            time.sleep(0.2)
+        starts = len(started_times(b.log())) - starts_before
+        cpu = cpu_seconds(b.proc.pid) - cpu0
+        print("crash loop, 6 s: %d starts, %.3f s of bindonce CPU" % (starts, cpu))
+        # Delays double from 100 ms (jittered into [d/2, d]): at most 9 starts per slot in 6 s.
+        assert 2 <= starts <= 2 * 9, "%d starts in 6 s of crash loop:\n%s" % (starts, b.log())
+        assert cpu < 0.5, "bindonce used %.2f s of CPU in 6 s of crash loop" % cpu
+        assert "giving up" not in b.log()
+
+        # Fixed: the next start of each slot, at most one delay (<= 6.4 s here) away, serves
+        # the connection that waited in the queue all along.
+        fixed.touch()
+        queued.settimeout(15)
+        answer = queued.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b"hello from worker" in answer, answer
+    finally:
+        queued.close()
+    st = b.wait_status(lambda st: st["ready"] == 2, 15, "both slots serving after the fix")
+    pids = [s["pid"] for s in st["slots"]]
+    time.sleep(1.2)     # past the 1 s of an early death: these workers stay
+    assert [s["pid"] for s in b.status()["slots"]] == pids, b.log()
