@@ -490,8 +490,11 @@ class Bindonce:
         self.control = str(directory / "ctl.sock")
         self.log_path = directory / "bindonce.log"
         self._log = open(self.log_path, "w")
+        # Inherited by the workers and whatever they start: how close() finds leftovers.
+        self.marker = b"BINDONCE_TEST_TREE=" + str(directory).encode()
+        env = {**os.environ, "BINDONCE_TEST_TREE": str(directory)}
         self.proc = subprocess.Popen([BINDONCE, "-l", f"127.0.0.1:{self.port}", "--control", self.control,
-                                      *args, "--", *command], stdout=self._log, stderr=subprocess.STDOUT)
+                                      *args, "--", *command], stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def log(self):
         return self.log_path.read_text()
@@ -528,14 +531,34 @@ class Bindonce:
         return self.proc.wait(timeout=timeout)
 
     def close(self):
+        """Stop it (SIGTERM) if still running; return the problems: a stop that did not
+        exit 0, processes of its tree left behind (killed then)."""
+        problems = []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                if self.proc.wait(timeout=20) != 0:
+                    problems.append(f"SIGTERM: bindonce exited {self.proc.returncode}, not 0")
             except subprocess.TimeoutExpired:
+                problems.append("bindonce ignored SIGTERM for 20 s")
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        # A process being killed as bindonce exits may take a moment to go.
+        left = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            left = [p for p in all_pids() if proc_environ_has(p, self.marker) and proc_alive(p)]
+            if not left:
+                break
+            time.sleep(0.02)
+        for pid in left:
+            problems.append(f"left behind: pid {pid} {proc_stat(pid)}")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return problems
 
 
 @pytest.fixture
@@ -551,8 +574,12 @@ def bindonce(tmp_path):
         return made[-1]
 
     yield start
+    problems = []
     for b in made:
-        b.close()
+        problems += [f"{b.log_path.parent.name}: {p}" for p in b.close()]
+    if problems:
+        logs = "\n".join(f"--- {b.log_path}:\n{b.log()}" for b in made)
+        pytest.fail("teardown: " + "; ".join(problems) + "\n" + logs, pytrace=False)
 
 
 @pytest.fixture
