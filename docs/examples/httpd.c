@@ -202,6 +202,8 @@ static int listen_fds_with_names(char ***names)
                         goto unset;
                 }
                 /* One name per fd, ':'-separated; "unknown" for each if none were given. */
+                if (next && i > 0)
+                        next++;         /* the ':' after the previous name */
                 size_t len = next ? strcspn(next, ":") : 0;
                 if (next && next[len] == '\0' && i + 1 < n) {
                         r = -EINVAL;    /* fewer names than fds */
@@ -213,10 +215,10 @@ static int listen_fds_with_names(char ***names)
                         goto unset;
                 }
                 if (next)
-                        next += len + (next[len] == ':');
+                        next += len;    /* at the ':' before the next name, or the end */
         }
         if (next && *next) {
-                r = -EINVAL;            /* more names than fds */
+                r = -EINVAL;            /* more names than fds, maybe an empty last one */
                 goto unset;
         }
         r = n;

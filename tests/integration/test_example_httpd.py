@@ -91,6 +91,7 @@ def test_example_httpd_reads_the_protocol_itself():
         assert status == 1 and "no sockets were passed to me" in err, err
 
         for env in ({"LISTEN_FDS": "abc"}, {"LISTEN_FDS": "-1"}, {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "a:b"},
+                    {"LISTEN_FDS": "1", "LISTEN_FDNAMES": "a:"},
                     {"LISTEN_FDS": "2", "LISTEN_FDNAMES": "a"}):
             status, err, _ = run_activated(env, web, dns)
             assert status == 1 and "bad socket activation environment" in err, (env, err)
