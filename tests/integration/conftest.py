@@ -20,6 +20,7 @@ Process hygiene, which every test relies on:
 import ctypes
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -170,7 +171,28 @@ def all_pids():
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_tcp_port(host="127.0.0.1"):
+    """A TCP port that was free a moment ago, taken below the kernel's ephemeral range:
+    a port from bind(0) is one that the load clients' outgoing connections may take as
+    their local port before bindonce binds it."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

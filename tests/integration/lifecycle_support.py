@@ -65,10 +65,7 @@ def wait_until(pred, timeout, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_tcp_port as free_port  # noqa: E402  (one port picker for the suite)
 
 
 # ---- /proc ---------------------------------------------------------------------------------
