@@ -204,6 +204,23 @@ def free_udp_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def read_to_eof(sock, reset_ends=False):
+    """Everything the peer sends until it closes; with reset_ends, a reset ends it too
+    (a server that closes with unread input resets the connection after answering)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            if not reset_ends:
+                raise
+            break
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
 def port_bindable(port, host="127.0.0.1"):
     """Can a listener be bound on host:port now (SO_REUSEADDR, so TIME_WAIT is no obstacle)?"""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

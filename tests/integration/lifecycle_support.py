@@ -65,7 +65,7 @@ def wait_until(pred, timeout, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-from conftest import free_tcp_port as free_port  # noqa: E402  (one port picker for the suite)
+from conftest import free_tcp_port as free_port, read_to_eof  # noqa: E402  (shared with the suite)
 
 
 # ---- /proc ---------------------------------------------------------------------------------
@@ -139,16 +139,7 @@ def raw_request(path, data, half_close=True, timeout=3.0, fds=None):
                 s.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return read_to_eof(s, reset_ends=True)
     finally:
         s.close()
 
@@ -476,12 +467,7 @@ def http_get(port, path="/", timeout=5.0):
     """One request; returns (pid, slot, version)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(s)
     ident = answer_validator(data)
     assert ident, "bad answer %r" % data[:200]
     return ident

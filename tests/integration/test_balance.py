@@ -6,7 +6,7 @@ import statistics
 import threading
 import time
 
-from conftest import EXAMPLE_HTTPD, proc_fds
+from conftest import EXAMPLE_HTTPD, proc_fds, read_to_eof
 
 
 def get(port, timeout=2.0):
@@ -15,12 +15,7 @@ def get(port, timeout=2.0):
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.settimeout(timeout)
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_to_eof(s)
     except ConnectionRefusedError:
         return "refused"
     except socket.timeout:

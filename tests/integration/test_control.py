@@ -20,7 +20,7 @@ import time
 import pytest
 
 from lifecycle_support import (BINDONCE, CLK_TCK, PYTHON, Instance, alive, boot_time, free_port,  # noqa: F401
-                               http_get, instances, monotonic, proc_stat, raw_request, wait_until)
+                               http_get, instances, monotonic, proc_stat, raw_request, read_to_eof, wait_until)
 
 
 def assert_healthy(inst, pids, workers=None):
@@ -114,12 +114,7 @@ def test_status_queue_counts_connections_waiting(instances):
     for c in conns:
         c.settimeout(5)
         c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while True:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_eof(c)
         c.close()
         assert data.startswith(b"HTTP/1.0 200 ") and b"version=v1" in data, data
     wait_until(lambda: inst.status()["sockets"][0]["queue"] == 0, 3, what="queue drained")

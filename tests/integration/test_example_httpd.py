@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import EXAMPLE_HTTPD, wait_until
+from conftest import EXAMPLE_HTTPD, read_to_eof, wait_until
 from loadclient import run_load
 
 HELLO_RE = re.compile(rb"\AHTTP/1\.[01] 200 OK\r\n(?:[^\r\n]*\r\n)*?\r\n"
@@ -57,7 +57,7 @@ def run_activated(env, *socks, serves=False, timeout=5):
         if serves:
             with socket.create_connection(socks[0].getsockname(), timeout=timeout) as c:
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                answer = c.makefile("rb").read()
+                answer = read_to_eof(c)
             proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=timeout)
     finally:

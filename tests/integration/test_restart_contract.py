@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import EXAMPLE_HTTPD, proc_alive, wait_until
+from conftest import EXAMPLE_HTTPD, proc_alive, read_to_eof, wait_until
 
 
 @pytest.fixture
@@ -27,6 +27,12 @@ def started_times(log):
         h, mi, s = m.groups()
         out.append(int(h) * 3600 + int(mi) * 60 + float(s))
     return out
+
+
+def kill_worker_0(r, started):
+    """SIGKILL worker 0 once its start number `started` is logged."""
+    r.wait_log(r"worker 0 started, pid (\d+)", count=started)
+    os.kill(int(re.findall(r"worker 0 started, pid (\d+)", r.log())[-1]), signal.SIGKILL)
 
 
 def test_1_stable_runs_reset_the_count(run):
@@ -88,9 +94,7 @@ def test_5_deaths_from_outside_never_give_up(run):
     # Killed with SIGKILL while young, over and over: counted for the delay, never for giving up.
     r = run(["--give-up", "2"], "exec sleep 1000")
     for i in range(4):
-        r.wait_log(r"worker 0 started, pid (\d+)", count=i + 1)
-        pid = int(re.findall(r"worker 0 started, pid (\d+)", r.log())[-1])
-        os.kill(pid, signal.SIGKILL)
+        kill_worker_0(r, started=i + 1)
         r.wait_log(r"killed by signal KILL", count=i + 1)
     r.wait_log(r"worker 0 started", count=5)
     assert r.proc.poll() is None, r.log()
@@ -102,9 +106,7 @@ def test_1_outside_kills_restart_at_once_within_the_allowance(run):
     # 10 a second per slot restart with no delay at all.
     r = run(["--give-up", "2"], "exec sleep 1000")
     for i in range(6):
-        r.wait_log(r"worker 0 started, pid (\d+)", count=i + 1)
-        pid = int(re.findall(r"worker 0 started, pid (\d+)", r.log())[-1])
-        os.kill(pid, signal.SIGKILL)
+        kill_worker_0(r, started=i + 1)
     r.wait_log(r"worker 0 started", count=7)
     assert "restarting in" not in r.log(), r.log()
 
@@ -184,7 +186,7 @@ def test_crash_loop_then_fixed(bindonce, tmp_path):
         # the connection that waited in the queue all along.
         fixed.touch()
         queued.settimeout(15)
-        answer = queued.makefile("rb").read()
+        answer = read_to_eof(queued)
         assert answer.startswith(b"HTTP/1.1 200 OK") and b"hello from worker" in answer, answer
     finally:
         queued.close()
