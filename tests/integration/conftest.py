@@ -130,6 +130,11 @@ def proc_children(pid):
     return kids
 
 
+def zombie_children(pid):
+    """Children of pid that have died and are not reaped yet."""
+    return [k for k in proc_children(pid) if (proc_stat(k) or ("?",))[0] == "Z"]
+
+
 def proc_fds(pid):
     """{fd: (target, flags)} of a process (flags from fdinfo, as an int)."""
     out = {}

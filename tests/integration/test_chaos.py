@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import TESTWORKER, proc_alive, proc_children, proc_stat, wait_until
+from conftest import TESTWORKER, proc_alive, proc_stat, wait_until, zombie_children
 from loadclient import LoadClient
 
 DELAY_MS = 5
@@ -132,8 +132,7 @@ def test_random_sigkill_one_of_4(supervisor, free_port, interval, duration):
     wait_until(lambda: len(sup.reports()) == len(killed) + 4, 5,
                lambda: "restarts != kills: %d reports for %d kills" % (len(sup.reports()), len(killed)))
     assert sup.log().count("killed by signal KILL") == len(killed)
-    zombies = [k for k in proc_children(sup.pid) if (proc_stat(k) or ("?",))[0] == "Z"]
-    assert not zombies, zombies
+    assert not zombie_children(sup.pid), zombie_children(sup.pid)
     assert "giving up" not in sup.log()
     assert sup.stop() == 0
 

@@ -9,8 +9,7 @@ import os
 import signal
 import time
 
-from conftest import (TESTWORKER, proc_alive, proc_children, proc_fds, proc_stat,
-                      wait_until)
+from conftest import TESTWORKER, proc_alive, proc_children, proc_fds, wait_until, zombie_children
 
 WORKERS = 50
 ROUNDS = 4                   # 4 x 50 = 200 deaths
@@ -19,9 +18,7 @@ O_CLOEXEC = 0o2000000
 
 def bindonce_state(pid):
     fds = proc_fds(pid)
-    kids = proc_children(pid)
-    zombies = [k for k in kids if (proc_stat(k) or ("?",))[0] == "Z"]
-    return fds, kids, zombies
+    return fds, proc_children(pid), zombie_children(pid)
 
 
 def test_200_deaths_no_zombie_no_fd_leak(supervisor, free_port):
