@@ -162,7 +162,7 @@ out:
         return r;
 }
 
-int activation_store(const Listener *l, size_t n) {
+int activation_store(Listener *l, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *msg = NULL;
                 int r;
@@ -175,6 +175,10 @@ int activation_store(const Listener *l, size_t n) {
                 if (r == 0)
                         return log_warning_errno(-ENOTCONN, "--fd-store: not running under systemd "
                                                  "(NOTIFY_SOCKET is unset); sockets not stored"), 0;
+                /* The next bindonce gets this very socket back: its file must stay (a stale
+                 * one is reclaimed at the next bind). Cleared one by one, so that a store
+                 * that fails halfway keeps the files of what systemd already holds. */
+                l[i].unlink_on_close = false;
         }
         return (int) n;
 }

@@ -12,5 +12,6 @@
 int activation_adopt(Listener **ret);
 
 /* Hands the sockets we bound to systemd's fd store (FDSTORE=1), so that they survive our
- * own restart or crash. Returns the number stored, or -errno (logged). */
-int activation_store(const Listener *l, size_t n);
+ * own restart or crash; a stored unix socket's file is then kept at close. Returns the
+ * number stored, or -errno (logged). */
+int activation_store(Listener *l, size_t n);

@@ -274,9 +274,12 @@ static int parse_argv(int argc, char *argv[]) {
                         help();
                         return 0;
                 }
-                if (argc < 3 || argv[2][0] == '-' || !fdname_is_valid(argv[2]) || strchr(argv[2], '/'))
+                if (argc < 3 || argv[2][0] == '-')
                         return log_usage("generate-units needs a NAME first, such as 'bindonce generate-units "
                                          "myapp -l 8080 -- ./myapp'");
+                if (!unit_prefix_is_valid(argv[2]))
+                        return log_usage("generate-units '%s': a unit name takes letters, digits and : _ . - "
+                                         "only (no '@'), up to 247 bytes, such as 'myapp'", argv[2]);
                 arg_generate = argv[2];
                 argc -= 2;
                 argv += 2;
@@ -586,11 +589,12 @@ static int generate_units(const Listener *l, size_t n) {
                 .bindonce_path = self ? self : "/usr/local/bin/bindonce",
                 .instance = arg_name,
                 .control = arg_control && *arg_control ? arg_control : NULL,
+                .no_control = arg_control && !*arg_control,
                 .stop_timeout_sec = (double) arg_stop_timeout / USEC_PER_SEC,
         };
         int r = arg_install ? units_install(&req, arg_unit_dir) : units_print(&req, stdout);
 
-        return r < 0 ? (r == -EACCES || r == -EPERM ? EXIT_NOPERM : EXIT_OSERR) : EXIT_SUCCESS;
+        return r < 0 ? exit_code_for(r) : EXIT_SUCCESS;
 }
 
 static void log_adopted(const Listener *l, size_t n) {
@@ -607,6 +611,7 @@ static void log_adopted(const Listener *l, size_t n) {
 static int run(int argc, char *argv[]) {
         Listener *listeners = NULL, *requested = NULL;
         size_t n_listeners;
+        bool bound_here = false;
         Supervisor *sup = NULL;
         sigset_t mask;
         int r;
@@ -661,21 +666,11 @@ static int run(int argc, char *argv[]) {
                 }
                 listeners = requested;
                 n_listeners = arg_n_listen;
+                bound_here = true;
                 r = open_listeners(listeners, n_listeners);
                 if (r < 0) {
                         free_listeners(listeners, n_listeners);
                         return exit_code_for(r);
-                }
-                const char *fdstore = getenv("FDSTORE");
-                if (arg_fd_store || (fdstore && strcmp(fdstore, "0") != 0)) {
-                        r = activation_store(listeners, n_listeners);
-                        if (r > 0) {
-                                log_info("handed %d sockets to systemd's fd store", r);
-                                /* The next bindonce gets these very sockets back: their files
-                                 * must stay. A stale one is reclaimed at the next bind. */
-                                for (size_t i = 0; i < n_listeners; i++)
-                                        listeners[i].unlink_on_close = false;
-                        }
                 }
         }
 
@@ -703,6 +698,14 @@ static int run(int argc, char *argv[]) {
                 close_listeners(listeners, n_listeners);
                 free_listeners(listeners, n_listeners);
                 return EXIT_OSERR;
+        }
+
+        /* Sockets we bound go to systemd's fd store only once bindonce is sure to run. */
+        const char *fdstore = getenv("FDSTORE");
+        if (bound_here && (arg_fd_store || (fdstore && strcmp(fdstore, "0") != 0))) {
+                r = activation_store(listeners, n_listeners);
+                if (r > 0)
+                        log_info("handed %d sockets to systemd's fd store", r);
         }
 
         r = supervisor_run(sup);

@@ -56,6 +56,25 @@ static bool unit_char_ok(char c) {
                c == '_' || c == '.' || c == '-';
 }
 
+bool unit_prefix_is_valid(const char *name) {
+        /* systemd's UNIT_NAME_MAX is 256 with the NUL; ".service" is the longest suffix. */
+        if (!*name || *name == '.' || strlen(name) + strlen(".service") > 255)
+                return false;
+        for (const char *c = name; *c; c++)
+                if (!unit_char_ok(*c) && *c != ':')
+                        return false;
+        return true;
+}
+
+/* A free-text value: systemd expands %-specifiers in Description= and FileDescriptorName=. */
+static void put_value(FILE *f, const char *s) {
+        for (; *s; s++) {
+                if (*s == '%')
+                        fputc('%', f);
+                fputc(*s, f);
+        }
+}
+
 /* systemd-escape's rule for the free part of a unit name. */
 static char *unit_escape(const char *s) {
         char *out = malloc(4 * strlen(s) + 1), *p = out;
@@ -125,7 +144,9 @@ static const char *listen_directive(int type) {
 static void print_socket_unit(const UnitsRequest *req, const SocketUnit *u, FILE *f) {
         char buf[ADDRESS_FORMAT_MAX];
 
-        fprintf(f, "[Unit]\nDescription=%s sockets (%s), run under bindonce\n\n[Socket]\n", req->name, u->fdname);
+        fprintf(f, "[Unit]\nDescription=%s sockets (", req->name);
+        put_value(f, u->fdname);
+        fprintf(f, "), run under bindonce\n\n[Socket]\n");
         for (size_t i = 0; i < req->n_listeners; i++) {
                 const Listener *l = &req->listeners[i];
                 if (strcmp(l->name, u->fdname) != 0)
@@ -136,7 +157,9 @@ static void print_socket_unit(const UnitsRequest *req, const SocketUnit *u, FILE
                 else
                         fprintf(f, "%s=%s\n", listen_directive(l->address.type), address_format(&l->address, buf));
         }
-        fprintf(f, "FileDescriptorName=%s\nService=%s.service\n", u->fdname, req->name);
+        fprintf(f, "FileDescriptorName=");
+        put_value(f, u->fdname);
+        fprintf(f, "\nService=%s.service\n", req->name);
         if (req->backlog > 0)
                 fprintf(f, "Backlog=%d\n", req->backlog);
         if (req->reuse_port)
@@ -179,11 +202,16 @@ static int print_service_unit(const UnitsRequest *req, const SocketUnit *u, size
         fputc('\n', f);
         /* As root (no User= here), the control socket is /run/bindonce/NAME.sock, where
          * `bindonce ctl --name NAME` looks from any root shell too. */
-        fprintf(f, "# A rolling restart, one worker at a time, without closing the sockets; it\n"
-                   "# waits for the outcome, so `systemctl reload` fails when the new workers do not\n"
-                   "# come up.\n"
-                   "ExecReload=%s ctl %s %s reload\n",
-                self, req->control ? "--control" : "--name", quoted_control);
+        if (req->no_control)
+                fprintf(f, "# A rolling restart, one worker at a time, without closing the sockets\n"
+                           "# (with --control none, no `bindonce ctl reload` to wait for its outcome).\n"
+                           "ExecReload=/bin/kill -HUP $MAINPID\n");
+        else
+                fprintf(f, "# A rolling restart, one worker at a time, without closing the sockets; it\n"
+                           "# waits for the outcome, so `systemctl reload` fails when the new workers do not\n"
+                           "# come up.\n"
+                           "ExecReload=%s ctl %s %s reload\n",
+                        self, req->control ? "--control" : "--name", quoted_control);
         fprintf(f, ""
                    "# SIGTERM to bindonce alone, which stops its workers in order; SIGKILL to\n"
                    "# whatever is left only at the end.\n"
@@ -210,7 +238,11 @@ int units_print(const UnitsRequest *req, FILE *f) {
         fprintf(f, "# %s.service\n", req->name);
         r = print_service_unit(req, u, n, f);
         socket_units_free(u, n);
-        return r < 0 ? log_error_errno(r, "Out of memory") : 0;
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+        if (fflush(f) != 0 || ferror(f))
+                return log_error_errno(errno > 0 ? -errno : -EIO, "Cannot write the units: %m");
+        return 0;
 }
 
 /* Writes path atomically: a temporary file renamed over it. */

@@ -19,6 +19,7 @@ typedef struct UnitsRequest {
         const char *bindonce_path;      /* absolute */
         const char *instance;           /* bindonce's --name */
         const char *control;            /* its --control, or NULL for the default path */
+        bool no_control;                /* --control none: reload with SIGHUP instead */
         double stop_timeout_sec;
 } UnitsRequest;
 
@@ -27,6 +28,9 @@ int units_print(const UnitsRequest *req, FILE *f);
 
 /* Writes the units into dir, all or nothing, and says what to run next. Returns -errno, logged. */
 int units_install(const UnitsRequest *req, const char *dir);
+
+/* NAME of NAME.service: what systemd accepts before the suffix, no template '@'. */
+bool unit_prefix_is_valid(const char *name);
 
 /* A unit file word: quoted and escaped as systemd's ExecStart= parser expects. */
 char *unit_quote(const char *arg);
