@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "listener.h"
 #include "ctl.h"
 #include "log.h"
 #include "util.h"
@@ -105,9 +106,15 @@ int ctl_main(int argc, char *argv[]) {
 
         opterr = 0;
         optind = 1;
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, "+:h", options, NULL)) >= 0)
                 switch (c) {
                 case 'n':
+                        /* It names a file in the control directory: nothing that leaves it. */
+                        if (!fdname_is_valid(optarg) || strchr(optarg, '/')) {
+                                log_usage("ctl --name '%s': must be 1 to 255 printable characters without ':' or '/'",
+                                          optarg);
+                                return EXIT_USAGE;
+                        }
                         name = optarg;
                         break;
                 case 'c':
@@ -119,8 +126,11 @@ int ctl_main(int argc, char *argv[]) {
                 case 'h':
                         ctl_help();
                         return CTL_OK;
+                case ':':
+                        log_usage("ctl: option '%s' needs a value; see 'bindonce ctl --help'", argv[optind - 1]);
+                        return EXIT_USAGE;
                 default:
-                        log_usage("ctl: unknown option '%s'; see 'bindonce ctl --help'", argv[optind - 1]);
+                        log_bad_option(argv[optind - 1], optopt, "bindonce ctl --help");
                         return EXIT_USAGE;
                 }
         if (optind >= argc) {

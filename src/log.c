@@ -80,6 +80,17 @@ int log_full_errno(int level, int error, const char *format, ...) {
         return -error;
 }
 
+int log_bad_option(const char *arg, int opt, const char *help) {
+        if (strncmp(arg, "--", 2) == 0) {
+                const char *eq = strchr(arg, '=');
+                /* optopt is the option's val when it matched but has no argument to take. */
+                if (eq && opt)
+                        return log_usage("option '%.*s' takes no value; see '%s'", (int) (eq - arg), arg, help);
+                return log_usage("unknown option '%s'; see '%s'", arg, help);
+        }
+        return log_usage("unknown option '-%c'; see '%s'", opt, help);
+}
+
 int log_usage(const char *format, ...) {
         int saved = errno;
         char *msg = NULL;

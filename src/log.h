@@ -15,6 +15,11 @@ int log_full_errno(int level, int error, const char *format, ...) __attribute__(
 /* A usage error: one line, no timestamp, "bindonce: ...". Returns -EINVAL. */
 int log_usage(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
+/* getopt_long()'s '?' as one usage line naming what was wrong: an unknown option, or a
+ * value given to one that takes none ("--opt=VALUE"). arg is argv[optind - 1], opt is
+ * optopt, help what to run for help. Returns -EINVAL. */
+int log_bad_option(const char *arg, int opt, const char *help);
+
 #define log_error_errno(error, ...) log_full_errno(LOG_ERR, (error), __VA_ARGS__)
 #define log_warning_errno(error, ...) log_full_errno(LOG_WARNING, (error), __VA_ARGS__)
 #define log_error(...) ((void) log_full_errno(LOG_ERR, 0, __VA_ARGS__))

@@ -432,9 +432,7 @@ static int parse_argv(int argc, char *argv[]) {
                 case ':':
                         return log_usage("option '%s' needs a value; see 'bindonce --help'", argv[optind - 1]);
                 default:
-                        if (optopt)
-                                return log_usage("unknown option '-%c'; see 'bindonce --help'", optopt);
-                        return log_usage("unknown option '%s'; see 'bindonce --help'", argv[optind - 1]);
+                        return log_bad_option(argv[optind - 1], optopt, "bindonce --help");
                 }
                 if (r < 0)
                         return r == -ENOMEM ? log_error_errno(r, "Out of memory") : r;

@@ -29,6 +29,8 @@ CASES = [
     ("seqpacket-inet", ["--listen-seqpacket", "127.0.0.1:{port}"], 64,
      "--listen-seqpacket '127.0.0.1:"),
     ("unknown-option", ["--bogus-option", "-l", "{port}"], 64, "--bogus-option"),
+    ("flag-with-value", ["--reuse-port=1", "-l", "{port}"], 64, "'--reuse-port' takes no value"),
+    ("short-flag-with-value", ["--datagram=x", "-l", "{port}"], 64, "'--datagram' takes no value"),
     ("workers-0", ["-w", "0", "-l", "{port}"], 64, "'0'"),
     ("workers-neg", ["-w", "-3", "-l", "{port}"], 64, "-3"),
     ("workers-1e9", ["-w", "1e9", "-l", "{port}"], 64, "1e9"),

@@ -166,10 +166,14 @@ def test_ctl_exit_codes_without_a_server():
         os.rmdir(d)
 
     # Usage: 64, one line on stderr, whatever the path.
-    for args in ([], ["--control", missing], ["--bogus", "status"], ["--control"]):
+    for args, names in (([], "no command"), (["--control", missing], "no command"), (["--bogus", "status"], "'--bogus'"),
+                        (["--control"], "'--control' needs a value"), (["--name"], "'--name' needs a value"),
+                        (["--json=1", "status"], "'--json' takes no value"),
+                        (["--name", "../x", "status"], "--name '../x'")):
         r = run_ctl(*args)
         assert r.returncode == 64, (args, r.returncode, r.stderr)
         assert r.stderr.strip() and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert names in r.stderr, (args, r.stderr)
     r = run_ctl("--help")
     assert r.returncode == 0 and "Usage: bindonce ctl" in r.stdout
 
