@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "util.h"
 #include "supervisor.h"
 
 /* systemd takes datagrams of up to PIPE_BUF for sd_notify(); anything longer is not ours. */
@@ -55,11 +56,16 @@ static void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t 
                 } else if (field(p, n, "STATUS=", &v, &vn)) {
                         char status[256];
 
+                        /* Cut long text at a character boundary; ignore text that is not
+                         * UTF-8, as systemd does: it is shown by ctl status, in JSON too. */
                         if (vn >= sizeof status)
-                                vn = sizeof status - 1;
-                        memcpy(status, v, vn);
-                        status[vn] = '\0';
-                        worker_set_status(w, status);
+                                for (vn = sizeof status - 1; vn > 0 && ((unsigned char) v[vn] & 0xc0) == 0x80; vn--)
+                                        ;
+                        if (utf8_valid((const unsigned char *) v, vn)) {
+                                memcpy(status, v, vn);
+                                status[vn] = '\0';
+                                worker_set_status(w, status);
+                        }
                 } else if (field(p, n, "STOPPING=", &v, &vn)) {
                         if (vn == 1 && v[0] == '1')
                                 log_info("worker %u (pid %d) is stopping", w->index, (int) w->pid);
