@@ -405,12 +405,24 @@ static int parse_argv(int argc, char *argv[]) {
                                 return log_usage("--balance '%s': must be shared or reuseport", optarg);
                         r = 0;
                         break;
-                case ARG_CONTROL:
-                        if (strcmp(optarg, "none") != 0 && optarg[0] != '/')
+                case ARG_CONTROL: {
+                        SocketAddress a;
+                        const char *why;
+
+                        if (strcmp(optarg, "none") == 0) {
+                                arg_control = "";
+                                r = 0;
+                                break;
+                        }
+                        if (optarg[0] != '/')
                                 return log_usage("--control '%s': must be an absolute path, or 'none'", optarg);
-                        arg_control = strcmp(optarg, "none") == 0 ? "" : optarg;
+                        /* Checked now, not after every -l is bound. */
+                        if (address_parse(optarg, SOCK_STREAM, &a, &why) < 0)
+                                return log_usage("--control '%s': %s", optarg, why);
+                        arg_control = optarg;
                         r = 0;
                         break;
+                }
                 case ARG_INSTALL:
                 case ARG_UNIT_DIR:
                         if (!arg_generate)

@@ -29,6 +29,8 @@ CASES = [
     ("seqpacket-inet", ["--listen-seqpacket", "127.0.0.1:{port}"], 64,
      "--listen-seqpacket '127.0.0.1:"),
     ("unknown-option", ["--bogus-option", "-l", "{port}"], 64, "--bogus-option"),
+    ("control-path-too-long", ["--control", "/" + "x" * 120, "-l", "127.0.0.1:{port}"], 64,
+     "longer than 107 bytes"),
     ("flag-with-value", ["--reuse-port=1", "-l", "{port}"], 64, "'--reuse-port' takes no value"),
     ("short-flag-with-value", ["--datagram=x", "-l", "{port}"], 64, "'--datagram' takes no value"),
     ("workers-0", ["-w", "0", "-l", "{port}"], 64, "'0'"),
