@@ -62,7 +62,9 @@ static int adopt_one(int fd, Listener *l) {
         if (getsockname(fd, &l->address.sa, &l->address.size) < 0)
                 l->address.size = 0;
         /* Ours now: close-on-exec like every fd we own, cleared only in a worker. */
-        return fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 ? -errno : 0;
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                return log_error_errno(-errno, "fd %d passed by LISTEN_FDS: cannot make it close-on-exec: %m", fd);
+        return 0;
 }
 
 int activation_adopt(Listener **ret) {

@@ -292,8 +292,6 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
         if (strcmp(cmd, "reload") == 0) {
                 if (argc != 1)
                         return reply("ERROR usage: reload\n");
-                if (!client)
-                        return reply("ERROR reload needs a connection to answer on\n");
                 ReloadWaiter waiter = { client_reload_done, client };
                 /* Set first: workers ready at exec may finish the roll before this returns. */
                 client->waiting = true;

@@ -192,8 +192,10 @@ int ctl_main(int argc, char *argv[]) {
         for (;;) {
                 if (size - len < 4096) {
                         char *a = realloc(answer, size + 65536);
-                        if (!a)
+                        if (!a) {
+                                log_usage("ctl: out of memory reading the answer from %s", path);
                                 return EXIT_OSERR;
+                        }
                         answer = a;
                         size += 65536;
                 }
