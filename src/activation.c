@@ -15,20 +15,6 @@
 #include "spawn.h"
 #include "util.h"
 
-static int parse_decimal(const char *s, long max, long *ret) {
-        long v = 0;
-
-        if (!s || !*s)
-                return -EINVAL;
-        for (; *s; s++) {
-                if (*s < '0' || *s > '9' || v > (max - (*s - '0')) / 10)
-                        return -EINVAL;
-                v = v * 10 + (*s - '0');
-        }
-        *ret = v;
-        return 0;
-}
-
 static void unset_activation_env(void) {
         (void) unsetenv("LISTEN_PID");
         (void) unsetenv("LISTEN_FDS");
@@ -72,6 +58,7 @@ int activation_adopt(Listener **ret) {
         const char *names_s = getenv("LISTEN_FDNAMES");
         _cleanup_free_ char *names = NULL;
         Listener *l = NULL;
+        unsigned long v;
         long pid, n = 0;
         int r;
 
@@ -81,11 +68,12 @@ int activation_adopt(Listener **ret) {
                 r = 0;
                 goto out;
         }
-        if (parse_decimal(pid_s, INT_MAX, &pid) < 0 || pid == 0) {
+        if (parse_uint(pid_s, 1, INT_MAX, &v) < 0) {
                 r = (log_usage("LISTEN_PID='%s' is not a process id; the activation environment is broken "
                               "(exit %d)", pid_s, EXIT_CONFIG), -EBADMSG);
                 goto out;
         }
+        pid = (long) v;
         if (pid != getpid()) {
                 /* Meant for another process (our parent, typically): not for us, as in sd_listen_fds(). */
                 log_warning("LISTEN_PID=%ld is not our pid %d; ignoring the activation environment",
@@ -93,11 +81,12 @@ int activation_adopt(Listener **ret) {
                 r = 0;
                 goto out;
         }
-        if (parse_decimal(fds_s, INT_MAX - SD_LISTEN_FDS_START, &n) < 0) {
+        if (!fds_s || parse_uint(fds_s, 0, INT_MAX - SD_LISTEN_FDS_START, &v) < 0) {
                 r = (log_usage("LISTEN_FDS='%s' is not a number of fds; the activation environment is "
                               "broken (exit %d)", fds_s ? fds_s : "", EXIT_CONFIG), -EBADMSG);
                 goto out;
         }
+        n = (long) v;
         if (n == 0) {
                 r = 0;
                 goto out;

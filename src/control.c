@@ -220,24 +220,20 @@ static char *status_text(Supervisor *sup, bool json) {
 /* ---- requests -------------------------------------------------------------------------- */
 
 static int parse_slot(Supervisor *sup, const char *s, int *ret) {
-        char *end;
-        long v;
+        unsigned long v;
 
         if (strcmp(s, "all") == 0) {
                 *ret = -1;
                 return 0;
         }
-        errno = 0;
-        v = strtol(s, &end, 10);
-        if (errno || *end || end == s || v < 0 || v >= (long) sup->target)
+        if (sup->target == 0 || parse_uint(s, 0, sup->target - 1, &v) < 0)
                 return -EINVAL;
         *ret = (int) v;
         return 0;
 }
 
 static int parse_signal(const char *s) {
-        char *end;
-        long v;
+        unsigned long v;
 
         if (strncmp(s, "SIG", 3) == 0)
                 s += 3;
@@ -246,9 +242,7 @@ static int parse_signal(const char *s) {
                 if (n && strcmp(n, s) == 0)
                         return sig;
         }
-        errno = 0;
-        v = strtol(s, &end, 10);
-        if (errno || *end || end == s || v < 1 || v >= NSIG)
+        if (parse_uint(s, 1, NSIG - 1, &v) < 0)
                 return -EINVAL;
         return (int) v;
 }
@@ -312,12 +306,9 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
                 return reply("OK\n");
         }
         if (strcmp(cmd, "scale") == 0) {
-                char *end;
-                long n;
+                unsigned long n;
 
-                errno = 0;
-                n = argc == 2 ? strtol(argv[1], &end, 10) : 0;
-                if (argc != 2 || errno || *end || end == argv[1] || n < 1 || n > WORKERS_MAX)
+                if (argc != 2 || parse_uint(argv[1], 1, WORKERS_MAX, &n) < 0)
                         return reply("ERROR usage: scale N, with N from 1 to %d\n", WORKERS_MAX);
                 r = supervisor_scale(sup, (unsigned) n);
                 if (r < 0)

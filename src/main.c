@@ -123,25 +123,6 @@ static void help(void) {
                SOMAXCONN);
 }
 
-/* A whole decimal number in [min, max]: no sign, no exponent, no trailing junk. */
-static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret) {
-        unsigned long v = 0;
-
-        if (!*s)
-                return -EINVAL;
-        for (const char *p = s; *p; p++) {
-                if (*p < '0' || *p > '9')
-                        return -EINVAL;
-                if (v > (ULONG_MAX - 9) / 10)
-                        return -ERANGE;
-                v = v * 10 + (unsigned long) (*p - '0');
-        }
-        if (v < min || v > max)
-                return -ERANGE;
-        *ret = v;
-        return 0;
-}
-
 /* Seconds with an optional fraction, "10", "0.5", up to a day. */
 static int parse_seconds(const char *s, usec_t *ret) {
         usec_t usec = 0, scale = USEC_PER_SEC;

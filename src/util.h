@@ -2,6 +2,7 @@
 #pragma once
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,4 +72,23 @@ static inline bool utf8_valid(const unsigned char *s, size_t n) {
                 i += k + 1;
         }
         return true;
+}
+
+/* A whole decimal number in [min, max], digits only (no sign, no space): -EINVAL, -ERANGE. */
+static inline int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret) {
+        unsigned long v = 0;
+
+        if (!*s)
+                return -EINVAL;
+        for (const char *p = s; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                if (v > (ULONG_MAX - 9) / 10)
+                        return -ERANGE;
+                v = v * 10 + (unsigned long) (*p - '0');
+        }
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret = v;
+        return 0;
 }

@@ -295,6 +295,8 @@ BAD_REQUESTS = [
     ("scale-4097", b"scale 4097\n"),
     ("scale-negative", b"scale -1\n"),
     ("scale-garbage", b"scale 2x\n"),
+    ("scale-plus-sign", b"scale +3\n"),
+    ("restart-minus-zero", b"restart -0\n"),
     ("restart-no-such-slot", b"restart 5\n"),
     ("restart-negative", b"restart -1\n"),
     ("signal-bogus", b"signal BOGUS\n"),
