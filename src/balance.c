@@ -22,10 +22,15 @@ int balance_open_sibling(const Listener *l, int backlog) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof sa;
         _cleanup_close_ int fd = -1;
-        int one = 1, zero = 0;
+        int one = 1, v6only = 0;
+        socklen_t v6len = sizeof v6only;
 
         /* The address the listener really has (a bare PORT may have fallen back to IPv4). */
         if (getsockname(l->fd, (struct sockaddr *) &sa, &len) < 0)
+                return -errno;
+        /* The kernel groups SO_REUSEPORT sockets only when their IPV6_V6ONLY agrees: copy it
+         * (a socket from systemd may have BindIPv6Only=ipv6-only). */
+        if (sa.ss_family == AF_INET6 && getsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &v6len) < 0)
                 return -errno;
         fd = socket(sa.ss_family, l->address.type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
@@ -33,7 +38,7 @@ int balance_open_sibling(const Listener *l, int backlog) {
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
                 return -errno;
-        if (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0)
+        if (sa.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) < 0)
                 return -errno;
         if (bind(fd, (struct sockaddr *) &sa, len) < 0)
                 return -errno;

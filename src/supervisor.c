@@ -70,10 +70,11 @@ static unsigned live_workers(const Supervisor *sup) {
         return n;
 }
 
+/* Of the wanted slots: a slot draining after a scale-down is on its way out. */
 static unsigned ready_workers(const Supervisor *sup) {
         unsigned n = 0;
 
-        for (unsigned i = 0; i < sup->n_slots; i++)
+        for (unsigned i = 0; i < sup->target && i < sup->n_slots; i++)
                 n += sup->slots[i]->worker && sup->slots[i]->worker->ready;
         return n;
 }
@@ -439,7 +440,6 @@ static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- slots ---------------------------------------------------------------------------- */
 
-static void slot_schedule_restart(Slot *slot);
 static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
 
 /* The run has lasted STABLE_RUN_USEC: by the restart contract its slot's streak is over
@@ -495,6 +495,13 @@ static void slot_spawn(Slot *slot, bool as_next) {
         Worker *w;
         int r;
 
+        /* Once a stop has begun (a failure below may start one), nothing new is started:
+         * the callers that loop over slots need not check. */
+        if (sup->stopping) {
+                if (!as_next && !slot->worker)
+                        slot->state = SLOT_IDLE;
+                return;
+        }
         r = spawn_worker(&sup->spawn, slot->index, slot->fds ? slot->fds : sup->shared_fds, &res);
         if (r < 0) {
                 log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
@@ -522,7 +529,8 @@ static void slot_spawn(Slot *slot, bool as_next) {
                 r = worker_watch(w);
         }
         if (!w || r < 0) {
-                /* Without a child source we could never reap or restart it: stop everything. */
+                /* Without a child source we could never reap or restart it: stop everything.
+                 * Not yet reaped, so the pid is still this child's to signal. */
                 log_error_errno(w ? r : -ENOMEM, "worker %u: cannot watch pid %d: %m", slot->index, (int) res.pid);
                 (void) kill(-res.pid, SIGKILL);
                 (void) kill(res.pid, SIGKILL);
@@ -855,16 +863,24 @@ static int worker_exit(Worker *w, const siginfo_t *si) {
 static unsigned orphans_sweep(Supervisor *sup, int sig) {
         unsigned workers = live_workers(sup), left = 0;
         pid_t stack_pids[256], *pids = stack_pids;
-        int n = children_list(pids, ELEMENTSOF(stack_pids));
+        size_t room = ELEMENTSOF(stack_pids);
+        int n = children_list(pids, room);
 
         /* The common case costs one read: every child is a worker. */
         if (n <= 0 || (unsigned) n <= workers)
                 return 0;
-        if ((size_t) n > ELEMENTSOF(stack_pids)) {
-                pids = calloc((size_t) n + 64, sizeof *pids);
-                if (!pids)
-                        return 0;
-                n = children_list(pids, (size_t) n + 64);
+        /* children_list() counts them all but fills only `room`: read again until they fit
+         * (more orphans may arrive between two reads). */
+        while (n > 0 && (size_t) n > room) {
+                pid_t *p = realloc(pids == stack_pids ? NULL : pids, ((size_t) n + 64) * sizeof *pids);
+
+                if (!p) {
+                        n = 0;
+                        break;
+                }
+                pids = p;
+                room = (size_t) n + 64;
+                n = children_list(pids, room);
         }
         for (int i = 0; i < n; i++) {
                 siginfo_t si = {};
@@ -872,11 +888,13 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 /* The worker whose exit is being dispatched is sd-event's to reap. */
                 if (pids[i] == sup->dispatching || supervisor_find_worker(sup, pids[i], false))
                         continue;
-                /* Still unreaped, so the pid cannot have been reused: safe to wait and signal. */
-                if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) == 0 && si.si_pid == pids[i]) {
+                if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
+                        continue;       /* no longer our child: not ours to signal */
+                if (si.si_pid == pids[i]) {
                         log_debug("reaped pid %d, left behind by a worker", (int) pids[i]);
                         continue;
                 }
+                /* Our child, alive and unreaped: its pid cannot have been reused. */
                 left++;
                 if (sig)
                         (void) kill(pids[i], sig);
@@ -885,8 +903,6 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 free(pids);
         return left;
 }
-
-static void supervisor_maybe_exit(Supervisor *sup);
 
 static int on_orphan_kill(sd_event_source *s, uint64_t usec, void *userdata) {
         Supervisor *sup = userdata;
@@ -1046,8 +1062,11 @@ int supervisor_scale(Supervisor *sup, unsigned n) {
                 sup->slots = s;
                 for (unsigned i = sup->n_slots; i < n; i++) {
                         r = slot_new(sup, i, &s[i]);
-                        if (r < 0)
+                        if (r < 0) {
+                                /* Nothing half-applied: the slots added so far go again. */
+                                supervisor_trim_slots(sup);
                                 return log_error_errno(r, "Cannot add worker slot %u: %m", i);
+                        }
                         sup->n_slots = i + 1;
                 }
         }
@@ -1290,7 +1309,7 @@ fail:
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        for (unsigned i = 0; i < sup->target && !sup->stopping; i++)
+        for (unsigned i = 0; i < sup->target; i++)
                 slot_spawn(sup->slots[i], false);
 
         r = sd_event_loop(sup->event);
