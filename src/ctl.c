@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "control.h"
 #include "listener.h"
 #include "ctl.h"
@@ -71,16 +72,16 @@ static int find_single(char *path, size_t size) {
 }
 
 static int connect_to(const char *path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        SocketAddress a;
+        const char *why;
         int fd;
 
-        if (strlen(path) >= sizeof sa.sun_path)
-                return -ENAMETOOLONG;
-        strcpy(sa.sun_path, path);
+        if (address_parse(path, SOCK_STREAM, &a, &why) < 0)
+                return -ENAMETOOLONG;   /* an absolute path: too long is all that can be wrong */
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        if (connect(fd, (struct sockaddr *) &sa, sizeof sa) < 0) {
+        if (connect(fd, &a.sa, a.size) < 0) {
                 int r = -errno;
                 (void) close(fd);
                 return r;

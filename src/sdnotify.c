@@ -7,36 +7,28 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "sdnotify.h"
 #include "util.h"
 
 static int notify_fd = -1;
 
 int sdnotify_open(void) {
-        const char *e = getenv("NOTIFY_SOCKET");
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        socklen_t len;
-        size_t n;
+        const char *e = getenv("NOTIFY_SOCKET"), *why;
+        SocketAddress a;
 
         if (!e || !*e)
                 return 0;
         if (notify_fd >= 0)
                 return 1;
-        n = strlen(e);
         /* A path, or '@' for the abstract namespace, as sd_notify() takes them. */
-        if ((e[0] != '/' && e[0] != '@') || n >= sizeof sa.sun_path)
+        if ((e[0] != '/' && e[0] != '@') || address_parse(e, SOCK_DGRAM, &a, &why) < 0)
                 return -EINVAL;
-        memcpy(sa.sun_path, e, n);
-        if (e[0] == '@') {
-                sa.sun_path[0] = '\0';
-                len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n);
-        } else
-                len = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + 1);
 
         notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (notify_fd < 0)
                 return -errno;
-        if (connect(notify_fd, (struct sockaddr *) &sa, len) < 0) {
+        if (connect(notify_fd, &a.sa, a.size) < 0) {
                 int r = -errno;
                 sdnotify_close();
                 return r;

@@ -189,19 +189,28 @@ static void retired_remove(Supervisor *sup, Worker *w) {
                 }
 }
 
-Worker *supervisor_find_worker(Supervisor *sup, pid_t pid, bool group) {
-        pid_t pgid = group ? getpgid(pid) : -1;
-
+static Worker *find_by_pid(Supervisor *sup, pid_t pid) {
         for (unsigned i = 0; i < sup->n_slots; i++) {
                 Worker *c[2] = { sup->slots[i]->worker, sup->slots[i]->next };
                 for (size_t j = 0; j < 2; j++)
-                        if (c[j] && (c[j]->pid == pid || c[j]->pid == pgid))
+                        if (c[j] && c[j]->pid == pid)
                                 return c[j];
         }
         for (Worker *w = sup->retired; w; w = w->next_retired)
-                if (w->pid == pid || w->pid == pgid)
+                if (w->pid == pid)
                         return w;
         return NULL;
+}
+
+Worker *supervisor_find_worker(Supervisor *sup, pid_t pid, bool group) {
+        Worker *w = find_by_pid(sup, pid);
+        pid_t pgid;
+
+        /* A worker's own pid is the common case (every watchdog ping): getpgid() only for
+         * a helper process, whose group id is its worker's pid. */
+        if (!w && group && (pgid = getpgid(pid)) > 0)
+                w = find_by_pid(sup, pgid);
+        return w;
 }
 
 /* ---- reload: the rolling restart ------------------------------------------------------ */
@@ -504,10 +513,14 @@ static void slot_spawn(Slot *slot, bool as_next) {
         }
         r = spawn_worker(&sup->spawn, slot->index, slot->fds ? slot->fds : sup->shared_fds, &res);
         if (r < 0) {
-                log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
-                if (as_next)
-                        roll_fail(sup, "cannot fork a new worker");
-                else {
+                if (as_next) {
+                        char reason[96];
+
+                        /* Said once, by the reload's failure line. */
+                        snprintf(reason, sizeof reason, "worker %u: cannot fork: %s", slot->index, strerror(-r));
+                        roll_fail(sup, reason);
+                } else {
+                        log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
                         slot->failures++;
                         slot_schedule_restart(slot);
                 }
@@ -772,8 +785,10 @@ static int worker_exit(Worker *w, const siginfo_t *si) {
          * wanted again since): a restart, not the worker's own exit, whatever --restart says. */
         bool restart_requested = w->stopping && !w->failed;
 
-        log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
-                                 (si->si_code == CLD_EXITED && si->si_status == 0));
+        /* A replacement dying during a reload is told once, by the reload's failure line. */
+        if (!(slot && slot->next == w && sup->roll.active))
+                log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
+                                         (si->si_code == CLD_EXITED && si->si_status == 0));
 
         /* Whatever is left of its process group would keep serving our sockets behind our
          * back. The pid is still a zombie of ours here, so the group id cannot be reused. */
