@@ -79,20 +79,11 @@ static void json_string(FILE *f, const char *s) {
         fputc('"', f);
 }
 
-/* The accept queue of a listening TCP socket: Linux reports its length and limit in
- * tcpi_unacked and tcpi_sacked while the socket listens. */
 static bool socket_queue(const Listener *l, unsigned *len, unsigned *max) {
-        struct tcp_info ti;
-        socklen_t n = sizeof ti;
-
         if (l->address.type != SOCK_STREAM ||
             (l->address.sa.sa_family != AF_INET && l->address.sa.sa_family != AF_INET6))
                 return false;
-        if (getsockopt(l->fd, IPPROTO_TCP, TCP_INFO, &ti, &n) < 0 || ti.tcpi_state != TCP_LISTEN)
-                return false;
-        *len = ti.tcpi_unacked;
-        *max = ti.tcpi_sacked;
-        return true;
+        return listen_queue(l->fd, len, max);
 }
 
 static double uptime_of(const Worker *w) {
@@ -249,6 +240,11 @@ static int parse_signal(const char *s) {
 
 static void client_reload_done(void *userdata, const char *error);
 
+/* Why the supervisor refused a command, for an ERROR reply. */
+static const char *refusal(int r) {
+        return r == -ESHUTDOWN ? "bindonce is stopping" : strerror(-r);
+}
+
 /* Runs one request line and returns the reply ("OK\n..." or "ERROR ...\n"), or NULL when
  * the reply comes later (reload). */
 static char *control_execute(Supervisor *sup, ControlClient *client, const char *line, size_t len) {
@@ -292,7 +288,7 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
                 r = supervisor_reload(sup, &waiter);
                 if (r < 0) {
                         client->waiting = false;
-                        return reply("ERROR cannot reload: %s\n", r == -ESHUTDOWN ? "bindonce is stopping" : strerror(-r));
+                        return reply("ERROR cannot reload: %s\n", refusal(r));
                 }
                 return NULL;
         }
@@ -302,7 +298,7 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
                         return reply("ERROR usage: restart SLOT|all, with SLOT from 0 to %u\n", sup->target - 1);
                 r = supervisor_restart_slot(sup, slot);
                 if (r < 0)
-                        return reply("ERROR cannot restart: %s\n", r == -ESHUTDOWN ? "bindonce is stopping" : strerror(-r));
+                        return reply("ERROR cannot restart: %s\n", refusal(r));
                 return reply("OK\n");
         }
         if (strcmp(cmd, "scale") == 0) {
@@ -312,7 +308,7 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
                         return reply("ERROR usage: scale N, with N from 1 to %d\n", WORKERS_MAX);
                 r = supervisor_scale(sup, (unsigned) n);
                 if (r < 0)
-                        return reply("ERROR cannot scale: %s\n", r == -ESHUTDOWN ? "bindonce is stopping" : strerror(-r));
+                        return reply("ERROR cannot scale: %s\n", refusal(r));
                 return reply("OK\n");
         }
         if (strcmp(cmd, "signal") == 0) {

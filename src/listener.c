@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -155,6 +156,17 @@ void listener_close(Listener *l) {
         l->unlink_on_close = false;
         closep(&l->fd);
         l->fd = -1;
+}
+
+bool listen_queue(int fd, unsigned *len, unsigned *max) {
+        struct tcp_info ti;
+        socklen_t n = sizeof ti;
+
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) < 0 || ti.tcpi_state != TCP_LISTEN)
+                return false;
+        *len = ti.tcpi_unacked;
+        *max = ti.tcpi_sacked;
+        return true;
 }
 
 bool fdname_is_valid(const char *s) {

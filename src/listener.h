@@ -31,6 +31,10 @@ void listener_close(Listener *l);
 /* systemd's rule for FileDescriptorName=: 1..255 printable ASCII characters, no ':'. */
 bool fdname_is_valid(const char *s);
 
+/* The accept queue of a listening TCP socket: its length and limit (Linux reports them in
+ * tcpi_unacked and tcpi_sacked while a socket listens). False for anything else. */
+bool listen_queue(int fd, unsigned *len, unsigned *max);
+
 /* bind() to a unix socket path, replacing a stale socket file (one nobody accepts on); any
  * other file is left alone: -EEXIST; a live socket: -EADDRINUSE. */
 int bind_unix_path(int fd, const SocketAddress *a);

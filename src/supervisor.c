@@ -239,6 +239,19 @@ static void roll_finish(Supervisor *sup, const char *error) {
         free(waiters);
 }
 
+/* The slot's worker died while its replacement was starting, and the replacement is gone
+ * too: a slot still wanted gets a worker the usual way; one scaled away, or any while
+ * stopping, rests. failed: the replacement died by itself (a failure of the slot). */
+static void slot_lost_worker(Slot *slot, bool failed) {
+        Supervisor *sup = slot->sup;
+
+        if (slot->index < sup->target && !sup->stopping) {
+                slot->failures += failed;
+                slot_schedule_restart(slot);
+        } else
+                slot->state = SLOT_IDLE;
+}
+
 /* Drops the replacements still starting: they are stopped, the old workers stay. */
 static void roll_drop_next(Supervisor *sup) {
         for (unsigned i = 0; i < sup->n_slots; i++) {
@@ -249,13 +262,8 @@ static void roll_drop_next(Supervisor *sup) {
                         continue;
                 slot->next = NULL;
                 worker_retire(next);
-                if (slot->worker)
-                        continue;
-                /* Its old worker died while this one was starting: the slot still needs one. */
-                if (slot->index < sup->target && !sup->stopping)
-                        slot_schedule_restart(slot);
-                else
-                        slot->state = SLOT_IDLE;
+                if (!slot->worker)
+                        slot_lost_worker(slot, false);
         }
 }
 
@@ -754,11 +762,8 @@ static void next_died(Slot *slot, Worker *w, const siginfo_t *si) {
                 snprintf(reason, sizeof reason, "worker %u (pid %d) was killed by signal %s before it was ready",
                          w->index, (int) w->pid, signal_name(si->si_status));
         worker_free(w);
-        if (!slot->worker) {
-                /* Its predecessor died meanwhile: the slot needs a worker the usual way. */
-                slot->failures++;
-                slot_schedule_restart(slot);
-        }
+        if (!slot->worker)
+                slot_lost_worker(slot, true);
         if (sup->roll.active)
                 roll_fail(sup, reason);
 }
@@ -981,17 +986,25 @@ static void slot_stop(Slot *slot) {
                 slot->state = SLOT_IDLE;
 }
 
+/* No more waiting: every process of ours, workers, replacements, retired workers and
+ * what escaped them, gets SIGKILL. */
+static void supervisor_kill_all(Supervisor *sup) {
+        for (unsigned i = 0; i < sup->n_slots; i++) {
+                if (sup->slots[i]->worker)
+                        worker_signal(sup->slots[i]->worker, SIGKILL);
+                if (sup->slots[i]->next)
+                        worker_signal(sup->slots[i]->next, SIGKILL);
+        }
+        for (Worker *w = sup->retired; w; w = w->next_retired)
+                worker_signal(w, SIGKILL);
+        (void) orphans_sweep(sup, SIGKILL);
+        sup->orphan_signal = SIGKILL;
+}
+
 void supervisor_stop(Supervisor *sup, int exit_code) {
         if (sup->stopping) {
-                /* Asked again: no more waiting. */
                 log_warning("stop requested again, sending SIGKILL to %u workers", live_workers(sup));
-                for (unsigned i = 0; i < sup->n_slots; i++)
-                        if (sup->slots[i]->worker)
-                                worker_signal(sup->slots[i]->worker, SIGKILL);
-                for (Worker *w = sup->retired; w; w = w->next_retired)
-                        worker_signal(w, SIGKILL);
-                (void) orphans_sweep(sup, SIGKILL);
-                sup->orphan_signal = SIGKILL;
+                supervisor_kill_all(sup);
                 return;
         }
 
@@ -1015,12 +1028,10 @@ static unsigned slot_queue(const Slot *slot) {
         unsigned total = 0;
 
         for (size_t j = 0; slot->fds && j < sup->n_listeners; j++) {
-                struct tcp_info ti;
-                socklen_t n = sizeof ti;
+                unsigned len, max;
 
-                if (slot->fds[j] != sup->shared_fds[j] &&
-                    getsockopt(slot->fds[j], IPPROTO_TCP, TCP_INFO, &ti, &n) >= 0 && ti.tcpi_state == TCP_LISTEN)
-                        total += ti.tcpi_unacked;
+                if (slot->fds[j] != sup->shared_fds[j] && listen_queue(slot->fds[j], &len, &max))
+                        total += len;
         }
         return total;
 }
@@ -1223,13 +1234,17 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         (void) sd_event_set_watchdog(sup->event, true);
 
         if (sup->notify) {
+                /* Without that socket there is nowhere to send STATUS= updates: no defer
+                 * source that would build lines for nobody. */
                 r = sdnotify_open();
                 if (r < 0)
                         log_warning_errno(r, "Cannot connect to NOTIFY_SOCKET for status updates: %m");
-                r = sd_event_add_defer(sup->event, &sup->status_defer, on_status_defer, sup);
-                if (r < 0)
-                        goto fail;
-                (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_OFF);
+                else {
+                        r = sd_event_add_defer(sup->event, &sup->status_defer, on_status_defer, sup);
+                        if (r < 0)
+                                goto fail;
+                        (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_OFF);
+                }
         }
 
         for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
@@ -1330,14 +1345,7 @@ int supervisor_run(Supervisor *sup) {
         r = sd_event_loop(sup->event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed: %m; killing the workers");
-                for (unsigned i = 0; i < sup->n_slots; i++) {
-                        if (sup->slots[i]->worker)
-                                worker_signal(sup->slots[i]->worker, SIGKILL);
-                        if (sup->slots[i]->next)
-                                worker_signal(sup->slots[i]->next, SIGKILL);
-                }
-                for (Worker *w = sup->retired; w; w = w->next_retired)
-                        worker_signal(w, SIGKILL);
+                supervisor_kill_all(sup);
                 return EXIT_OSERR;
         }
         return r;
