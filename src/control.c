@@ -38,12 +38,9 @@ struct ControlClient {
 
 struct ControlServer {
         Supervisor *sup;
-        int fd;
+        Listener listener;              /* a unix socket file, removed at the end if still ours */
         sd_event_source *io;
         sd_event_source *resume;        /* accepting paused on EMFILE */
-        SocketAddress address;
-        dev_t dev;
-        ino_t ino;
         ControlClient *clients;
         unsigned n_clients;
 };
@@ -594,29 +591,19 @@ int control_default_path(const char *name, char *path, size_t size, char *dir, s
 
 static int control_bind(ControlServer *s, const char *path) {
         const char *why;
-        struct stat st;
         mode_t old;
         int r;
 
-        if (address_parse(path, SOCK_STREAM, &s->address, &why) < 0 || !address_is_unix_path(&s->address))
+        if (address_parse(path, SOCK_STREAM, &s->listener.address, &why) < 0 ||
+            !address_is_unix_path(&s->listener.address))
                 return -ENAMETOOLONG;
-
-        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (s->fd < 0)
-                return -errno;
         /* Born 0600: no window in which another user could connect. */
         old = umask(0177);
-        r = bind_unix_path(s->fd, &s->address);
+        r = listener_open(&s->listener, SOMAXCONN, false);
         umask(old);
         if (r < 0)
                 return r;
-        if (stat(path, &st) >= 0) {
-                s->dev = st.st_dev;
-                s->ino = st.st_ino;
-        }
-        if (listen(s->fd, SOMAXCONN) < 0)
-                return -errno;
-        return sd_event_add_io(s->sup->event, &s->io, s->fd, EPOLLIN, on_accept, s);
+        return sd_event_add_io(s->sup->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
 }
 
 int control_server_new(ControlServer **ret, Supervisor *sup) {
@@ -648,14 +635,13 @@ int control_server_new(ControlServer **ret, Supervisor *sup) {
         if (!s)
                 return log_error_errno(-ENOMEM, "Out of memory");
         s->sup = sup;
-        s->fd = -1;
+        s->listener.fd = -1;
         r = control_bind(s, path);
         if (r < 0) {
                 bool explicit = cfg->control_path != NULL;
                 const char *why = r == -EADDRINUSE ? "another bindonce answers there; give this one another --name or --control"
-                                : r == -EEXIST ? "a file that is not a socket is in the way (left untouched)"
                                 : r == -ENAMETOOLONG ? "the path is longer than 107 bytes"
-                                : NULL;
+                                : listener_strerror(&s->listener, r);
 
                 control_server_free(s);
                 if (explicit) {
@@ -676,19 +662,13 @@ int control_server_new(ControlServer **ret, Supervisor *sup) {
 }
 
 ControlServer *control_server_free(ControlServer *s) {
-        struct stat st;
-
         if (!s)
                 return NULL;
         while (s->clients)
                 client_free(s->clients);
         sd_event_source_disable_unref(s->io);
         sd_event_source_disable_unref(s->resume);
-        /* Only our own socket file: another instance may have taken the path since. */
-        if (s->dev && stat(s->address.un.sun_path, &st) >= 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-                (void) unlink(s->address.un.sun_path);
-        if (s->fd >= 0)
-                (void) close(s->fd);
+        listener_close(&s->listener);
         free(s);
         return NULL;
 }
