@@ -272,8 +272,11 @@ def test_watchdog_replaces_a_hung_worker_while_the_others_serve(instances):
         load.wait_ok(30)
     took = t_replaced - t0
     assert period - 0.05 <= took <= period + stop_timeout + 3.0, took
+    # Served meanwhile by the others (slot 1's replacement may answer before the status
+    # poll sees it ready), never by the stopped worker.
     during = [a for a in load.answers if t0 < a[0] and a[4] < t_replaced]
-    assert len(during) >= 10 and {a[2] for a in during} <= {0, 2}, (len(during), {a[2] for a in during})
+    assert len([a for a in during if a[2] in (0, 2)]) >= 10, len(during)
+    assert not [a for a in load.answers if a[0] > t0 and a[1] == before[1]], "the stopped worker answered"
     losses = load.losses()
     assert set(losses) <= {"eof_before_response", "reset_before_response"} and sum(losses.values()) <= 1, losses
     log = inst.log()
