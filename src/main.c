@@ -44,6 +44,7 @@ static size_t arg_n_setenv;
 static RestartPolicy arg_restart = RESTART_ALWAYS;
 static usec_t arg_stop_timeout = 10 * USEC_PER_SEC;
 static unsigned arg_give_up = 5;
+static bool arg_give_up_explicit;
 static const char *arg_name;
 static char **arg_argv;
 static bool arg_fd_store;
@@ -52,6 +53,7 @@ static usec_t arg_start_timeout = 60 * USEC_PER_SEC;
 static bool arg_notify_access_all;
 static unsigned arg_max_surge = 1, arg_max_unavailable = 0;
 static usec_t arg_watchdog;
+static usec_t arg_min_ready = USEC_INFINITY;     /* unset: 1 s with --ready exec, 0 with notify */
 static const char *arg_control;
 static Balance arg_balance = BALANCE_SHARED;
 /* generate-units */
@@ -109,6 +111,8 @@ static void help(void) {
                "     --max-surge N            Extra workers during a reload (default: 1)\n"
                "     --max-unavailable N      Workers that may be down during a reload (default: 0)\n"
                "     --watchdog SEC           Workers must send WATCHDOG=1 this often (default: 0, off)\n"
+               "     --min-ready SEC          A reload's new worker must stay up this long once ready\n"
+               "                              (default: 1 with --ready exec, 0 with notify)\n"
                "     --control PATH           Control socket (default: /run/bindonce/NAME.sock as root,\n"
                "                              else $XDG_RUNTIME_DIR/bindonce/NAME.sock); 'none': off\n"
                "\n"
@@ -211,6 +215,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_MAX_SURGE,
                 ARG_MAX_UNAVAILABLE,
                 ARG_WATCHDOG,
+                ARG_MIN_READY,
                 ARG_CONTROL,
                 ARG_BALANCE,
                 ARG_INSTALL,
@@ -239,6 +244,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "max-surge",        required_argument, NULL, ARG_MAX_SURGE        },
                 { "max-unavailable",  required_argument, NULL, ARG_MAX_UNAVAILABLE  },
                 { "watchdog",         required_argument, NULL, ARG_WATCHDOG         },
+                { "min-ready",        required_argument, NULL, ARG_MIN_READY        },
                 { "control",          required_argument, NULL, ARG_CONTROL          },
                 { "balance",          required_argument, NULL, ARG_BALANCE          },
                 { "install",          no_argument,       NULL, ARG_INSTALL          },
@@ -329,6 +335,7 @@ static int parse_argv(int argc, char *argv[]) {
                         if (parse_uint(optarg, 0, 1000000, &v) < 0)
                                 return log_usage("--give-up '%s': must be a whole number from 0 (never) to 1000000", optarg);
                         arg_give_up = (unsigned) v;
+                        arg_give_up_explicit = true;
                         r = 0;
                         break;
                 case ARG_NAME:
@@ -375,6 +382,11 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_WATCHDOG:
                         if (parse_seconds(optarg, &arg_watchdog) < 0)
                                 return log_usage("--watchdog '%s': must be seconds from 0 (off) to 86400", optarg);
+                        r = 0;
+                        break;
+                case ARG_MIN_READY:
+                        if (parse_seconds(optarg, &arg_min_ready) < 0)
+                                return log_usage("--min-ready '%s': must be seconds from 0 to 86400, such as 1 or 0.5", optarg);
                         r = 0;
                         break;
                 case ARG_BALANCE:
@@ -672,6 +684,7 @@ static int run(int argc, char *argv[]) {
                 .restart = arg_restart,
                 .stop_timeout = arg_stop_timeout,
                 .give_up = arg_give_up,
+                .give_up_explicit = arg_give_up_explicit,
                 .setenv = arg_setenv,
                 .n_setenv = arg_n_setenv,
                 .ready = arg_ready,
@@ -680,6 +693,8 @@ static int run(int argc, char *argv[]) {
                 .max_surge = arg_max_surge,
                 .max_unavailable = arg_max_unavailable,
                 .watchdog = arg_watchdog,
+                .min_ready = arg_min_ready != USEC_INFINITY ? arg_min_ready :
+                             arg_ready == READY_EXEC ? USEC_PER_SEC : 0,
                 .control_path = arg_control,
                 .balance = arg_balance,
                 .backlog = arg_backlog,

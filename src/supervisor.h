@@ -101,6 +101,7 @@ typedef struct SupervisorConfig {
         RestartPolicy restart;
         usec_t stop_timeout;
         unsigned give_up;               /* 0: never */
+        bool give_up_explicit;          /* --give-up was given */
         char **setenv;
         size_t n_setenv;
         ReadyMode ready;
@@ -108,6 +109,7 @@ typedef struct SupervisorConfig {
         bool notify_access_all;
         unsigned max_surge, max_unavailable;
         usec_t watchdog;                /* 0: off */
+        usec_t min_ready;               /* --min-ready: a replacement must stay up this long */
         const char *control_path;       /* NULL: the default, "": none */
         Balance balance;
         int backlog;                    /* for the sockets of new slots */

@@ -39,6 +39,7 @@ static inline void freep(void *p) {
 typedef uint64_t usec_t;
 #define USEC_PER_MSEC ((usec_t) 1000)
 #define USEC_PER_SEC ((usec_t) 1000000)
+#define USEC_INFINITY ((usec_t) UINT64_MAX)
 
 /* sysexits(3), the documented exit codes of bindonce(1). */
 enum {
