@@ -113,10 +113,14 @@ soak: all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	$(PYTHON) tests/bench/soak.py $(if $(SOAK_MINUTES),--minutes $(SOAK_MINUTES))
 
+# bash-completion loads completions/bindonce from every share/ of XDG_DATA_DIRS, which
+# holds /usr/local/share and /usr/share by default.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 install: $(BUILD)/bindonce $(BUILD)/httpd
 	install -D -m 0755 $(BUILD)/bindonce $(DESTDIR)$(BINDIR)/bindonce
 	install -D -m 0755 $(BUILD)/httpd $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
 	install -D -m 0644 docs/bindonce.1 $(DESTDIR)$(MANDIR)/man1/bindonce.1
+	install -D -m 0644 completion/bindonce.bash $(DESTDIR)$(BASHCOMPDIR)/bindonce
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
 	for u in $(UNITS); do \
 		sed -e 's|/usr/local/bin/bindonce|$(BINDIR)/bindonce|g' \
@@ -137,6 +141,7 @@ install: $(BUILD)/bindonce $(BUILD)/httpd
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bindonce $(DESTDIR)$(MANDIR)/man1/bindonce.1
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/bindonce
 	rm -f $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
 	-rmdir $(DESTDIR)$(LIBDIR)/bindonce 2>/dev/null
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
