@@ -101,7 +101,9 @@ demo: deps
 	$(MAKE) $(BUILD)/bindonce $(BUILD)/httpd
 	docs/examples/demo.sh $(BUILD)/bindonce $(BUILD)/httpd
 
-# Benchmarks: medians and ratios, written to docs/PERFORMANCE.md; never a pass/fail test.
+# Benchmarks: medians and ratios, written to docs/PERFORMANCE.md, and the pictures beside
+# it (docs/*.svg, drawn with matplotlib); never a pass/fail test.
+bench: DEPS += python3-matplotlib
 bench: deps all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
