@@ -840,7 +840,9 @@ static int on_followup(sd_event_source *s, void *userdata) {
                 /* Dropped when systemd's queue is full: the next update says it all anyway. */
                 (void) sdnotify_send_nowait(status);
         }
-        supervisor_maybe_exit(sup);
+        /* Every slot can rest only when stopping, or when --restart lets workers end. */
+        if (sup->stopping || sup->config.restart != RESTART_ALWAYS)
+                supervisor_maybe_exit(sup);
         return 0;
 }
 
