@@ -7,14 +7,16 @@ behaviour with a "gN:" line (lifecycle_worker.py reads $BINDONCE_GENERATION), so
 of the old generation started again after the failure behaves as the old one did.
 """
 
+import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
-from lifecycle_support import Load, alive, instances, monotonic, wait_until  # noqa: F401 (fixture)
+from lifecycle_support import BINDONCE, Load, alive, instances, monotonic, wait_until  # noqa: F401 (fixture)
 
 
 def assert_no_losses(load):
@@ -206,3 +208,24 @@ def test_a_failed_reload_never_counts_toward_giving_up(instances):
     st = inst.wait_settled(2)
     assert inst.pids(st) == before
     assert inst.proc.poll() is None and "giving up" not in inst.log()
+
+
+def test_adopted_sockets_keep_the_default_give_up(tmp_path):
+    # Under a socket unit the sockets outlive bindonce: the default --give-up 5 applies.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    fd = s.fileno()
+    err = open(tmp_path / "stderr", "w+")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "FDSTORE"))}
+    cmd = "exec 3<&%d %d<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\"" % (fd, fd)
+    p = subprocess.Popen(["bash", "-c", cmd, "bash", BINDONCE, "--control", "none", "-w", "2", "--", "sh", "-c", "exit 3"],
+                         stderr=err, env=clean, pass_fds=(fd,))
+    try:
+        assert p.wait(timeout=20) == 69, (tmp_path / "stderr").read_text()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        s.close()
+    assert "giving up: every worker failed 5 times" in (tmp_path / "stderr").read_text()
