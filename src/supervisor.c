@@ -79,6 +79,32 @@ static void supervisor_check_ready(Supervisor *sup) {
 
 static void supervisor_maybe_exit(Supervisor *sup);
 
+static void mark_fresh(Supervisor *sup, Slot *slot) {
+        slot->fresh = true;
+        if (slot->index < sup->fresh_from)
+                sup->fresh_from = slot->index;
+}
+
+/* Starts up to FRESH_PER_TURN fresh slots; the next turn does the next ones. */
+static void start_fresh(Supervisor *sup) {
+        unsigned started = 0;
+
+        while (sup->fresh_from < sup->target && !sup->stopping) {
+                Slot *slot = sup->slots[sup->fresh_from];
+
+                if (slot->fresh) {
+                        if (started++ == FRESH_PER_TURN) {
+                                supervisor_wake(sup);
+                                return;
+                        }
+                        slot->fresh = false;
+                        if (slot->state == SLOT_IDLE)
+                                slot_dispatch(sup, slot, SLOT_EV_START, NULL);
+                }
+                sup->fresh_from++;
+        }
+}
+
 static int on_followup(sd_event_source *s, void *userdata) {
         Supervisor *sup = userdata;
         char status[ADDRESS_FORMAT_MAX + 160];
@@ -95,6 +121,7 @@ static int on_followup(sd_event_source *s, void *userdata) {
 
                 roll_fail(sup, reason);
         }
+        start_fresh(sup);
         supervisor_trim_slots(sup);
         supervisor_steer(sup);
         roll_drive(sup);
@@ -286,8 +313,10 @@ static int supervisor_scale(Supervisor *sup, unsigned n) {
         for (unsigned i = sup->n_slots; i-- > n;)
                 slot_dispatch(sup, sup->slots[i], SLOT_EV_DRAIN, NULL);
         for (unsigned i = 0; i < n; i++)
-                if (sup->slots[i]->state == SLOT_DRAINING || sup->slots[i]->state == SLOT_IDLE)
+                if (sup->slots[i]->state == SLOT_DRAINING)
                         slot_dispatch(sup, sup->slots[i], SLOT_EV_START, NULL);
+                else if (sup->slots[i]->state == SLOT_IDLE)
+                        mark_fresh(sup, sup->slots[i]);
         supervisor_wake(sup);
         return 0;
 }
@@ -626,9 +655,8 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        for (unsigned i = 0; i < sup->target; i++)
-                slot_dispatch(sup, sup->slots[i], SLOT_EV_START, NULL);
-
+        /* The slots are fresh: the follow-ups start them. */
+        supervisor_wake(sup);
         r = sd_event_loop(sup->event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed: %m; killing the workers");
