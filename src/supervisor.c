@@ -83,10 +83,13 @@ static void mark_fresh(Supervisor *sup, Slot *slot) {
         slot->fresh = true;
         if (slot->index < sup->fresh_from)
                 sup->fresh_from = slot->index;
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
 }
 
-/* Starts up to FRESH_PER_TURN fresh slots; the next turn does the next ones. */
-static void start_fresh(Supervisor *sup) {
+/* Starts up to FRESH_PER_TURN fresh slots, then yields: the source has the idle priority,
+ * so that the control socket, exits and notifications are served between two batches. */
+static int on_fresh_start(sd_event_source *s, void *userdata) {
+        Supervisor *sup = userdata;
         unsigned started = 0;
 
         while (sup->fresh_from < sup->target && !sup->stopping) {
@@ -94,8 +97,8 @@ static void start_fresh(Supervisor *sup) {
 
                 if (slot->fresh) {
                         if (started++ == FRESH_PER_TURN) {
-                                supervisor_wake(sup);
-                                return;
+                                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                                return 0;
                         }
                         slot->fresh = false;
                         if (slot->state == SLOT_IDLE)
@@ -103,6 +106,7 @@ static void start_fresh(Supervisor *sup) {
                 }
                 sup->fresh_from++;
         }
+        return 0;
 }
 
 static int on_followup(sd_event_source *s, void *userdata) {
@@ -121,7 +125,6 @@ static int on_followup(sd_event_source *s, void *userdata) {
 
                 roll_fail(sup, reason);
         }
-        start_fresh(sup);
         supervisor_trim_slots(sup);
         supervisor_steer(sup);
         roll_drive(sup);
@@ -542,6 +545,11 @@ static int setup_events(Supervisor *sup) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(sup->followup, SD_EVENT_OFF);
+        r = sd_event_add_defer(sup->event, &sup->fresh_start, on_fresh_start, sup);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_OFF);
+        (void) sd_event_source_set_priority(sup->fresh_start, SD_EVENT_PRIORITY_IDLE);
         if (sup->notify) {
                 r = sdnotify_open();
                 if (r < 0)
@@ -655,8 +663,8 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        /* The slots are fresh: the follow-ups start them. */
-        supervisor_wake(sup);
+        /* The slots are fresh: on_fresh_start() starts them. */
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
         r = sd_event_loop(sup->event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed: %m; killing the workers");
@@ -674,6 +682,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         notify_server_free(sup->notify_server);
         children_list_close();
         sd_event_source_disable_unref(sup->followup);
+        sd_event_source_disable_unref(sup->fresh_start);
         sdnotify_close();
         sd_event_source_disable_unref(sup->orphan_kill);
         for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)
