@@ -685,6 +685,8 @@ static int run(int argc, char *argv[]) {
                 .stop_timeout = arg_stop_timeout,
                 .give_up = arg_give_up,
                 .give_up_explicit = arg_give_up_explicit,
+                /* Adopted from systemd, or in its fd store: the sockets outlive bindonce. */
+                .sockets_kept = !bound_here || arg_fd_store || (getenv("FDSTORE") && strcmp(getenv("FDSTORE"), "0") != 0),
                 .setenv = arg_setenv,
                 .n_setenv = arg_n_setenv,
                 .ready = arg_ready,
