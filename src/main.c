@@ -7,13 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "activation.h"
 #include "ctl.h"
+#include "identity.h"
 #include "address.h"
 #include "listener.h"
 #include "options.h"
+#include "output.h"
 #include "log.h"
 #include "supervisor.h"
 #include "units.h"
@@ -70,18 +73,20 @@ static void close_listeners(Listener *l, size_t n) {
                 listener_close(&l[i]);
 }
 
-static int open_listeners(Listener *l, size_t n) {
+static int open_listeners(Listener *l, size_t n, const ListenerOptions *o) {
         char buf[ADDRESS_FORMAT_MAX];
         int r;
 
         for (size_t i = 0; i < n; i++) {
-                /* reuseport balancing needs the first socket of each group to admit siblings. */
-                r = listener_open(&l[i], (int) arg.backlog, arg.reuse_port || arg.balance == BALANCE_REUSEPORT);
+                r = listener_open_with(&l[i], o);
                 if (r < 0) {
                         const char *why = listener_strerror(&l[i], r);
 
                         close_listeners(l, i);
-                        if (why)
+                        if (r == -ENODEV && o->bind_to_device)
+                                log_error("cannot listen on %s: no network interface '%s' (--bind-to-device); "
+                                          "see 'ip link'", address_format(&l[i].address, buf), o->bind_to_device);
+                        else if (why)
                                 log_error("cannot listen on %s: %s", address_format(&l[i].address, buf), why);
                         else
                                 log_error_errno(r, "cannot listen on %s: %m", address_format(&l[i].address, buf));
@@ -89,6 +94,44 @@ static int open_listeners(Listener *l, size_t n) {
                 }
                 log_info("listening on %s (fd %d, name %s, %s)", address_format(&l[i].address, buf),
                          SD_LISTEN_FDS_START + (int) i, l[i].name, socket_type_name(l[i].address.type));
+        }
+        return 0;
+}
+
+/* The socket options, with --socket-user/--socket-group resolved. */
+static int listener_options(ListenerOptions *o) {
+        gid_t ignored;
+
+        *o = (ListenerOptions) {
+                .backlog = (int) arg.backlog,
+                /* reuseport balancing needs the first socket of each group to admit siblings. */
+                .reuse_port = arg.reuse_port || arg.balance == BALANCE_REUSEPORT,
+                .nonblocking = arg.nonblocking,
+                .ipv6_only = arg.ipv6_only,
+                .freebind = arg.freebind,
+                .bind_to_device = arg.bind_to_device,
+                .mode = arg.socket_mode,
+                .uid = (uid_t) -1,
+                .gid = (gid_t) -1,
+        };
+        if (arg.socket_user && identity_user(arg.socket_user, &o->uid, &ignored) < 0)
+                return log_usage("--socket-user '%s': no such user; give a user name or a numeric uid",
+                                 arg.socket_user), -ESRCH;
+        if (arg.socket_group && identity_group(arg.socket_group, &o->gid) < 0)
+                return log_usage("--socket-group '%s': no such group; give a group name or a numeric gid",
+                                 arg.socket_group), -ESRCH;
+        return 0;
+}
+
+/* --nonblocking for sockets systemd passed: otherwise they stay as the socket unit made
+ * them (NonBlocking=). O_NONBLOCK is a property of the open file description that systemd,
+ * bindonce and every worker share. */
+static int adopted_set_nonblocking(const Listener *l, size_t n) {
+        for (size_t i = 0; arg.nonblocking && i < n; i++) {
+                int flags = fcntl(l[i].fd, F_GETFL);
+
+                if (flags < 0 || fcntl(l[i].fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                        return log_error_errno(-errno, "--nonblocking: cannot set O_NONBLOCK on fd %d: %m", l[i].fd);
         }
         return 0;
 }
@@ -144,11 +187,154 @@ static void log_adopted(const Listener *l, size_t n) {
                          l[i].fd, l[i].name, socket_type_name(l[i].address.type));
 }
 
-static int run(int argc, char *argv[]) {
-        Listener *listeners = NULL, *requested = NULL;
-        size_t n_listeners;
-        bool bound_here = false;
+/* What the workers run with, resolved before anything is bound: bad input leaves nothing. */
+typedef struct Workers {
+        WorkerSetup setup;
+        Identity identity;
+        char **env;             /* USER=, HOME=... of --user, then the -E entries */
+        size_t n_env;
+} Workers;
+
+static void workers_done(Workers *w) {
+        worker_output_free(w->setup.output);
+        identity_done(&w->identity);
+        free(w->env);
+}
+
+/* Returns an exit code, or 0. */
+static int workers_prepare(Workers *w) {
+        struct stat st;
+        int r;
+
+        w->setup = WORKER_SETUP_NULL;
+        r = identity_resolve(arg.user, arg.group, &w->setup, &w->identity);
+        if (r < 0)
+                return r == -ESRCH ? EXIT_CONFIG : EXIT_OSERR;
+        /* Not root: only our own ids, which setuid() would allow anyway, are no error. */
+        if (w->setup.set_ids && geteuid() != 0 &&
+            ((w->setup.uid != (uid_t) -1 && w->setup.uid != geteuid()) || w->setup.gid != getegid())) {
+                log_usage("--user/--group: switching the workers to another user or group needs root "
+                          "(CAP_SETUID, CAP_SETGID)");
+                return EXIT_NOPERM;
+        }
+        if (arg.chdir && (stat(arg.chdir, &st) < 0 || !S_ISDIR(st.st_mode))) {
+                log_usage("--chdir '%s': no such directory", arg.chdir);
+                return EXIT_CONFIG;
+        }
+        w->setup.chdir = arg.chdir;
+        w->setup.set_umask = arg.umask != (mode_t) -1;
+        w->setup.umask = arg.umask;
+
+        /* systemd's order: USER, HOME... first, so that -E may override them. */
+        w->env = calloc(w->identity.n_env + arg.n_setenv + 1, sizeof(char *));
+        if (!w->env)
+                return log_error_errno(-ENOMEM, "Out of memory"), EXIT_OSERR;
+        for (size_t i = 0; i < w->identity.n_env; i++)
+                w->env[w->n_env++] = w->identity.env[i];
+        for (size_t i = 0; i < arg.n_setenv; i++)
+                w->env[w->n_env++] = arg.setenv[i];
+
+        r = worker_output_new(&w->setup.output, arg.name, arg.log_prefix);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up the workers' output: %m"), EXIT_OSERR;
+        return 0;
+}
+
+/* The sockets: systemd's, or bound here. Returns an exit code, or 0 with *ret set. */
+static int get_listeners(Listener **ret, size_t *ret_n, bool *ret_bound_here) {
+        Listener *requested = NULL, *adopted = NULL;
+        ListenerOptions lo;
+        int r;
+
+        /* Every -l is checked, even when systemd passes the sockets: a typo shows at once. */
+        r = parse_listeners(&requested);
+        if (r < 0)
+                return r == -EINVAL ? EXIT_USAGE : EXIT_OSERR;
+        r = listener_options(&lo);
+        if (r >= 0)
+                r = activation_adopt(&adopted);
+        if (r < 0) {
+                free_listeners(requested, arg.n_listen);
+                return r == -EBADMSG || r == -ESRCH ? EXIT_CONFIG : EXIT_OSERR;
+        }
+        if (r > 0) {
+                free_listeners(requested, arg.n_listen);
+                log_adopted(adopted, (size_t) r);
+                *ret = adopted;
+                *ret_n = (size_t) r;
+                *ret_bound_here = false;
+                if (adopted_set_nonblocking(adopted, (size_t) r) < 0) {
+                        free_listeners(adopted, (size_t) r);
+                        return EXIT_OSERR;
+                }
+                return 0;
+        }
+        if (arg.n_listen == 0) {
+                free_listeners(requested, arg.n_listen);
+                log_usage("no socket to listen on, and none passed by systemd; add --listen ADDR, "
+                          "such as -l 127.0.0.1:8080");
+                return EXIT_USAGE;
+        }
+        r = open_listeners(requested, arg.n_listen, &lo);
+        if (r < 0) {
+                free_listeners(requested, arg.n_listen);
+                return exit_code_for(r);
+        }
+        *ret = requested;
+        *ret_n = arg.n_listen;
+        *ret_bound_here = true;
+        return 0;
+}
+
+static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, const Workers *w) {
         Supervisor *sup = NULL;
+        SupervisorConfig config = {
+                .argv = arg.argv,
+                .name = arg.name,
+                .n_workers = arg.workers,
+                .restart = (RestartPolicy) arg.restart,
+                .stop_timeout = arg.stop_timeout,
+                .give_up = arg.give_up,
+                .give_up_explicit = arg.give_up_explicit,
+                .setenv = w->env,
+                .n_setenv = w->n_env,
+                .ready = (ReadyMode) arg.ready,
+                .start_timeout = arg.start_timeout,
+                .notify_access_all = arg.notify_access == 1,
+                .max_surge = arg.max_surge,
+                .max_unavailable = arg.max_unavailable,
+                .watchdog = arg.watchdog,
+                .min_ready = arg.min_ready,
+                .control_path = arg.control,
+                .balance = (Balance) arg.balance,
+                .backlog = (int) arg.backlog,
+                .stop_signal = arg.stop_signal,
+                .worker_setup = w->setup,
+        };
+        const char *fdstore = getenv("FDSTORE");
+        int r;
+
+        r = supervisor_new(&sup, &config, listeners, n_listeners);
+        if (r < 0)
+                return EXIT_OSERR;
+
+        /* Sockets we bound go to systemd's fd store only once bindonce is sure to run. */
+        if (bound_here && (arg.fd_store || (fdstore && strcmp(fdstore, "0") != 0))) {
+                r = activation_store(listeners, n_listeners);
+                if (r > 0)
+                        log_info("handed %d sockets to systemd's fd store", r);
+        }
+
+        r = supervisor_run(sup);
+        supervisor_free(sup);
+        return r;
+}
+
+static int run(int argc, char *argv[]) {
+        _cleanup_(workers_done) Workers workers = {};
+        Listener *listeners = NULL;
+        size_t n_listeners = 0;
+        bool bound_here = false;
         sigset_t mask;
         int r;
 
@@ -173,82 +359,26 @@ static int run(int argc, char *argv[]) {
         if (r <= 0)
                 return r < 0 ? (r == -ENOMEM ? EXIT_OSERR : EXIT_USAGE) : EXIT_SUCCESS;
 
-        /* Every -l is checked, even when systemd passes the sockets: a typo shows at once. */
-        r = parse_listeners(&requested);
-        if (r < 0)
-                return r == -EINVAL ? EXIT_USAGE : EXIT_OSERR;
-
         if (arg.generate) {
+                Listener *requested = NULL;
+
+                r = parse_listeners(&requested);
+                if (r < 0)
+                        return r == -EINVAL ? EXIT_USAGE : EXIT_OSERR;
                 r = generate_units(requested, arg.n_listen);
                 free_listeners(requested, arg.n_listen);
                 return r;
         }
 
-        r = activation_adopt(&listeners);
-        if (r < 0) {
-                free_listeners(requested, arg.n_listen);
-                return r == -EBADMSG ? EXIT_CONFIG : EXIT_OSERR;
-        }
-        if (r > 0) {
-                n_listeners = (size_t) r;
-                free_listeners(requested, arg.n_listen);
-                log_adopted(listeners, n_listeners);
-        } else {
-                if (arg.n_listen == 0) {
-                        free_listeners(requested, arg.n_listen);
-                        log_usage("no socket to listen on, and none passed by systemd; add --listen ADDR, "
-                                  "such as -l 127.0.0.1:8080");
-                        return EXIT_USAGE;
-                }
-                listeners = requested;
-                n_listeners = arg.n_listen;
-                bound_here = true;
-                r = open_listeners(listeners, n_listeners);
-                if (r < 0) {
-                        free_listeners(listeners, n_listeners);
-                        return exit_code_for(r);
-                }
-        }
+        r = workers_prepare(&workers);
+        if (r > 0)
+                return r;
+        r = get_listeners(&listeners, &n_listeners, &bound_here);
+        if (r > 0)
+                return r;
 
-        SupervisorConfig config = {
-                .argv = arg.argv,
-                .name = arg.name,
-                .n_workers = arg.workers,
-                .restart = (RestartPolicy) arg.restart,
-                .stop_timeout = arg.stop_timeout,
-                .give_up = arg.give_up,
-                .give_up_explicit = arg.give_up_explicit,
-                .setenv = arg.setenv,
-                .n_setenv = arg.n_setenv,
-                .ready = (ReadyMode) arg.ready,
-                .start_timeout = arg.start_timeout,
-                .notify_access_all = arg.notify_access == 1,
-                .max_surge = arg.max_surge,
-                .max_unavailable = arg.max_unavailable,
-                .watchdog = arg.watchdog,
-                .min_ready = arg.min_ready,
-                .control_path = arg.control,
-                .balance = (Balance) arg.balance,
-                .backlog = (int) arg.backlog,
-        };
-        r = supervisor_new(&sup, &config, listeners, n_listeners);
-        if (r < 0) {
-                close_listeners(listeners, n_listeners);
-                free_listeners(listeners, n_listeners);
-                return EXIT_OSERR;
-        }
+        r = supervise(listeners, n_listeners, bound_here, &workers);
 
-        /* Sockets we bound go to systemd's fd store only once bindonce is sure to run. */
-        const char *fdstore = getenv("FDSTORE");
-        if (bound_here && (arg.fd_store || (fdstore && strcmp(fdstore, "0") != 0))) {
-                r = activation_store(listeners, n_listeners);
-                if (r > 0)
-                        log_info("handed %d sockets to systemd's fd store", r);
-        }
-
-        r = supervisor_run(sup);
-
-        supervisor_free(sup);
         /* Last: the sockets outlive every worker, so no connection is refused before the end. */
         close_listeners(listeners, n_listeners);
         free_listeners(listeners, n_listeners);

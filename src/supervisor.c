@@ -18,6 +18,7 @@
 #include "notify.h"
 #include "orphans.h"
 #include "sdnotify.h"
+#include "stall.h"
 #include "supervisor.h"
 
 extern char **environ;
@@ -85,17 +86,17 @@ static void status_line(const Supervisor *sup, char *buf, size_t size) {
 
         if (sup->n_listeners > 1)
                 snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
-        snprintf(buf, size, "STATUS=%u/%u workers up, %u restarts%s, %s%s",
+        snprintf(buf, size, "STATUS=%u/%u workers up, %u restarts%s, %s%s%s",
                  ready_workers(sup), sup->target, sup->total_restarts,
                  sup->roll.active ? ", reloading" : "",
                  sup->n_listeners && sup->listeners[0].address.size
                          ? address_format(&sup->listeners[0].address, addr) : "sockets from systemd",
-                 more);
+                 more, stall_note(sup->stall));
 }
 
 static int on_status_defer(sd_event_source *s, void *userdata) {
         Supervisor *sup = userdata;
-        char status[ADDRESS_FORMAT_MAX + 128];
+        char status[2 * ADDRESS_FORMAT_MAX + 256];
 
         status_line(sup, status, sizeof status);
         /* Dropped when systemd's queue is full: the next update says it all anyway. */
@@ -107,7 +108,7 @@ static int on_status_defer(sd_event_source *s, void *userdata) {
  * the current STATUS=, and may wait. Plain status changes are coalesced: one datagram per
  * loop iteration, sent without waiting. */
 static void notify_systemd(const Supervisor *sup, const char *extra) {
-        char status[ADDRESS_FORMAT_MAX + 128];
+        char status[2 * ADDRESS_FORMAT_MAX + 256];
 
         if (!sup->notify)
                 return;
@@ -154,7 +155,7 @@ static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-/* `sig` now (SIGTERM, or SIGABRT from the watchdog), SIGKILL after --stop-timeout. */
+/* `sig` now (--stop-signal, or SIGABRT from the watchdog), SIGKILL after --stop-timeout. */
 static void worker_terminate(Worker *w, int sig) {
         int r;
 
@@ -178,7 +179,7 @@ static void worker_retire(Worker *w) {
         w->slot = NULL;
         w->next_retired = sup->retired;
         sup->retired = w;
-        worker_terminate(w, SIGTERM);
+        worker_terminate(w, sup->config.stop_signal);
 }
 
 static void retired_remove(Supervisor *sup, Worker *w) {
@@ -409,6 +410,7 @@ void worker_set_ready(Worker *w) {
                 sup->roll.replaced++;
         }
         supervisor_steer(sup);
+        stall_worker_ready(sup->stall);
         notify_systemd(sup, NULL);
         supervisor_check_ready(sup);
         roll_step(sup);
@@ -451,7 +453,7 @@ static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         log_error("worker %u (pid %d) did not send READY=1 within %.1f s: stopping it",
                   w->index, (int) w->pid, (double) w->sup->config.start_timeout / USEC_PER_SEC);
         w->failed = "did not send READY=1 within --start-timeout";
-        worker_terminate(w, SIGTERM);
+        worker_terminate(w, w->sup->config.stop_signal);
         return 0;
 }
 
@@ -572,7 +574,7 @@ static void slot_spawn(Slot *slot, bool as_next) {
         else if (res.stage == SPAWN_STAGE_EXEC)
                 log_error_errno(res.child_errno, "worker %u: cannot execute '%s': %m", slot->index, sup->config.argv[0]);
         else
-                log_error_errno(res.child_errno, "worker %u: cannot set up its process: %m", slot->index);
+                log_error_errno(res.child_errno, "worker %u: %s: %m", slot->index, spawn_stage_name(res.stage));
 
         notify_systemd(sup, NULL);
         if (!w->exec_failed && sup->config.ready == READY_EXEC)
@@ -981,7 +983,7 @@ static void slot_stop(Slot *slot) {
         }
         if (slot->worker) {
                 slot->state = SLOT_STOPPING;
-                worker_terminate(slot->worker, SIGTERM);
+                worker_terminate(slot->worker, slot->sup->config.stop_signal);
         } else
                 slot->state = SLOT_IDLE;
 }
@@ -1018,7 +1020,7 @@ void supervisor_stop(Supervisor *sup, int exit_code) {
         for (unsigned i = 0; i < sup->n_slots; i++)
                 slot_stop(sup->slots[i]);
         for (Worker *w = sup->retired; w; w = w->next_retired)
-                worker_terminate(w, SIGTERM);
+                worker_terminate(w, sup->config.stop_signal);
         supervisor_maybe_exit(sup);
 }
 
@@ -1149,7 +1151,7 @@ int supervisor_restart_slot(Supervisor *sup, int slot) {
 
                 if (s->worker) {
                         log_info("worker %u (pid %d): restart requested", i, (int) s->worker->pid);
-                        worker_terminate(s->worker, SIGTERM);
+                        worker_terminate(s->worker, sup->config.stop_signal);
                 } else if (s->state == SLOT_WAITING || s->state == SLOT_IDLE) {
                         /* Waiting out a backoff, or ended under --restart no|on-failure. */
                         s->timer = sd_event_source_disable_unref(s->timer);
@@ -1222,6 +1224,8 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         if (!sup)
                 return log_error_errno(-ENOMEM, "Out of memory");
         sup->config = *config;
+        if (sup->config.stop_signal == 0)
+                sup->config.stop_signal = SIGTERM;
         sup->listeners = listeners;
         sup->n_listeners = n_listeners;
         sup->spawn.devnull = -1;
@@ -1274,6 +1278,8 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                 fds[i] = listeners[i].fd;
         sup->spawn.n_fds = n_listeners;
         sup->spawn.argv = config->argv;
+        sup->spawn.setup = config->worker_setup;
+        sup->stall = stall_new(sup->event, listeners, n_listeners, sup->status_defer);
         spawn_signals_init(&sup->spawn);
         spawn_nofile_init(&sup->spawn);
 
@@ -1357,6 +1363,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
+        stall_free(sup->stall);
         children_list_close();
         sd_event_source_disable_unref(sup->status_defer);
         sdnotify_close();

@@ -113,6 +113,8 @@ typedef struct SupervisorConfig {
         const char *control_path;       /* NULL: the default, "": none */
         Balance balance;
         int backlog;                    /* for the sockets of new slots */
+        int stop_signal;                /* --stop-signal: stop, reload, scale-down, restart */
+        WorkerSetup worker_setup;       /* --user, --group, --chdir, --umask, output */
 } SupervisorConfig;
 
 /* Told when a reload ends; `error` is NULL on success. */
@@ -158,6 +160,7 @@ struct Supervisor {
         sd_event_source *orphan_kill;   /* stopping: SIGKILL to orphans left after SIGTERM */
         int orphan_signal;              /* 0, then SIGTERM, then SIGKILL after --stop-timeout */
         pid_t dispatching;              /* the worker whose exit sd-event is dispatching */
+        struct Stall *stall;            /* "no worker accepts" advice */
 };
 
 /* Takes the listeners (already open). Returns -errno, logged. */
