@@ -260,6 +260,11 @@ static int get_listeners(Listener **ret, size_t *ret_n, bool *ret_bound_here) {
         if (r > 0) {
                 free_listeners(requested, arg.n_listen);
                 log_adopted(adopted, (size_t) r);
+                if (arg.socket_mode != (mode_t) -1 || arg.socket_user || arg.socket_group || arg.ipv6_only ||
+                    arg.freebind || arg.bind_to_device)
+                        log_warning("--socket-mode, --socket-user, --socket-group, --ipv6-only, --freebind and "
+                                    "--bind-to-device apply to sockets bindonce binds; for these, the socket "
+                                    "unit's settings hold");
                 *ret = adopted;
                 *ret_n = (size_t) r;
                 *ret_bound_here = false;

@@ -169,6 +169,35 @@ def test_reuseport_siblings_are_blocking_too(bindonce, out_dir):
     assert [r["fd3_flags"] & os.O_NONBLOCK for r in reps] == [0, 0], reps
 
 
+@pytest.mark.parametrize("unit_nonblocking,flag,want", [(False, False, False), (True, False, True),
+                                                        (False, True, True)],
+                         ids=["unit-blocking", "unit-NonBlocking=yes", "unit-blocking+--nonblocking"])
+def test_adopted_sockets_keep_the_units_choice(out_dir, unit_nonblocking, flag, want):
+    """Sockets from systemd stay as the socket unit made them, unless --nonblocking."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(not unit_nonblocking)
+    fd = listener.fileno()
+    reporter = script(out_dir, "reporter.py", REPORTER)
+    argv = [BINDONCE, "--control", "none", "-E", f"OUT_DIR={out_dir}"] + (["--nonblocking"] if flag else []) + \
+        ["--", PYTHON, reporter]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
+    p = subprocess.Popen(["bash", "-c", f"exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\"",
+                          "bash", *argv], env=env, pass_fds=(fd,), stderr=subprocess.PIPE)
+    try:
+        r = reports(out_dir, 1)[0]
+        assert bool(r["fd3_flags"] & os.O_NONBLOCK) is want, r
+        # The flag lives on the shared open file description: our own fd shows the same.
+        import fcntl
+        assert bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK) is want
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
+        listener.close()
+    assert "adopted 1 sockets from systemd" in p.stderr.read().decode()
+
+
 # ---------------------------------------------------------------------------
 # 2. --user, --group
 
