@@ -9,17 +9,30 @@
 #include "stall.h"
 #include "util.h"
 
-/* A queue that has not shrunk once in this long, while not empty, has nobody accepting. */
+/* A queue that has not shrunk once in this long, while not empty, is looked at closely:
+ * nobody accepts if the connections queued then are still queued now. */
 #define STALL_USEC (5 * USEC_PER_SEC)
+/* Queued connections remembered per socket: enough to tell "the head has not moved". */
+#define QUEUED_MAX 8
+/* "0100007F:1F90 0100007F:C350" (tcp) or the 32-digit IPv6 form (tcp6): local, remote. */
+#define ENDPOINTS_MAX 96
 /* How long after a worker got ready the queues are watched while they are empty. */
 #define WINDOW_USEC (60 * USEC_PER_SEC)
 #define SAMPLE_USEC USEC_PER_SEC
+
+static inline void fclosep(FILE **f) {
+        if (*f)
+                (void) fclose(*f);
+}
 
 typedef struct Watched {
         const Listener *listener;
         unsigned last;          /* queue length at the last sample */
         usec_t since;           /* not empty and never shrunk since then; 0: not so */
         bool stalled;           /* said so */
+        unsigned port;
+        char queued[QUEUED_MAX][ENDPOINTS_MAX];  /* what was queued at the last look */
+        size_t n_queued;
 } Watched;
 
 struct Stall {
@@ -54,6 +67,41 @@ static void set_note(Stall *s) {
                 (void) sd_event_source_set_enabled(s->status, SD_EVENT_ONESHOT);
 }
 
+/* The connections waiting in the accept queue of a listener on `port`, from the kernel's
+ * table: established (or closed by the client) and not yet any process's (inode 0).
+ * Accepted connections have an inode; a closed one has left these states. */
+static size_t read_queued(const char *table, unsigned port, char (*out)[ENDPOINTS_MAX], size_t n, size_t max) {
+        _cleanup_(fclosep) FILE *f = fopen(table, "re");
+        char line[512], local[48], remote[48];
+        unsigned st, lport;
+        unsigned long inode;
+
+        if (!f)
+                return n;
+        while (n < max && fgets(line, sizeof line, f))
+                if (sscanf(line, " %*u: %47s %47s %x %*s %*s %*s %*u %*u %lu", local, remote, &st, &inode) == 4 &&
+                    inode == 0 && (st == 0x01 || st == 0x08) &&
+                    sscanf(strchrnul(local, ':'), ":%x", &lport) == 1 && lport == port)
+                        snprintf(out[n++], ENDPOINTS_MAX, "%s %s", local, remote);
+        return n;
+}
+
+/* Looks at what is queued now; true if something queued at the last look still is: the
+ * queue is first in, first out, so then nobody accepted one connection in between. */
+static bool head_stayed(Watched *w) {
+        char now_queued[QUEUED_MAX][ENDPOINTS_MAX];
+        size_t n = read_queued("/proc/net/tcp", w->port, now_queued, 0, QUEUED_MAX);
+        bool stayed = false;
+
+        n = read_queued("/proc/net/tcp6", w->port, now_queued, n, QUEUED_MAX);
+        for (size_t i = 0; i < w->n_queued && !stayed; i++)
+                for (size_t j = 0; j < n && !stayed; j++)
+                        stayed = strcmp(w->queued[i], now_queued[j]) == 0;
+        memcpy(w->queued, now_queued, n * sizeof now_queued[0]);
+        w->n_queued = n;
+        return stayed;
+}
+
 /* One sample of one socket; true when it still needs watching. */
 static bool sample(Stall *s, Watched *w, usec_t t) {
         char addr[ADDRESS_FORMAT_MAX];
@@ -62,6 +110,7 @@ static bool sample(Stall *s, Watched *w, usec_t t) {
         if (!listen_queue(w->listener->fd, &len, &max))
                 return false;
         if (len == 0 || len < w->last) {
+                w->n_queued = 0;
                 /* Empty, or somebody took connections from it. */
                 if (w->stalled) {
                         log_notice("connections are accepted on %s again", address_format(&w->listener->address, addr));
@@ -74,10 +123,18 @@ static bool sample(Stall *s, Watched *w, usec_t t) {
                 w->since = t;
         w->last = len;
 
+        /* Not shrunk for a while: a busy server with a steady queue looks the same as a dead
+         * one from the queue length alone. Remember what is queued, and look again. */
         if (w->since && !w->stalled && t - w->since >= STALL_USEC) {
+                bool stayed = head_stayed(w);
+
+                w->since = t;
+                if (!stayed)
+                        return true;
                 w->stalled = true;
-                log_warning("no worker accepts on %s (queue %u) for %.0f s: does the worker check LISTEN_PID? "
-                            "run it with exec (not behind 'sh -c', runuser or another process that forks)",
+                log_warning("no worker accepts on %s (queue %u): nothing was accepted for %.0f s; does the worker "
+                            "check LISTEN_PID? run it with exec (not behind 'sh -c', runuser or another process "
+                            "that forks)",
                             address_format(&w->listener->address, addr), len, (double) STALL_USEC / USEC_PER_SEC);
                 set_note(s);
         }
@@ -128,7 +185,10 @@ Stall *stall_new(sd_event *event, const Listener *listeners, size_t n, sd_event_
 
                 /* TCP listeners only: the kernel reports no queue for the others. */
                 if (listen_queue(listeners[i].fd, &len, &max))
-                        s->watched[s->n++].listener = &listeners[i];
+                        s->watched[s->n++] = (Watched) {
+                                .listener = &listeners[i],
+                                .port = address_port(&listeners[i].address),
+                        };
         }
         r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, SAMPLE_USEC, 100 * USEC_PER_MSEC,
                                        on_sample, s);

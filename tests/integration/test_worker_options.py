@@ -30,11 +30,13 @@ PYTHON = "/usr/bin/python3"
 
 # The server of the 2009 "Address already in use" thread: a blocking accept() on fd 3.
 PLAIN_SERVER = r"""
-import os, socket
+import os, socket, time
 s = socket.socket(fileno=3)
 slot = os.environ["BINDONCE_WORKER"].encode()
+slow = float(os.environ.get("SLOW", "0"))
 while True:
     c, _ = s.accept()
+    time.sleep(slow)
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = c.recv(4096)
@@ -281,12 +283,23 @@ def test_nobody_accepts_is_reported(bindonce, out_dir):
             c = socket.socket()
             c.connect(("127.0.0.1", b.port))   # completes: the kernel queues it
             clients.append(c)
-        b.wait_log(rf"no worker accepts on 127\.0\.0\.1:{b.port} \(queue 3\) .*LISTEN_PID\? run it with exec",
-                   timeout=15)
+        b.wait_log(rf"no worker accepts on 127\.0\.0\.1:{b.port} \(queue 3\): .*LISTEN_PID\? run it with exec",
+                   timeout=30)
         assert b.log().count("no worker accepts") == 1, b.log()
     finally:
         for c in clients:
             c.close()
+
+
+def test_a_busy_server_is_not_taken_for_one_that_accepts_nothing(bindonce, out_dir):
+    """A queue that stays about the same length for 12 s, because 8 clients wait on 2 slow
+    workers, is a busy server: no warning."""
+    server = script(out_dir, "plain.py", PLAIN_SERVER)
+    b = bindonce(["-w", "2", "-E", "SLOW=0.05"], [PYTHON, server])
+    b.wait_log(r"all 2 workers ready")
+    res = LoadClient(("127.0.0.1", b.port), threads=8, duration=12.0).run()
+    assert res.counts["refused"] == 0 and res.ok > 100, res.summary()
+    assert "no worker accepts" not in b.log(), b.log()
 
 
 # ---------------------------------------------------------------------------
