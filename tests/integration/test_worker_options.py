@@ -220,6 +220,27 @@ def test_user_runs_workers_as_nobody(bindonce, out_dir):
     assert open(f"/proc/{b.proc.pid}/status").read().count("Uid:\t0\t0\t0\t0") == 1
 
 
+NOTIFIER = r"""
+import os, socket, time
+addr = os.environ["NOTIFY_SOCKET"]
+with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+    s.sendto(b"READY=1\nSTATUS=uid %d" % os.getuid(), "\0" + addr[1:] if addr.startswith("@") else addr)
+while True:
+    time.sleep(1000)
+"""
+
+
+@root_only
+def test_user_with_ready_notify(bindonce, out_dir):
+    """A worker running as nobody reaches bindonce's notify socket (abstract: no file mode
+    in the way)."""
+    notifier = script(out_dir, "notifier.py", NOTIFIER)
+    b = bindonce(["--user", "nobody", "--ready", "notify", "--start-timeout", "20"], [PYTHON, notifier])
+    b.wait_log(r"worker 0 \(pid \d+\) is ready")
+    uid = pwd.getpwnam("nobody").pw_uid
+    b.wait_status(lambda st: st["slots"][0]["status"] == f"uid {uid}", 10, "the worker's STATUS=")
+
+
 @root_only
 def test_group_and_numeric_ids(bindonce, out_dir):
     _, reps = start_reporter(bindonce, out_dir, ["--user", "65534", "--group", "0"], env=["USER=override"])
