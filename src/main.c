@@ -213,8 +213,8 @@ static int workers_prepare(Workers *w) {
         /* Not root: only our own ids, which setuid() would allow anyway, are no error. */
         if (w->setup.set_ids && geteuid() != 0 &&
             ((w->setup.uid != (uid_t) -1 && w->setup.uid != geteuid()) || w->setup.gid != getegid())) {
-                log_usage("--user/--group: switching the workers to another user or group needs root "
-                          "(CAP_SETUID, CAP_SETGID)");
+                log_usage("%s '%s': running the workers as another user or group needs root",
+                          arg.user ? "--user" : "--group", arg.user ? arg.user : arg.group);
                 return EXIT_NOPERM;
         }
         if (arg.chdir && (stat(arg.chdir, &st) < 0 || !S_ISDIR(st.st_mode))) {

@@ -450,6 +450,16 @@ def test_bad_input(tmp_path, args, code, names):
     assert "listening" not in p.stderr and not marker.exists() and not ctl.exists()
 
 
+@root_only
+def test_user_without_root_exits_77(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", BINDONCE,
+                        "--control", "none", "-l", f"127.0.0.1:{free_tcp_port()}", "--user", "root", "--",
+                        "/usr/bin/true"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 77, p.stderr
+    assert p.stderr.count("\n") == 1 and "--user 'root'" in p.stderr, p.stderr
+
+
 def test_bad_device_names_it(tmp_path):
     port = free_tcp_port()
     p = subprocess.run([BINDONCE, "-l", f"127.0.0.1:{port}", "--control", "none", "--bind-to-device", "nosuchif0",
