@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "address.h"
 #include "log.h"
@@ -16,19 +17,36 @@
 #define QUEUED_MAX 8
 /* "0100007F:1F90 0100007F:C350" (tcp) or the 32-digit IPv6 form (tcp6): local, remote. */
 #define ENDPOINTS_MAX 96
-/* How long after a worker got ready the queues are watched while they are empty. */
-#define WINDOW_USEC (60 * USEC_PER_SEC)
 #define SAMPLE_USEC USEC_PER_SEC
+/* Once connections are seen accepted, the socket is left alone this long. */
+#define REST_USEC (5 * USEC_PER_SEC)
 
 static inline void fclosep(FILE **f) {
         if (*f)
                 (void) fclose(*f);
 }
 
+/* A socket is ARMED (a one-shot EPOLLIN source: bindonce sleeps until a connection waits),
+ * then SAMPLED once a second until its queue is empty or seen to move, then RESTING, then
+ * ARMED again. Idle, it costs no wakeup; under load about one a second. bindonce never
+ * accepts on it: the one-shot source only tells it that something waits. */
+typedef enum WatchState {
+        WATCH_OFF,              /* no worker was ready yet */
+        WATCH_ARMED,
+        WATCH_SAMPLED,
+        WATCH_RESTING,
+} WatchState;
+
+typedef struct Stall Stall;
+
 typedef struct Watched {
+        Stall *stall;
         const Listener *listener;
+        sd_event_source *io;
+        WatchState state;
+        usec_t until;           /* RESTING: until then */
         unsigned last;          /* queue length at the last sample */
-        usec_t since;           /* not empty and never shrunk since then; 0: not so */
+        usec_t since;           /* not empty and never shrunk since then */
         bool stalled;           /* said so */
         unsigned port;
         char queued[QUEUED_MAX][ENDPOINTS_MAX];  /* what was queued at the last look */
@@ -41,7 +59,6 @@ struct Stall {
         sd_event_source *status;
         Watched *watched;
         size_t n;
-        usec_t window_end;
         char note[ADDRESS_FORMAT_MAX + 128];
 };
 
@@ -65,6 +82,18 @@ static void set_note(Stall *s) {
                 }
         if (s->status)
                 (void) sd_event_source_set_enabled(s->status, SD_EVENT_ONESHOT);
+}
+
+static void timer_start(Stall *s) {
+        if (sd_event_source_get_enabled(s->timer, NULL) > 0)
+                return;
+        (void) sd_event_source_set_time_relative(s->timer, SAMPLE_USEC);
+        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
+}
+
+static void arm(Watched *w) {
+        w->state = WATCH_ARMED;
+        (void) sd_event_source_set_enabled(w->io, SD_EVENT_ONESHOT);
 }
 
 /* The connections waiting in the accept queue of a listener on `port`, from the kernel's
@@ -102,67 +131,86 @@ static bool head_stayed(Watched *w) {
         return stayed;
 }
 
-/* One sample of one socket; true when it still needs watching. */
-static bool sample(Stall *s, Watched *w, usec_t t) {
+static void say_stalled(Stall *s, Watched *w) {
+        char addr[ADDRESS_FORMAT_MAX];
+
+        w->stalled = true;
+        log_warning("no worker accepts on %s (queue %u): nothing was accepted for %.0f s; does the worker "
+                    "check LISTEN_PID? run it with exec (not behind 'sh -c', runuser or another process "
+                    "that forks)",
+                    address_format(&w->listener->address, addr), w->last, (double) STALL_USEC / USEC_PER_SEC);
+        set_note(s);
+}
+
+/* One sample of a SAMPLED socket: it goes RESTING once its queue is empty or moves. */
+static void sample(Stall *s, Watched *w, usec_t t) {
         char addr[ADDRESS_FORMAT_MAX];
         unsigned len, max;
+        bool moved;
 
         if (!listen_queue(w->listener->fd, &len, &max))
-                return false;
-        if (len == 0 || len < w->last) {
-                w->n_queued = 0;
-                /* Empty, or somebody took connections from it. */
-                if (w->stalled) {
-                        log_notice("connections are accepted on %s again", address_format(&w->listener->address, addr));
-                        w->stalled = false;
-                        w->last = len;
-                        set_note(s);
-                }
-                w->since = len ? t : 0;
-        } else if (!w->since)
-                w->since = t;
+                return;
+        moved = len == 0 || len < w->last;
         w->last = len;
-
         /* Not shrunk for a while: a busy server with a steady queue looks the same as a dead
-         * one from the queue length alone. Remember what is queued, and look again. */
-        if (w->since && !w->stalled && t - w->since >= STALL_USEC) {
-                bool stayed = head_stayed(w);
+         * one from the queue length alone. Note what is queued, and look again later. */
+        if (!moved && t - w->since >= STALL_USEC) {
+                bool first = w->n_queued == 0, stayed = head_stayed(w);
 
                 w->since = t;
-                if (!stayed)
-                        return true;
-                w->stalled = true;
-                log_warning("no worker accepts on %s (queue %u): nothing was accepted for %.0f s; does the worker "
-                            "check LISTEN_PID? run it with exec (not behind 'sh -c', runuser or another process "
-                            "that forks)",
-                            address_format(&w->listener->address, addr), len, (double) STALL_USEC / USEC_PER_SEC);
+                if (stayed && !w->stalled)
+                        say_stalled(s, w);
+                moved = !stayed && !first;
+        }
+        if (!moved)
+                return;
+        if (w->stalled) {
+                w->stalled = false;
+                log_notice("connections are accepted on %s again", address_format(&w->listener->address, addr));
                 set_note(s);
         }
-        return w->since || w->stalled;
+        w->n_queued = 0;
+        w->state = WATCH_RESTING;
+        w->until = t + REST_USEC;
 }
 
 static int on_sample(sd_event_source *source, uint64_t usec, void *userdata) {
         Stall *s = userdata;
         usec_t t = now(s);
-        bool again = t < s->window_end;
+        bool again = false;
 
-        for (size_t i = 0; i < s->n; i++)
-                again = sample(s, &s->watched[i], t) || again;
-        if (again) {
-                (void) sd_event_source_set_time_relative(source, SAMPLE_USEC);
-                (void) sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        for (size_t i = 0; i < s->n; i++) {
+                Watched *w = &s->watched[i];
+
+                if (w->state == WATCH_SAMPLED)
+                        sample(s, w, t);
+                else if (w->state == WATCH_RESTING && t >= w->until)
+                        arm(w);
+                again = again || w->state == WATCH_SAMPLED || w->state == WATCH_RESTING;
         }
+        if (again)
+                timer_start(s);
+        return 0;
+}
+
+/* A connection waits: sample from now on. */
+static int on_waiting(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        Watched *w = userdata;
+        unsigned max;
+
+        w->state = WATCH_SAMPLED;
+        w->since = now(w->stall);
+        w->n_queued = 0;
+        if (!listen_queue(fd, &w->last, &max))
+                w->last = 0;
+        timer_start(w->stall);
         return 0;
 }
 
 void stall_worker_ready(Stall *s) {
-        if (!s || s->n == 0)
-                return;
-        s->window_end = now(s) + WINDOW_USEC;
-        if (sd_event_source_get_enabled(s->timer, NULL) > 0)
-                return;
-        (void) sd_event_source_set_time_relative(s->timer, SAMPLE_USEC);
-        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
+        for (size_t i = 0; s && i < s->n; i++)
+                if (s->watched[i].state == WATCH_OFF)
+                        arm(&s->watched[i]);
 }
 
 const char *stall_note(const Stall *s) {
@@ -180,29 +228,35 @@ Stall *stall_new(sd_event *event, const Listener *listeners, size_t n, sd_event_
         s->watched = calloc(n ? n : 1, sizeof *s->watched);
         if (!s->watched)
                 return stall_free(s);
-        for (size_t i = 0; i < n; i++) {
+        r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, SAMPLE_USEC, 100 * USEC_PER_MSEC,
+                                       on_sample, s);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                Watched *w = &s->watched[s->n];
                 unsigned len, max;
 
                 /* TCP listeners only: the kernel reports no queue for the others. */
-                if (listen_queue(listeners[i].fd, &len, &max))
-                        s->watched[s->n++] = (Watched) {
-                                .listener = &listeners[i],
-                                .port = address_port(&listeners[i].address),
-                        };
+                if (!listen_queue(listeners[i].fd, &len, &max))
+                        continue;
+                *w = (Watched) { .stall = s, .listener = &listeners[i], .port = address_port(&listeners[i].address) };
+                r = sd_event_add_io(event, &w->io, listeners[i].fd, EPOLLIN, on_waiting, w);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(w->io, SD_EVENT_OFF);
+                s->n++;
         }
-        r = sd_event_add_time_relative(event, &s->timer, CLOCK_MONOTONIC, SAMPLE_USEC, 100 * USEC_PER_MSEC,
-                                       on_sample, s);
         if (r < 0) {
                 log_warning_errno(r, "Cannot watch the accept queues: %m");
                 return stall_free(s);
         }
-        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
         return s;
 }
 
 Stall *stall_free(Stall *s) {
         if (!s)
                 return NULL;
+        for (size_t i = 0; i < s->n; i++)
+                sd_event_source_disable_unref(s->watched[i].io);
         sd_event_source_disable_unref(s->timer);
         free(s->watched);
         free(s);

@@ -18,8 +18,9 @@ typedef struct Stall Stall;
 Stall *stall_new(sd_event *event, const Listener *listeners, size_t n, sd_event_source *status);
 Stall *stall_free(Stall *s);
 
-/* The hook: a worker became ready. Starts a window in which the queues are sampled once a
- * second; outside it (and with every queue empty) the check costs no wakeup. */
+/* The hook: a worker became ready. From the first, each socket is watched for a waiting
+ * connection (one-shot EPOLLIN: no wakeup while idle), then its queue read once a second
+ * until it is empty or moves. */
 void stall_worker_ready(Stall *s);
 
 /* "" or "; no worker accepts on ADDR (queue N): ...", for STATUS=. */
