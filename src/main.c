@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,6 +121,12 @@ static int listener_options(ListenerOptions *o) {
         if (arg.socket_group && identity_group(arg.socket_group, &o->gid) < 0)
                 return log_usage("--socket-group '%s': no such group; give a group name or a numeric gid",
                                  arg.socket_group), -ESRCH;
+        if (arg.bind_to_device && if_nametoindex(arg.bind_to_device) == 0)
+                return log_usage("--bind-to-device '%s': no such network interface; see 'ip link'",
+                                 arg.bind_to_device), -ESRCH;
+        if (o->uid != (uid_t) -1 && o->uid != geteuid() && geteuid() != 0)
+                return log_usage("--socket-user '%s': giving the socket file to another user needs root",
+                                 arg.socket_user), -EPERM;
         return 0;
 }
 
@@ -255,7 +262,7 @@ static int get_listeners(Listener **ret, size_t *ret_n, bool *ret_bound_here) {
                 r = activation_adopt(&adopted);
         if (r < 0) {
                 free_listeners(requested, arg.n_listen);
-                return r == -EBADMSG || r == -ESRCH ? EXIT_CONFIG : EXIT_OSERR;
+                return r == -EBADMSG || r == -ESRCH ? EXIT_CONFIG : r == -EPERM ? EXIT_NOPERM : EXIT_OSERR;
         }
         if (r > 0) {
                 free_listeners(requested, arg.n_listen);
