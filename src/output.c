@@ -277,14 +277,18 @@ int worker_output_open(WorkerOutput *o, unsigned slot) {
 /* The stream is connected by the worker's own process, so journald records its _PID,
  * _COMM and _CMDLINE, not bindonce's: `journalctl -u UNIT` tells the workers apart. */
 static int child_journal_stream(const WorkerOutput *o) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        /* Non-blocking while we are in it: bindonce is suspended until this child execs, and
+         * a journald that does not accept must not stall it (a full backlog: EAGAIN). The
+         * worker then gets a blocking stream, as systemd gives services. */
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
         if (fd < 0)
                 return -1;
         if (o->header_len == 0 ||
             connect(fd, (const struct sockaddr *) &o->journal, sizeof o->journal) < 0 ||
             shutdown(fd, SHUT_RD) < 0 ||
-            write(fd, o->header, o->header_len) != (ssize_t) o->header_len) {
+            write(fd, o->header, o->header_len) != (ssize_t) o->header_len ||
+            fcntl(fd, F_SETFL, 0) < 0) {
                 (void) close(fd);
                 return -1;      /* no journald after all: bindonce's own stderr */
         }

@@ -17,6 +17,20 @@ import pytest
 
 from conftest import BINDONCE, free_tcp_port, proc_alive, wait_until
 
+def read_lines(f, n, timeout):
+    """n lines from a pipe, waiting at most timeout seconds in all."""
+    import select
+    fd = f.fileno()
+    buf, deadline = b"", time.monotonic() + timeout
+    while buf.count(b"\n") < n:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([fd], [], [], left)[0], f"timed out with {buf!r}"
+        chunk = os.read(fd, 4096)
+        assert chunk, f"EOF with {buf!r}"
+        buf += chunk
+    return buf.split(b"\n")[:n]
+
+
 SLOT_LINE = re.compile(rb"^\[slot (\d+) pid (\d+)\] (.*)$")
 
 
@@ -158,10 +172,11 @@ def test_flood_with_nobody_reading_stalls_nothing(run):
         last[pid] = n
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to stand in for journald")
-def test_journal_stream_per_worker(run, tmp_path):
-    """Under the journal (JOURNAL_STREAM names bindonce's stderr), each worker connects a
-    stream of its own, as itself: the header names the instance, the peer is the worker."""
+@pytest.fixture
+def fake_journald():
+    """A listening socket at journald's stdout-stream path, where no journald runs."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to stand in for journald")
     path = Path("/run/systemd/journal/stdout")
     if path.exists():
         pytest.skip("a journald runs here; not standing in for it")
@@ -169,15 +184,35 @@ def test_journal_stream_per_worker(run, tmp_path):
     path.parent.mkdir(parents=True, exist_ok=True)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(str(path))
+    try:
+        yield srv
+    finally:
+        srv.close()
+        path.unlink(missing_ok=True)
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def journal_env(err):
+    st = os.fstat(err.fileno())
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+def test_journal_stream_per_worker(run, tmp_path, fake_journald):
+    """Under the journal (JOURNAL_STREAM names bindonce's stderr), each worker connects a
+    stream of its own, as itself: the header names the instance, the peer is the worker."""
+    srv = fake_journald
     srv.listen(16)
     srv.settimeout(10)
     streams = []
-    try:
+    if True:
         err_path = tmp_path / "journal-stderr"
         with open(err_path, "wb") as err:
-            st = os.fstat(err.fileno())
             r = run(["-w", "2", "--name", "jtest"], ["/bin/sh", "-c", "echo hello-$BINDONCE_WORKER; exec sleep 100"],
-                    env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stderr=err)
+                    env=journal_env(err), stderr=err)
         for _ in range(2):
             c, _ = srv.accept()
             c.settimeout(10)
@@ -199,11 +234,17 @@ def test_journal_stream_per_worker(run, tmp_path):
             assert lines[7] == f"hello-{pids[peer]}".encode(), lines
         # bindonce's own lines still go to its stderr, in the journal's format.
         assert "<6>" in err_path.read_text()
-    finally:
-        srv.close()
-        path.unlink(missing_ok=True)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+
+
+def test_journal_that_does_not_accept_stalls_nothing(run, tmp_path, fake_journald):
+    """A journald that accepts nothing (its backlog full): the workers start all the same,
+    those without a stream write to bindonce's stderr."""
+    fake_journald.listen(0)
+    err_path = tmp_path / "journal-stderr"
+    with open(err_path, "wb") as err:
+        r = run(["-w", "4"], ["/bin/sh", "-c", "echo hello-$BINDONCE_WORKER; exec sleep 100"],
+                env=journal_env(err), stderr=err)
+    r.wait_status(lambda s: sum(1 for x in s["slots"] if x["ready"]) == 4, 10, "4 ready workers")
+    # One stream waits in the backlog; the other three workers write to bindonce's stdout.
+    lines = read_lines(r.proc.stdout, 3, timeout=10)
+    assert sorted(l.split(b"-")[0] for l in lines) == [b"hello"] * 3, lines
