@@ -273,6 +273,12 @@ def test_chdir_and_umask(bindonce, out_dir, tmp_path):
     assert reps[0]["umask"] == 0o027, reps[0]
 
 
+def test_relative_command_is_found_from_chdir(bindonce, out_dir):
+    script(out_dir, "reporter.py", f"#!{PYTHON}\n" + REPORTER)
+    bindonce(["--chdir", str(out_dir), "-E", f"OUT_DIR={out_dir}"], ["./reporter.py"])
+    assert reports(out_dir, 1)[0]["cwd"] == str(out_dir)
+
+
 def test_umask_default_is_bindonces(bindonce, out_dir):
     old = os.umask(0o022)
     try:
