@@ -241,6 +241,12 @@ static int workers_prepare(Workers *w) {
         for (size_t i = 0; i < arg.n_setenv; i++)
                 w->env[w->n_env++] = arg.setenv[i];
 
+        if (w->setup.set_ids)
+                log_info("workers run as %s%s%s (uid %d, gid %u, %zu supplementary groups)",
+                         arg.user ? arg.user : "bindonce's user", arg.group ? ", group " : "", arg.group ? arg.group : "",
+                         w->setup.uid == (uid_t) -1 ? (int) getuid() : (int) w->setup.uid, (unsigned) w->setup.gid,
+                         w->setup.n_groups);
+
         r = worker_output_new(&w->setup.output, arg.name, arg.log_prefix);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up the workers' output: %m"), EXIT_OSERR;
