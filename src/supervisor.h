@@ -32,6 +32,8 @@ typedef struct SupervisorConfig {
         const char *control_path;       /* NULL: the default, "": none */
         Balance balance;
         int backlog;                    /* for the sockets of new slots */
+        int stop_signal;                /* --stop-signal: stop, reload, scale-down, restart */
+        WorkerSetup worker_setup;       /* --user, --group, --chdir, --umask, output */
 } SupervisorConfig;
 
 /* Takes the listeners (already open). Returns -errno, logged. */
