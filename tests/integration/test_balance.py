@@ -6,7 +6,10 @@ import statistics
 import threading
 import time
 
+import pytest
+
 from conftest import EXAMPLE_HTTPD, proc_fds, read_to_eof
+from testlib import WORKER_DEATH
 
 
 def get(port, timeout=2.0):
@@ -44,6 +47,7 @@ def test_each_slot_gets_its_own_socket_and_an_even_share(bindonce):
     assert cv < 0.15, counts
 
 
+@pytest.mark.log_expected(WORKER_DEATH)
 def test_a_crash_looping_slot_gets_no_connections(bindonce):
     # Slot 2 dies at start, forever: its socket must not collect connections that would
     # wait for a worker that never comes.

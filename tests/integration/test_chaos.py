@@ -18,8 +18,12 @@ import time
 
 import pytest
 
+from testlib import WORKER_DEATH
 from conftest import TESTWORKER, proc_alive, proc_stat, wait_until, zombie_children
 from loadclient import LoadClient
+
+# Workers here die on purpose: bindonce logs their deaths as warnings.
+pytestmark = pytest.mark.log_expected(WORKER_DEATH)
 
 DELAY_MS = 5
 

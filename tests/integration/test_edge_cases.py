@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from testlib import WORKER_DEATH
 from conftest import BINDONCE, free_tcp_port, proc_alive
 
 
@@ -24,6 +25,7 @@ SLOW_READY = ("exec /usr/bin/python3 -c 'import os, socket, time; time.sleep(1.5
               "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b\"READY=1\", a); time.sleep(1000)'")
 
 
+@pytest.mark.log_expected(WORKER_DEATH)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_old_worker_dies_during_a_reload_that_is_then_started_over(shell, workers):
     # The slot's old worker dies while its replacement starts; a second reload drops that

@@ -22,6 +22,7 @@ import pytest
 from lifecycle_support import (BINDONCE, Load, alive, free_port, instances,  # noqa: F401 (fixture)
                                monotonic, wait_until)
 from conftest import worker_environ
+from testlib import WORKER_DEATH
 
 
 def mixed_path():
@@ -137,6 +138,7 @@ def test_rolling_restart_under_load_loses_nothing(instances, trigger, ready):
     ("never-ready", r"not ready within|READY=1|start.?timeout|timed? ?out"),
     ("crash-at-start 3", r"exited with status 3 before it was ready"),
 ], ids=["never-ready", "crash-at-start"])
+@pytest.mark.log_expected(r"reload failed: ", r"did not send READY=1 within", WORKER_DEATH)
 def test_failed_roll_keeps_old_workers(instances, bad_mode, reason):
     n = 2
     inst = instances("badroll-" + bad_mode.split()[0], workers=n,
@@ -217,6 +219,7 @@ def test_notify_old_worker_stops_only_after_new_one_is_ready(instances):
 
 # ---- watchdog ----------------------------------------------------------------------------
 
+@pytest.mark.log_expected(r"missed its watchdog deadline", WORKER_DEATH)
 def test_watchdog_replaces_a_worker_that_stops_pinging(instances):
     period = 1.0
     inst = instances("wdog", workers=2, args=["--watchdog", str(period)],
@@ -253,6 +256,7 @@ def test_watchdog_replaces_a_worker_that_stops_pinging(instances):
     assert st["restarts"] == 1
 
 
+@pytest.mark.log_expected(r"missed its watchdog deadline", r"did not stop within", WORKER_DEATH)
 def test_watchdog_replaces_a_hung_worker_while_the_others_serve(instances):
     """TESTING.md scenario 5: a worker SIGSTOPped (hung: its pings stop with it) is replaced
     by the watchdog: SIGABRT stays pending on a stopped process, so the SIGKILL after
@@ -299,6 +303,11 @@ def test_scale_up_and_down_under_load(instances):
         p8 = inst.pids(inst.wait_settled(8))
         assert sorted(p8) == list(range(8))
         assert {s: p8[s] for s in range(4)} == p4, "scaling up touched running workers"
+        # What a slot costs bindonce in fds (its worker's pidfd...): teardown checks that
+        # the scale-downs gave back exactly that much.
+        per_slot, rest = divmod(inst.stable_fd_count() - inst.fd_start, 4)
+        assert per_slot > 0 and rest == 0, (per_slot, rest)
+        inst.fd_start -= 2 * per_slot
         load.wait_ok(20)
 
         # -1 stops the highest slot.
@@ -451,22 +460,27 @@ def test_surge_and_unavailable_both_zero_is_a_usage_error():
     assert r.stderr.startswith("bindonce: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_worker_never_ready_at_start_is_a_failed_start(instances):
-    inst = instances("nostart", workers=1, args=["--ready", "notify", "--start-timeout", "0.5"],
-                     mode="never-ready", start=False)
+@pytest.mark.parametrize("args,mode,line", [
+    (["--start-timeout", "1.2"], "never-ready", "did not send READY=1 within 1.2 s"),
+    (["--watchdog", "1.2"], "stop-pinging-after 0", "missed its watchdog deadline (1.2 s)"),
+], ids=["start-timeout", "watchdog"])
+def test_a_worker_stopped_for_readiness_or_watchdog_is_a_failure(instances, args, mode, line):
+    """RESTART CONTRACT clauses 1 and 5: a worker stopped for --start-timeout or the
+    watchdog is an early failure that the worker caused, however long it ran (1.2 s here,
+    past the 1 s of an early death): with --give-up 2, two of them in a row give up."""
+    inst = instances("failed-" + mode.split()[0], workers=1, start=False, mode=mode,
+                     args=["--ready", "notify", "--give-up", "2"] + args,
+                     expected=[re.escape(line), WORKER_DEATH, "giving up: every worker failed"])
     inst.start(wait=False)
-    first = wait_until(lambda: inst.status()["slots"][0]["pid"], 3, what="a first worker")
-    wait_until(lambda: inst.status()["slots"][0]["pid"] not in (None, first), 5,
-               what=lambda: "a restart after the start timeout; log:\n" + inst.log())
-    st = inst.status()
-    assert st["ready"] == 0 and st["slots"][0]["ready"] is False
-    assert st["slots"][0]["restarts"] >= 1
-    assert "did not send READY=1 within 0.5 s" in inst.log()
-    assert not alive(first)
+    assert inst.wait_exit(20) == 69, inst.log()
+    log = inst.log()
+    assert log.count(line) == 2, log
+    assert "giving up: every worker failed 2 times in a row" in log, log
 
 
 # ---- who may notify -------------------------------------------------------------------------
 
+@pytest.mark.log_expected(r"did not send READY=1 within", WORKER_DEATH)
 @pytest.mark.parametrize("access", ["main", "all"])
 def test_notify_access(instances, access):
     """READY=1 from a helper process of the worker's group counts with --notify-access all
@@ -490,6 +504,7 @@ def test_notify_access(instances, access):
         assert "worker 0 (pid %d) is ready" % first not in inst.log()
 
 
+@pytest.mark.log_expected(r"did not send READY=1 within", WORKER_DEATH)
 def test_notify_from_a_stranger_is_ignored(instances):
     """Only workers may notify: READY=1 sent by this test process to the workers' notify
     socket changes nothing."""

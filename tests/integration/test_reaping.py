@@ -9,7 +9,13 @@ import os
 import signal
 import time
 
+import pytest
+
 from conftest import TESTWORKER, proc_alive, proc_children, proc_fds, wait_until, zombie_children
+from testlib import WORKER_DEATH
+
+# Workers here die on purpose: bindonce logs their deaths as warnings.
+pytestmark = pytest.mark.log_expected(WORKER_DEATH)
 
 WORKERS = 50
 ROUNDS = 4                   # 4 x 50 = 200 deaths

@@ -4,9 +4,13 @@ import os
 import signal
 import time
 
+import pytest
+
 from conftest import TESTWORKER, port_bindable, proc_alive, wait_until
+from testlib import WORKER_DEATH
 
 
+@pytest.mark.log_expected(r"did not stop within", WORKER_DEATH)
 def test_sigterm_ignored_worker_is_killed_after_stop_timeout(supervisor, free_port, short_dir):
     port = free_port()
     upath = str(short_dir / "s.sock")
@@ -51,6 +55,7 @@ def _ignores_term(pid):
     return False
 
 
+@pytest.mark.log_expected(r"stop requested again, sending SIGKILL", WORKER_DEATH)
 def test_second_sigterm_kills_at_once(supervisor, free_port):
     """A second SIGTERM during the stop sends SIGKILL at once."""
     sup = supervisor().start(["--stop-timeout", "30", "-l", f"127.0.0.1:{free_port()}"],
