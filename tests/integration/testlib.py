@@ -290,6 +290,31 @@ def read_to_eof(sock, reset_ends=False):
     return data
 
 
+def listening_inodes(port):
+    """Socket inodes of the TCP listeners on `port` (any address), from /proc/net/tcp{,6}."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        out.add(int(fields[9]))
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def fd_inode(pid, fd):
+    """The socket inode of pid's fd, or None if it is not a socket."""
+    try:
+        m = re.match(r"socket:\[(\d+)\]\Z", os.readlink("/proc/%d/fd/%d" % (pid, fd)))
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
 # The example httpd's answer (docs/examples/httpd.c): (pid, slot) or None.
 HTTPD_RE = re.compile(rb"\AHTTP/1\.[01] 200 OK\r\n(?:[^\r\n]*\r\n)*?\r\n"
                       rb"hello from worker (\d+) \(pid (\d+)\)\n\Z")
