@@ -163,6 +163,7 @@ class LoadClient:
         self._stop = threading.Event()
         self._issued = 0
         self._oks = 0              # live, for a test watching progress during the run
+        self._spans = []           # (start, end) of every attempt (bounded by the duration)
         self._workers = []
 
     def _take_ticket(self):
@@ -177,12 +178,15 @@ class LoadClient:
         answered = set()
         failures = []
         while not self._stop.is_set() and time.monotonic() < deadline and self._take_ticket():
+            t0 = time.monotonic()
             cls, ident, detail = request_once(self.addr, **self.request_kw)
+            with self._lock:
+                self._spans.append((t0, time.monotonic()))
+                if cls == "ok":
+                    self._oks += 1
             counts[cls] += 1
             if cls == "ok":
                 answered.add(ident)
-                with self._lock:
-                    self._oks += 1
             elif len(failures) < 50:
                 failures.append((time.monotonic(), cls, detail))
         with self._lock:
@@ -195,6 +199,21 @@ class LoadClient:
         """ok answers so far, while the load runs."""
         with self._lock:
             return self._oks
+
+    def wait_ok(self, n, timeout=10.0):
+        """Wait (bounded) for n more ok answers: the load is flowing now."""
+        want = self.oks() + n
+        deadline = time.monotonic() + timeout
+        while self.oks() < want:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"only {self.oks() - want + n} of {n} more ok answers in {timeout} s")
+            time.sleep(0.01)
+
+    def attempts_within(self, t0, t1):
+        """Attempts in flight at some moment of [t0, t1] (monotonic): how much of the load
+        overlapped a fault or a restart."""
+        with self._lock:
+            return sum(1 for a, b in self._spans if a <= t1 and b >= t0)
 
     def start(self):
         self.result.started = time.monotonic()

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from testlib import WORKER_DEATH
+from testlib import WORKER_DEATH, unix_server_ends
 from lifecycle_support import (BINDONCE, CLK_TCK, PYTHON, Instance, alive, boot_time, free_port,  # noqa: F401
                                http_get, instances, monotonic, proc_stat, raw_request, read_to_eof, wait_until)
 
@@ -316,17 +316,17 @@ def test_bad_request_gets_error_and_changes_nothing(instances, data):
     answer = raw_request(inst.control, data)
     assert answer.startswith(b"ERROR "), "request %r answered %r" % (data[:80], answer[:200])
     assert answer.endswith(b"\n") and answer.count(b"\n") == 1, answer
-    time.sleep(0.1)                         # a command wrongly taken would act by now
+    wait_fds(inst, fds)                     # the server is done with the connection
     assert_healthy(inst, pids)
-    wait_fds(inst, fds)
 
 
 def test_only_the_first_line_counts(instances):
     inst = instances("oneline", workers=2)
     pids = inst.pids()
+    fds = inst.fd_count()
     answer = raw_request(inst.control, b"status\nstop\nscale 1\n")
     assert answer.startswith(b"OK\n"), answer
-    time.sleep(0.1)
+    wait_fds(inst, fds)                     # the server is done with the connection
     assert_healthy(inst, pids)
 
 
@@ -350,6 +350,7 @@ def test_clients_that_vanish_leave_nothing_behind(instances):
     wait_until(lambda: "reload complete" in inst.log(), 10, what="the abandoned reload to complete")
     st = inst.wait_settled(2)
     assert not set(inst.pids(st).values()) & set(pids.values())
+    wait_until(lambda: unix_server_ends(inst.control) == 0, 5, what="the server to close every connection")
     wait_fds(inst, fds)
     assert inst.proc.poll() is None
 
@@ -360,11 +361,14 @@ def test_truncated_request_of_a_vanished_client_is_not_executed(instances, data)
     without its newline: it is not a request line and must not be carried out."""
     inst = instances("trunc", workers=2)
     pids = inst.pids()
+    fds = inst.fd_count()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(inst.control)
     s.sendall(data)
     s.close()
-    time.sleep(0.2)
+    # The server has seen the EOF and closed its end (it closes only after processing).
+    wait_until(lambda: unix_server_ends(inst.control) == 0, 5, what="the server to close the connection")
+    wait_fds(inst, fds)
     assert_healthy(inst, pids)
 
 

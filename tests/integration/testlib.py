@@ -306,6 +306,20 @@ def listening_inodes(port):
     return out
 
 
+def unix_server_ends(path):
+    """Connections to the unix listener at `path` that its server has not closed yet
+    (queued or accepted), from /proc/net/unix: after a client closes, 0 means the server
+    has processed the connection to its end."""
+    n = 0
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[3] != "00010000":
+                n += 1
+    return n
+
+
 def fd_inode(pid, fd):
     """The socket inode of pid's fd, or None if it is not a socket."""
     try:
