@@ -15,7 +15,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 
 import pytest
 

@@ -607,3 +607,7 @@ def expected_from_markers(request):
 
 # Warnings a test provokes on purpose, for its log_expected marker or expect_log().
 WORKER_DEATH = r"worker \d+ \(pid \d+\) (?:exited with status \d+|killed by signal \w+)"
+
+# Tests that need root skip without it, with this reason; `make check` (CI runs as root)
+# fails on such a skip unless the skip is listed as expected (see skipcheck.py).
+NEEDS_ROOT_REASON = "needs root"
