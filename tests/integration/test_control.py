@@ -463,17 +463,18 @@ def test_slow_clients_do_not_stall_others(instances):
             took = monotonic() - t
             assert r.returncode == 0, r.stderr
             # A blocked loop would show as the client's 5 s timeout.
-            assert took < 2.5, "ctl status took %.2f s with slow clients around" % took
+            # A status stuck behind the slow clients would wait out their 5 s timeout.
+            assert took < 4.5, "ctl status took %.2f s with slow clients around" % took
         assert json.loads(r.stdout)["ready"] == 2
 
         # Who does not send within 5 s is dropped (EOF, maybe an ERROR first).
         for s in idle + partial:
-            s.settimeout(max(0.1, t0 + 7.0 - monotonic()))
+            s.settimeout(max(0.1, t0 + 10.0 - monotonic()))     # 5 s, with room for a loaded machine
             try:
                 while s.recv(4096):
                     pass
             except socket.timeout:
-                pytest.fail("a control client that sent no full line was not dropped within 7 s")
+                pytest.fail("a control client that sent no full line was not dropped within 10 s")
             except ConnectionResetError:
                 pass
         dropped = monotonic() - t0

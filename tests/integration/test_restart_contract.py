@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from testlib import EXAMPLE_HTTPD, WORKER_DEATH, cpu_seconds, proc_alive, read_to_eof, wait_until
+from testlib import EXAMPLE_HTTPD, WORKER_DEATH, cpu_seconds, proc_alive, quiet_for, read_to_eof, wait_until
 
 # Workers here die on purpose: their deaths are logged as warnings.
 pytestmark = pytest.mark.log_expected(WORKER_DEATH, r"giving up: every worker failed")
@@ -74,11 +74,9 @@ def test_2_first_early_death_is_immediate_then_backoff_doubles(run):
     for n in (2, 3, 4, 5):
         d = 100 * 2 ** (n - 2)
         assert d // 2 - 1 <= delays[n] <= d, "failure %d: %d ms not in [%d, %d]" % (n, delays[n], d // 2, d)
-    # The first restart came at once: the log has no delay for it (above); the clock is only
-    # a sanity bound, loose enough for a loaded machine.
+    # The first restart came at once: the log has no delay line for it (above). And the
+    # delays were really waited for.
     t = started_times(log)
-    assert t[1] - t[0] < 0.5, "first early death not restarted at once: %.3f s" % (t[1] - t[0])
-    # And the delays were really waited for.
     assert t[2] - t[1] >= 0.045 and t[4] - t[3] >= 0.19
 
 
@@ -212,7 +210,7 @@ def test_crash_loop_then_fixed(bindonce, tmp_path):
         deadline = time.monotonic() + 6.0
         while time.monotonic() < deadline:
             assert b.proc.poll() is None, b.log()
-            time.sleep(0.2)
+            time.sleep(0.2)     # the 6 s observation of the crash loop is the scenario
         starts = len(started_times(b.log())) - starts_before
         cpu = cpu_seconds(b.proc.pid) - cpu0
         print("crash loop, 6 s: %d starts, %.3f s of bindonce CPU" % (starts, cpu))
@@ -231,5 +229,6 @@ def test_crash_loop_then_fixed(bindonce, tmp_path):
         queued.close()
     st = b.wait_status(lambda st: st["ready"] == 2, 15, "both slots serving after the fix")
     pids = [s["pid"] for s in st["slots"]]
-    time.sleep(1.2)     # past the 1 s of an early death: these workers stay
-    assert [s["pid"] for s in b.status()["slots"]] == pids, b.log()
+    # Past the 1 s of an early death (and a backoff delay), these workers stay.
+    quiet_for(1.5, lambda: (lambda now: now if now != pids else None)([s["pid"] for s in b.status()["slots"]]),
+              "a fixed worker was replaced")
