@@ -408,7 +408,8 @@ class Harness:
 
     # -- starting
 
-    def popen(self, argv, env_extra=None, env_remove=(), stdout=None, cwd=None, preexec_fn=None):
+    def popen(self, argv, env_extra=None, env_remove=(), stdout=None, cwd=None, preexec_fn=None,
+              pass_fds=()):
         """Start argv with the scrubbed environment and the tree marker; stderr goes to the
         log (stdout too, unless `stdout` is a path)."""
         env = clean_env(env_extra, env_remove)
@@ -418,7 +419,8 @@ class Harness:
             out = open(stdout, "ab") if stdout else log
             try:
                 self.proc = TrackedPopen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
-                                         env=env, cwd=cwd, preexec_fn=preexec_fn, close_fds=True)
+                                         env=env, cwd=cwd, preexec_fn=preexec_fn, close_fds=True,
+                                         pass_fds=pass_fds)
             finally:
                 if stdout:
                     out.close()
