@@ -2,6 +2,7 @@
 leave a slot dead, a process behind, or the wrong exit code."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 from testlib import WORKER_DEATH
 from conftest import BINDONCE, free_tcp_port, proc_alive
+from testlib import Harness, proc_children, proc_comm, wait_until
 
 
 @pytest.fixture
@@ -127,12 +129,25 @@ def test_bad_adopted_fd_names_are_refused(tmp_path):
         log.close()
 
 
-def test_workers_get_the_open_file_limit_bindonce_was_given(shell):
-    def soft(pid):
-        for line in open("/proc/%d/limits" % pid):
-            if line.startswith("Max open files"):
-                return line.split()[3]
+def limits(pid):
+    """(soft, hard) open-file limits of pid, as ints (None: unlimited)."""
+    for line in open("/proc/%d/limits" % pid):
+        if line.startswith("Max open files"):
+            return tuple(None if v == "unlimited" else int(v) for v in line.split()[3:5])
 
-    b = shell([], "exec sleep 1000")
-    worker = b.wait_status(lambda s: s["ready"] == 1, 10, "ready")["slots"][0]["pid"]
-    assert soft(worker) == soft(os.getpid())
+
+def test_workers_get_the_open_file_limit_bindonce_was_given(harnesses, tmp_path):
+    """bindonce(1), Resource limits: bindonce raises its own soft limit to the hard one (at
+    most 524288) and gives each worker the soft limit it was started with. Started with an
+    explicit soft limit of 512, below the hard one, so that both show."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard > 512, "the hard open-file limit is %d: nothing to raise" % hard
+    h = Harness(tmp_path / "bindonce")
+    harnesses.append(h)
+    control = str(tmp_path / "ctl.sock")
+    h.popen([BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "--control", control, "--", "sleep", "1000"],
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard)))
+    worker = wait_until(lambda: (proc_children(h.pid) or [None])[0], 10, "the worker")
+    wait_until(lambda: proc_comm(worker) == "sleep", 5, "the worker to exec")
+    assert limits(h.pid) == (min(hard, 524288), hard), limits(h.pid)
+    assert limits(worker) == (512, hard), limits(worker)
