@@ -41,7 +41,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = [p for p in (BINDONCE, TESTWORKER) if not os.access(p, os.X_OK)]
+    missing = [p for p in (BINDONCE, TESTWORKER, EXAMPLE_HTTPD) if not os.access(p, os.X_OK)]
     if missing:
         raise pytest.UsageError("not built: " + ", ".join(missing) + " (run make)")
 

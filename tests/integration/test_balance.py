@@ -1,6 +1,5 @@
 """--balance reuseport: a SO_REUSEPORT socket per worker slot, steered by bindonce."""
 
-import re
 import socket
 import statistics
 import threading
@@ -8,7 +7,7 @@ import threading
 import pytest
 
 from conftest import EXAMPLE_HTTPD, proc_fds, read_to_eof
-from testlib import WORKER_DEATH, alive, fd_inode, listening_inodes, monotonic, wait_until
+from testlib import WORKER_DEATH, alive, httpd_answer, fd_inode, listening_inodes, monotonic, wait_until
 
 
 def get(port, timeout=2.0):
@@ -24,8 +23,8 @@ def get(port, timeout=2.0):
         return "timeout"
     except OSError as e:
         return "error:%s" % e.__class__.__name__
-    m = re.search(rb"worker (\d+) \(pid", data)
-    return int(m.group(1)) if m else "bad_payload"
+    ident = httpd_answer(data)
+    return ident[1] if ident else "bad_payload"
 
 
 def reuseport(bindonce, workers, command, *args):

@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 
-from testlib import WORKER_DEATH, unix_server_ends
+from testlib import NOTIFY_WORKER, WORKER_DEATH, unix_server_ends
 from lifecycle_support import (BINDONCE, CLK_TCK, PYTHON, Instance, alive, boot_time, free_port,  # noqa: F401
                                http_get, instances, monotonic, proc_stat, raw_request, read_to_eof, wait_until)
 
@@ -545,22 +545,15 @@ def test_control_path_in_use_and_ctl_stop(instances):
         http_get(inst.port, timeout=1)
 
 
-STATUS_SENDER = r'''
-import os, socket, time
-addr = os.environ["NOTIFY_SOCKET"]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.connect("\0" + addr[1:] if addr.startswith("@") else addr)
-s.send("STATUS=".encode() + "\u00e9".encode() * 200)     # 400 bytes: cut at a character
-s.send(b"STATUS=\xff\xfe not UTF-8")                       # ignored
-s.send(b"READY=1")                                         # after both, in order
-time.sleep(1000)
-'''
+# STATUS= of 400 bytes (cut at a character), then one that is not UTF-8 (ignored), then
+# READY=1, in this order.
+STATUS_SENDER = NOTIFY_WORKER + ["STATUS=" + "\u00e9" * 200, os.fsdecode(b"STATUS=\xff\xfe not UTF-8"), "READY=1"]
 
 
 def test_worker_status_text_stays_utf8(bindonce):
     """A worker's STATUS= is shown by ctl status --json: cut at a character boundary, and
     text that is not UTF-8 is ignored, so the JSON stays valid."""
-    b = bindonce(["--ready", "notify"], ["/usr/bin/python3", "-c", STATUS_SENDER])
+    b = bindonce(["--ready", "notify"], STATUS_SENDER)
     st = b.wait_status(lambda s: s["ready"] == 1, 10, "the worker's READY=1")
     status = st["slots"][0]["status"]
     assert status == "\u00e9" * 127, status                  # 254 bytes: the 128th would not fit

@@ -3,16 +3,16 @@ leave a slot dead, a process behind, or the wrong exit code."""
 
 import os
 import resource
+import shlex
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
 from testlib import WORKER_DEATH
 from conftest import BINDONCE, free_tcp_port, proc_alive
-from testlib import Harness, proc_children, proc_comm, wait_until
+from testlib import NOTIFY_WORKER, Harness, proc_children, proc_comm, wait_until
 
 
 @pytest.fixture
@@ -22,9 +22,7 @@ def shell(bindonce):
 
 
 # Ready 1.5 s after start, via READY=1 on the notify socket.
-SLOW_READY = ("exec /usr/bin/python3 -c 'import os, socket, time; time.sleep(1.5); a = os.environ[\"NOTIFY_SOCKET\"]; "
-              "a = \"\\0\" + a[1:] if a[0] == \"@\" else a; "
-              "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b\"READY=1\", a); time.sleep(1000)'")
+SLOW_READY = "exec " + shlex.join(NOTIFY_WORKER + ["sleep:1.5", "READY=1"])
 
 
 @pytest.mark.log_expected(WORKER_DEATH)
@@ -105,28 +103,24 @@ def test_huge_listen_fds_is_a_broken_environment_not_out_of_memory(tmp_path):
     assert "LISTEN_FDS=2000000000" in r.stderr
 
 
-def test_bad_adopted_fd_names_are_refused(tmp_path):
+def test_bad_adopted_fd_names_are_refused(harnesses, tmp_path):
     # A real listening socket at fd 3 for bindonce's own pid, named with an empty name.
     port = free_tcp_port()
-    log = open(tmp_path / "bindonce.log", "w")
-    proc = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "LISTEN_FDNAMES=",
-                             BINDONCE, "--control", "none", "--", "true"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        # systemd-socket-activate execs its command on the first connection.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        assert proc.wait(timeout=10) == 78, (tmp_path / "bindonce.log").read_text()
-        assert "LISTEN_FDNAMES" in (tmp_path / "bindonce.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    h = Harness(tmp_path / "bindonce", [r"LISTEN_FDNAMES: name 1 is not"])
+    harnesses.append(h)
+    h.popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "LISTEN_FDNAMES=",
+             BINDONCE, "--control", "none", "--", "true"])
+
+    # systemd-socket-activate execs its command on the first connection.
+    def connected():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_until(connected, 5, "systemd-socket-activate to listen")
+    assert h.wait_exit(10) == 78, h.log()
+    assert "LISTEN_FDNAMES" in h.log()
 
 
 def limits(pid):

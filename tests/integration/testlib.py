@@ -346,11 +346,12 @@ def sd_notify(message, address=None):
     if address.startswith("@"):
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message if isinstance(message, bytes) else message.encode(), address)
+        s.sendto(message if isinstance(message, bytes) else os.fsencode(message), address)
 
 
 # A worker command that sends sd_notify messages with the function above: each argument is
-# one message, "sleep:SEC" waits, and it ends in a long sleep (stopped by bindonce).
+# one message (bytes that are not UTF-8 pass through argv as they are), "sleep:SEC" waits,
+# and it ends in a long sleep (stopped by bindonce).
 NOTIFY_WORKER = [PYTHON, "-c", "import sys, time\nsys.path.insert(0, %r)\nfrom testlib import sd_notify\n"
                  "for a in sys.argv[1:]:\n"
                  "    time.sleep(float(a[6:])) if a.startswith('sleep:') else sd_notify(a)\n"
