@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -316,3 +317,29 @@ def test_the_socket_is_removed_at_stop_only_if_still_its_own(supervisor, free_po
     assert sup.stop() == 0
     assert path.read_text() == "someone else's\n"
 
+
+
+def test_at_most_64_control_clients_at_once_more_wait(supervisor, free_port):
+    """CONTROL SOCKET, Limits: 64 clients are served at once, more wait in the backlog: with
+    64 idle clients connected, a 65th is answered only once the idle ones are dropped
+    (after their 5 s), never refused."""
+    sup = supervisor().start(["-l", "127.0.0.1:%d" % free_port()], wait_workers=1)
+    base = sup.fd_count()
+    idle = []
+    try:
+        for _ in range(64):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(sup.control_path))
+            idle.append(s)
+        wait_until(lambda: sup.fd_count() >= base + 64, 5, lambda: "64 clients accepted (%d fds)" % sup.fd_count())
+        t0 = time.monotonic()
+        r = ctl("--control", str(sup.control_path), "status")
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        assert took >= 4.0, "the 65th client was served after %.1f s, beside 64 others" % took
+        for s in idle:                          # dropped by then
+            s.settimeout(1)
+            assert s.recv(100) == b""
+    finally:
+        for s in idle:
+            s.close()
