@@ -36,6 +36,8 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.skipped and not hasattr(rep, "wasxfail"):
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if reason.startswith("Skipped: "):
+            reason = reason[len("Skipped: "):]
         text = "%s: %s" % (item.nodeid, reason)
         if not any(p.search(text) for p in _expected()):
             item.config._unexpected_skips.append(text)
