@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from loadclient import CLASSES, request_once
+from loadclient import CLASSES, LoadClient  # noqa: F401
 from testlib import (BINDONCE, CLK_TCK, LIFECYCLE_WORKER as WORKER, PYTHON, Harness, alive,  # noqa: F401
                      all_pids, descendants, expected_from_markers, fd_count, free_tcp_port as free_port,
                      monotonic, proc_stat, read_to_eof, wait_until)
@@ -236,62 +236,29 @@ def instances(harnesses, request):
 
 # ---- load -----------------------------------------------------------------------------------
 
-class Load:
-    """Connection-per-request HTTP load on 127.0.0.1:port from `threads` threads.
-
-    Every attempt lands in exactly one of CLASSES; `ok` answers are kept as
-    (t_start, pid, slot, version, t_end)."""
+class Load(LoadClient):
+    """loadclient.LoadClient on lifecycle_worker's answer, at 127.0.0.1:port: every attempt
+    lands in exactly one of CLASSES, and each ok answer is kept in `answers` as
+    (t_start, pid, slot, version, t_end). `path` may be a callable (a path per request)."""
 
     def __init__(self, port, threads=3, path="/", connect_timeout=3.0, response_timeout=8.0,
                  pause=0.0):
+        def request():
+            p = path() if callable(path) else path
+            return b"GET " + p.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n"
+        super().__init__(("127.0.0.1", port), threads=threads, duration=120.0, keep_answers=True,
+                         pause=pause, request=request, connect_timeout=connect_timeout,
+                         response_timeout=response_timeout, validator=answer_validator)
         self.port = port
-        self.n_threads = threads
-        self.path = path
-        self.connect_timeout = connect_timeout
-        self.response_timeout = response_timeout
-        self.pause = pause
-        self.counts = collections.Counter({c: 0 for c in CLASSES})
-        self.answers = []
-        self.failures = []              # (t, class, detail) of the first few failures
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = []
 
     def one(self):
         """One attempt: (class, (pid, slot, version) or a detail)."""
-        path = self.path() if callable(self.path) else self.path
-        cls, ident, detail = request_once(("127.0.0.1", self.port),
-                                          request=b"GET " + path.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n",
-                                          connect_timeout=self.connect_timeout,
-                                          response_timeout=self.response_timeout,
-                                          validator=answer_validator)
+        cls, ident, detail = self._attempt()
         return cls, ident if cls == "ok" else detail
 
-    def loop(self):
-        while not self.stopping.is_set():
-            t = monotonic()
-            cls, detail = self.one()
-            with self.lock:
-                self.counts[cls] += 1
-                if cls == "ok":
-                    self.answers.append((t,) + detail + (monotonic(),))
-                elif len(self.failures) < 20:
-                    self.failures.append((t, cls, detail))
-            if self.pause:
-                time.sleep(self.pause)
-
-    def start(self):
-        for _ in range(self.n_threads):
-            t = threading.Thread(target=self.loop, daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def stop(self):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(self.connect_timeout + self.response_timeout + 2)
-        return self
+    def stop(self, timeout=None):
+        return super().stop(timeout if timeout is not None else
+                            self.request_kw["connect_timeout"] + self.request_kw["response_timeout"] + 2)
 
     def __enter__(self):
         return self.start()
@@ -300,24 +267,13 @@ class Load:
         self.stop()
 
     def attempts(self):
-        with self.lock:
-            return sum(self.counts.values())
-
-    def oks(self):
-        with self.lock:
-            return self.counts["ok"]
-
-    def wait_ok(self, n, timeout=10):
-        start = self.oks()
-        wait_until(lambda: self.oks() >= start + n, timeout, what="%d more ok answers" % n)
+        return self.result.attempts
 
     def losses(self):
-        with self.lock:
-            return {c: n for c, n in self.counts.items() if c != "ok" and n}
+        return {c: n for c, n in self.result.counts.items() if c != "ok" and n}
 
     def summary(self):
-        with self.lock:
-            return "counts %s; first failures %s" % (dict(self.counts), self.failures[:5])
+        return self.result.summary()
 
 
 def http_get(port, path="/", timeout=5.0):

@@ -151,12 +151,19 @@ class LoadClient:
     Always bounded: duration defaults to 60 s at most.
     """
 
-    def __init__(self, addr, threads=8, duration=60.0, max_requests=None, **request_kw):
+    def __init__(self, addr, threads=8, duration=60.0, max_requests=None, keep_answers=False,
+                 pause=0.0, **request_kw):
+        """request_kw go to request_once(); its `request` may be a callable, asked for the
+        bytes of each attempt. keep_answers keeps (start, *ident, end) of every ok answer
+        in self.answers; pause is a wait between one thread's attempts."""
         _check_loopback(addr)
         self.addr = addr
         self.threads = threads
         self.duration = min(duration, 120.0)
         self.max_requests = max_requests
+        self.keep_answers = keep_answers
+        self.pause = pause
+        self.answers = []
         self.request_kw = request_kw
         self.result = Result()
         self._lock = threading.Lock()
@@ -179,21 +186,33 @@ class LoadClient:
         failures = []
         while not self._stop.is_set() and time.monotonic() < deadline and self._take_ticket():
             t0 = time.monotonic()
-            cls, ident, detail = request_once(self.addr, **self.request_kw)
+            cls, ident, detail = self._attempt()
             with self._lock:
-                self._spans.append((t0, time.monotonic()))
+                t1 = time.monotonic()
+                self._spans.append((t0, t1))
                 if cls == "ok":
                     self._oks += 1
+                    if self.keep_answers:
+                        self.answers.append((t0,) + tuple(ident) + (t1,))
             counts[cls] += 1
             if cls == "ok":
                 answered.add(ident)
             elif len(failures) < 50:
                 failures.append((time.monotonic(), cls, detail))
+            if self.pause:
+                self._stop.wait(self.pause)
         with self._lock:
             for c in CLASSES:
                 self.result.counts[c] += counts[c]
             self.result.answered |= answered
             self.result.failures = sorted(self.result.failures + failures)[:50]
+
+    def _attempt(self):
+        """One classified attempt: (class, ident, detail)."""
+        kw = dict(self.request_kw)
+        if callable(kw.get("request")):
+            kw["request"] = kw["request"]()
+        return request_once(self.addr, **kw)
 
     def oks(self):
         """ok answers so far, while the load runs."""
