@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import TESTWORKER
-from testlib import BINDONCE, WORKER_DEATH, clean_env, wait_until
+from testlib import BINDONCE, EXAMPLE_HTTPD, WORKER_DEATH, Harness, clean_env, free_port, httpd_answer, wait_until
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = "nogroup" if "nogroup" in {g.gr_name for g in grp.getgrall()} else "nobody"
@@ -343,3 +343,87 @@ def test_at_most_64_control_clients_at_once_more_wait(supervisor, free_port):
     finally:
         for s in idle:
             s.close()
+
+
+# ---- SCALING, BINDONCE CTL signal, FD STORE, ADDRESSES -------------------------------------
+
+def test_sigttou_with_one_worker_left_does_nothing(supervisor, free_port):
+    sup = supervisor().start(["-l", "127.0.0.1:%d" % free_port()], wait_workers=1)
+    [rep] = sup.reports()
+    sup.send_signal(signal.SIGTTOU)
+    # Two full requests later the loop has handled the signal (it was pending before both).
+    for _ in range(2):
+        st = status_of(str(sup.control_path))
+    assert st["workers"] == 1 and [s["pid"] for s in st["slots"]] == [rep["pid"]], st
+    assert "scaling" not in sup.log(), sup.log()
+
+
+def test_ctl_signal_by_name_with_and_without_sig_and_by_number(bindonce, tmp_path):
+    got = tmp_path / "got"
+    b = bindonce(["-w", "2"], ["sh", "-c", "trap 'echo $BINDONCE_WORKER >> %s' USR1; "
+                               "while :; do sleep 0.05; done" % got])
+    b.wait_status(lambda s: s["ready"] == 2, 10, "2 workers")
+
+    def received():
+        return sorted(got.read_text().split()) if got.exists() else []
+    for args, want in ((["SIGUSR1", "0"], ["0"]), (["USR1", "1"], ["0", "1"]),
+                       ([str(int(signal.SIGUSR1))], ["0", "0", "1", "1"])):
+        r = b.ctl("signal", *args)
+        assert r.returncode == 0, (args, r.stderr)
+        wait_until(lambda: received() == want, 5, lambda: "USR1 for %s: %s" % (want, received()))
+
+
+@pytest.mark.log_expected(r"--fd-store: not running under systemd")
+def test_fd_store_without_systemd_is_a_warning_only(supervisor, free_port):
+    port = free_port()
+    sup = supervisor().start(["--fd-store", "-l", "127.0.0.1:%d" % port], wait_workers=1)
+    assert "warning: --fd-store: not running under systemd (NOTIFY_SOCKET is unset); sockets not stored" \
+        in sup.log(), sup.log()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert b"pid=" in c.recv(4096)
+
+
+def get_hello(family, addr):
+    with socket.socket(family, socket.SOCK_STREAM) as c:
+        c.settimeout(5)
+        c.connect(addr)
+        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+
+
+@pytest.fixture
+def bindonce_any(tmp_path, harnesses):
+    """bindonce_any(args) -> a Harness running `bindonce --control none ARGS -- httpd`."""
+    def start(args):
+        h = Harness(tmp_path / ("b%d" % len(harnesses)))
+        harnesses.append(h)
+        h.popen([BINDONCE, "--control", "none", *args, "--", EXAMPLE_HTTPD])
+        wait_until(lambda: "worker 0 started" in h.log() or h.proc.poll() is not None, 10, "the worker")
+        assert h.proc.poll() is None, h.log()
+        return h
+    return start
+
+
+@pytest.mark.parametrize("kind", ["ipv6", "bare-port", "abstract"])
+def test_addresses_are_bound_and_served(bindonce_any, kind):
+    """ADDRESSES: [::1]:PORT, a bare PORT (dual-stack [::], reached over IPv4 and IPv6)
+    and an abstract @name are bound and served, not only parsed."""
+    port = free_port("::")          # free on [::], so on 0.0.0.0 too (dual-stack)
+    if kind == "ipv6":
+        listen, targets = "[::1]:%d" % port, [(socket.AF_INET6, ("::1", port))]
+    elif kind == "bare-port":
+        listen, targets = str(port), [(socket.AF_INET, ("127.0.0.1", port)), (socket.AF_INET6, ("::1", port))]
+    else:
+        name = "bindonce-test-%d" % os.getpid()
+        listen, targets = "@" + name, [(socket.AF_UNIX, "\0" + name)]
+    b = bindonce_any(["-l", listen])
+    for family, addr in targets:
+        answer = get_hello(family, addr)
+        assert httpd_answer(answer), (listen, addr, answer[:200])
+    assert b.proc.poll() is None
