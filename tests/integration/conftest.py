@@ -1,22 +1,28 @@
-"""Fixtures and helpers for the bindonce integration tests.
+"""Fixtures for the bindonce integration tests; the helpers live in testlib.py.
 
-Run: /usr/bin/python3 -m pytest -q tests/integration
-Env: BINDONCE, TESTWORKER, EXAMPLE_HTTPD (absolute paths; default build/<name> in the repo).
+Run: make integration (or /usr/bin/python3 -m pytest -q -p skipcheck tests/integration,
+with PYTHONPATH=tests/integration). Env: BINDONCE, TESTWORKER, EXAMPLE_HTTPD (absolute
+paths; default build/<name> in the repository).
+
+Every bindonce of a test is a testlib.Harness (Supervisor, Bindonce and
+lifecycle_support.Instance are its kinds), made through one of the `supervisor`,
+`bindonce`, `instances` or `harnesses` fixtures, and finished by one teardown that fails
+the test unless: the SIGTERM stop exits 0 (or the test waited for an earlier exit), no
+zombie child, bindonce's fd count is back to the value marked at start, no process of the
+tree is left, no error/warning line the test did not declare (the log_expected marker or
+expect_log()), no sanitizer report.
 
 Process hygiene, which every test relies on:
 - bindonce is started as a plain child (same process group as pytest): it must get and
-  handle signals itself. Its stdout and stderr go to files in the test's directory.
-- Every bindonce gets its own TW_DIR; the test worker writes its reports there, and every
-  process of the tree inherits TW_DIR, so /proc/<pid>/environ tells exactly which
-  processes belong to one Supervisor. Only those, and pids learned from reports, are ever
-  signalled, always by pid.
-- While a test uses a harness fixture, pytest is a child subreaper, so whatever
-  escapes a tree (a grandchild whose worker died, workers of a bindonce that was
-  SIGKILLed) is re-parented to pytest: it is seen, reaped and, if still alive at
-  teardown, reported as a failure.
+  handle signals itself. Its log goes to a file in the test's directory.
+- Every process of a tree inherits BINDONCE_TEST_TREE=<its directory>, so
+  /proc/<pid>/environ tells exactly which processes belong to one harness. Only those, and
+  pids learned from reports or status, are ever signalled, always by pid.
+- While a test uses a harness fixture, pytest is a child subreaper (prctl checked), so
+  whatever escapes a tree is re-parented to pytest: it is seen, reaped and, if still
+  alive at teardown, reported as a failure.
 - Every wait is bounded.
 """
-
 import json
 import os
 import re
