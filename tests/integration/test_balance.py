@@ -110,3 +110,21 @@ def test_scale_down_under_load_drains_and_closes_and_loses_nothing(bindonce):
     assert failures == [], "%d failed of %d: %r" % (len(failures), len(results), failures[:5])
     assert during >= 10, "only %d requests overlapped the scale down: the load proves little" % during
     assert {a for t0, a in results if t0 > t_drained + 0.5} - {0, 1, 2} == set()
+
+
+def test_unix_sockets_stay_shared_with_a_notice(bindonce, short_dir):
+    """BALANCING: in reuseport mode an Internet socket gets one socket per slot, a unix
+    socket stays one socket shared by every worker; the log and `status --json` say so."""
+    path = str(short_dir / "u.sock")
+    b = bindonce(["--balance", "reuseport", "-w", "3", "-l", path], ["sleep", "1000"])
+    st = b.wait_status(lambda s: s["ready"] == 3, 10, "3 workers")
+    log = b.log()
+    assert "balance reuseport: a socket per worker for 1 of 2 addresses" in log, log
+    assert "unix sockets, and sockets passed without ReusePort=yes, stay shared by all workers" in log, log
+    with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+        migrate = f.read().strip() == "1"
+    assert st["balance"] == "reuseport" and st["migrate_req"] is migrate, st
+    workers = [s["pid"] for s in st["slots"]]
+    # fd 3 (127.0.0.1:PORT, from the harness's -l): one per worker; fd 4 (the unix one): shared.
+    assert len({fd_inode(p, 3) for p in workers}) == 3
+    assert len({fd_inode(p, 4) for p in workers}) == 1 and None not in {fd_inode(p, 4) for p in workers}
