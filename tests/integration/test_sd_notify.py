@@ -1,11 +1,12 @@
 """What bindonce tells systemd, read from a notify socket of our own (a stand-in for PID 1)."""
 
+import re
 import signal
 import socket
 
 import pytest
 
-from testlib import EXAMPLE_HTTPD, BINDONCE, Harness, free_tcp_port, monotonic, proc_children, worker_environ
+from testlib import EXAMPLE_HTTPD, BINDONCE, NOTIFY_WORKER, Harness, free_tcp_port, monotonic, proc_children, worker_environ
 
 
 def messages(sock, until, stop=None):
@@ -33,7 +34,7 @@ def notified(tmp_path, harnesses):
     httpd, NOTIFY_SOCKET set to a datagram socket of this test."""
     socks = []
 
-    def start(env_extra=None, args=()):
+    def start(env_extra=None, args=(), command=(EXAMPLE_HTTPD,)):
         path = str(tmp_path / "notify")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(path)
@@ -41,7 +42,7 @@ def notified(tmp_path, harnesses):
         h = Harness(tmp_path / "bindonce")
         harnesses.append(h)
         h.popen([BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "-w", "2",
-                 "--control", str(tmp_path / "ctl.sock")] + list(args) + ["--", EXAMPLE_HTTPD],
+                 "--control", str(tmp_path / "ctl.sock")] + list(args) + ["--"] + list(command),
                 env_extra=dict(env_extra or {}, NOTIFY_SOCKET=path))
         return h, sock
     yield start
@@ -89,3 +90,19 @@ def test_workers_get_a_notify_socket_of_bindonce_not_systemds(notified):
         env = worker_environ(pid)
         assert env["NOTIFY_SOCKET"].startswith("@bindonce/"), env.get("NOTIFY_SOCKET")
         assert "WATCHDOG_USEC" not in env  # no --watchdog for the workers
+
+
+def test_status_text_counts_more_addresses_and_says_reloading(notified, tmp_path):
+    """NOTIFYING SYSTEMD: STATUS= names the first address and "+N more", and says
+    "reloading" while a rolling restart runs."""
+    # Workers ready 0.5 s after start: the roll of two lasts a second, long enough for a
+    # STATUS= update in the middle of it.
+    h, sock = notified(args=["-l", str(tmp_path / "second.sock"), "--ready", "notify"],
+                       command=NOTIFY_WORKER + ["sleep:0.5", "READY=1"])
+    got = texts(messages(sock, monotonic() + 5, lambda m: any("READY=1" in x for x in m)))
+    ready = [m for m in got if "READY=1" in m]
+    assert ready and re.search(r"STATUS=2/2 workers up, 0 restarts, 127\.0\.0\.1:\d+ \+1 more", ready[0]), got
+    h.proc.send_signal(signal.SIGHUP)
+    got = texts(messages(sock, monotonic() + 10, lambda m: any("READY=1" in x for x in m)))
+    assert any(re.search(r"STATUS=\d/2 workers up, \d+ restarts, reloading, 127\.0\.0\.1:\d+ \+1 more", m)
+               for m in got), got
