@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import TESTWORKER
-from testlib import BINDONCE, EXAMPLE_HTTPD, WORKER_DEATH, Harness, clean_env, free_port, httpd_answer, wait_until
+from testlib import BINDONCE, EXAMPLE_HTTPD, NOTIFY_WORKER, WORKER_DEATH, Harness, clean_env, free_port, httpd_answer, wait_until
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = "nogroup" if "nogroup" in {g.gr_name for g in grp.getgrall()} else "nobody"
@@ -427,3 +427,20 @@ def test_addresses_are_bound_and_served(bindonce_any, kind):
         answer = get_hello(family, addr)
         assert httpd_answer(answer), (listen, addr, answer[:200])
     assert b.proc.poll() is None
+
+
+@pytest.mark.log_expected(r"did not stop within", WORKER_DEATH)
+def test_human_status_says_reloading_and_stopping(bindonce):
+    """BINDONCE CTL status: the summary line ends in ", reloading" during a roll and in
+    ", stopping" during a stop."""
+    b = bindonce(["--ready", "notify", "--stop-timeout", "2"],
+                 NOTIFY_WORKER[:-1] + ["import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                       + NOTIFY_WORKER[-1]] + ["sleep:0.5", "READY=1"])
+    b.wait_status(lambda s: s["ready"] == 1, 10, "ready")
+    b.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: ", reloading" in b.ctl("status").stdout.splitlines()[0], 5, "', reloading'")
+    b.wait_log(r"reload complete")
+    b.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: (lambda r: r.returncode == 0 and ", stopping" in r.stdout.splitlines()[0])(b.ctl("status")),
+               5, "', stopping'")
+    assert b.wait_exit(10) == 0, b.log()
