@@ -426,7 +426,8 @@ class Harness:
                 if stdout:
                     out.close()
         self.remember(self.proc.pid)
-        LIVE.append(self)
+        if self not in LIVE:
+            LIVE.append(self)
         return self.proc
 
     @property
