@@ -10,26 +10,25 @@ if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ.get("LISTE
 
 
 async def main():
-    active = set()
     body = f"ok asyncio pid={os.getpid()}\n".encode()
 
     async def handle(reader, writer):
-        active.add(asyncio.current_task())
         try:
             await reader.readline()
             writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()
         finally:
             writer.close()
-            active.discard(asyncio.current_task())
 
     server = await asyncio.start_server(handle, sock=socket.socket(fileno=3))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     server.close()                      # stop accepting
-    if active:                          # finish what was accepted
-        await asyncio.wait(set(active))
+    # Finish what was accepted: a connection accepted a moment ago is still a task that
+    # has not reached handle(), so wait for every task, not only the handlers.
+    while tasks := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(tasks)
 
 
 asyncio.run(main())
