@@ -33,10 +33,12 @@ func main() {
 		fmt.Fprint(w, body)
 	})}
 
+	// Catch SIGTERM before serving: with the default action it would kill the process
+	// with the connections Serve had accepted.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() {
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM)
 		<-sig
 		// Shutdown stops accepting and waits for the requests in progress.
 		srv.Shutdown(context.Background())

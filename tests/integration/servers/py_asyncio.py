@@ -20,9 +20,11 @@ async def main():
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, sock=socket.socket(fileno=3))
+    # The handler first: a SIGTERM that finds the default action once accepting has
+    # begun would kill the process with the connections it accepted.
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    server = await asyncio.start_server(handle, sock=socket.socket(fileno=3))
     await stop.wait()
     server.close()                      # stop accepting
     # Finish what was accepted: a connection accepted a moment ago is still a task that

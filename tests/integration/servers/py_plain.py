@@ -10,23 +10,24 @@ if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ.get("LISTE
     sys.exit("py_plain: no socket passed (LISTEN_PID/LISTEN_FDS)")
 
 listener = socket.socket(fileno=3)
-busy = stopping = False
 
 
 def on_term(signo, frame):
-    # Idle (inside accept): leave now. Busy: finish this request, then leave.
-    global stopping
-    stopping = True
-    if not busy:
-        sys.exit(0)
+    # Close our descriptor of the listening socket (bindonce and the other workers keep
+    # theirs): an accept() in progress then fails, and a connection accepted a moment ago
+    # is still answered. Raising here instead could drop that connection.
+    listener.close()
 
 
 signal.signal(signal.SIGTERM, on_term)
 body = f"ok plain pid={os.getpid()}\n".encode()
-while not stopping:
-    conn, _ = listener.accept()
-    busy = True
+while True:
+    try:
+        conn, _ = listener.accept()
+    except OSError:
+        if listener.fileno() == -1:
+            break                       # closed by on_term: done
+        raise
     with conn:
         conn.recv(65536)
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    busy = False
