@@ -13,7 +13,8 @@
 
 #include "control.h"
 #include "log.h"
-#include "supervisor.h"
+#include "slot.h"
+#include "util.h"
 
 #define CLIENTS_MAX 64
 #define CLIENT_TIMEOUT_USEC (5 * USEC_PER_SEC)
@@ -37,7 +38,9 @@ struct ControlClient {
 };
 
 struct ControlServer {
-        Supervisor *sup;
+        sd_event *event;
+        const ControlOps *ops;
+        void *userdata;                 /* the ops' */
         Listener listener;              /* a unix socket file, removed at the end if still ours */
         sd_event_source *io;
         sd_event_source *resume;        /* accepting paused on EMFILE */
@@ -83,14 +86,14 @@ static bool socket_queue(const Listener *l, unsigned *len, unsigned *max) {
         return listen_queue(l->fd, len, max);
 }
 
-static double uptime_of(const Worker *w) {
+static double uptime_of(const SlotSnapshot *w) {
         struct timespec ts;
 
         clock_gettime(CLOCK_REALTIME, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9 - w->started_realtime;
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9 - w->since;
 }
 
-static void last_exit_text(const Slot *slot, char *buf, size_t size) {
+static void last_exit_text(const SlotSnapshot *slot, char *buf, size_t size) {
         if (!slot->exited)
                 snprintf(buf, size, "-");
         else if (slot->last_code == CLD_EXITED)
@@ -99,122 +102,141 @@ static void last_exit_text(const Slot *slot, char *buf, size_t size) {
                 snprintf(buf, size, "SIG%s", sigabbrev_np(slot->last_status) ?: "?");
 }
 
-static char *status_text(Supervisor *sup, bool json) {
+static void json_pid(FILE *f, pid_t pid) {
+        if (pid)
+                fprintf(f, "%d", (int) pid);
+        else
+                fputs("null", f);
+}
+
+static void status_json_slot(FILE *f, const SlotSnapshot *slot) {
+        fprintf(f, "{\"slot\":%u,\"pid\":", slot->slot);
+        json_pid(f, slot->pid);
+        fprintf(f, ",\"state\":\"%s\",\"ready\":%s,\"since\":", slot->state, slot->ready ? "true" : "false");
+        if (slot->pid)
+                fprintf(f, "%.3f", slot->since);
+        else
+                fputs("null", f);
+        fprintf(f, ",\"generation\":%u,\"restarts\":%u,\"last_exit\":", slot->generation, slot->restarts);
+        if (slot->exited)
+                fprintf(f, "{\"code\":\"%s\",\"status\":%d}",
+                        slot->last_code == CLD_EXITED ? "exited" : slot->last_code == CLD_DUMPED ? "dumped" : "killed",
+                        slot->last_status);
+        else
+                fputs("null", f);
+        fputs(",\"status\":", f);
+        json_string(f, slot->status);
+        fputs(",\"next_pid\":", f);
+        json_pid(f, slot->next_pid);
+        fputc('}', f);
+}
+
+static void status_json(FILE *f, const StatusSnapshot *st) {
+        char addr[ADDRESS_FORMAT_MAX];
+        unsigned qlen, qmax;
+
+        fprintf(f, "OK\n{\"name\":");
+        json_string(f, st->name);
+        fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"generation\":%u,\"reloading\":%s,"
+                   "\"stopping\":%s,\"crash_loop\":%s,\"balance\":\"%s\",\"migrate_req\":%s,\"slots\":[",
+                (int) getpid(), st->workers, st->ready, st->restarts, st->generation,
+                st->reloading ? "true" : "false", st->stopping ? "true" : "false",
+                st->crash_loop ? "true" : "false", st->reuseport ? "reuseport" : "shared",
+                st->migrate ? "true" : "false");
+        for (size_t i = 0; i < st->n_slots; i++) {
+                fputs(i ? "," : "", f);
+                status_json_slot(f, &st->slots[i]);
+        }
+        fputs("],\"sockets\":[", f);
+        for (size_t i = 0; i < st->n_listeners; i++) {
+                const Listener *l = &st->listeners[i];
+
+                fprintf(f, "%s{\"address\":", i ? "," : "");
+                json_string(f, l->address.size ? address_format(&l->address, addr) : NULL);
+                fputs(",\"name\":", f);
+                json_string(f, l->name);
+                fprintf(f, ",\"type\":\"%s\",\"fd\":%zu,", socket_type_name(l->address.type), 3 + i);
+                if (socket_queue(l, &qlen, &qmax))
+                        fprintf(f, "\"queue\":%u,\"queue_max\":%u}", qlen, qmax);
+                else
+                        fputs("\"queue\":null,\"queue_max\":null}", f);
+        }
+        fputs("]}\n", f);
+}
+
+static void status_table(FILE *f, const StatusSnapshot *st) {
         char addr[ADDRESS_FORMAT_MAX], last[32];
+        unsigned qlen, qmax;
+
+        fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s%s\n\n",
+                st->name, (int) getpid(), st->ready, st->workers, st->restarts,
+                st->crash_loop ? ", every worker crash-looping" : "",
+                st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "");
+        fprintf(f, "%-5s %-8s %-9s %-6s %-10s %-9s %-12s %s\n",
+                "SLOT", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT", "STATUS");
+        for (size_t i = 0; i < st->n_slots; i++) {
+                const SlotSnapshot *slot = &st->slots[i];
+                char pid[16] = "-", up[24] = "-";
+
+                if (slot->pid) {
+                        snprintf(pid, sizeof pid, "%d", (int) slot->pid);
+                        snprintf(up, sizeof up, "%.1fs", uptime_of(slot));
+                }
+                last_exit_text(slot, last, sizeof last);
+                fprintf(f, "%-5u %-8s %-9s %-6s %-10s %-9u %-12s %s\n", slot->slot, pid, slot->state,
+                        slot->ready ? "yes" : "no", up, slot->restarts, last, slot->status ? slot->status : "");
+        }
+        fprintf(f, "\n%-32s %-12s %-10s %-4s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
+        for (size_t i = 0; i < st->n_listeners; i++) {
+                const Listener *l = &st->listeners[i];
+                char queue[32] = "-";
+
+                if (socket_queue(l, &qlen, &qmax))
+                        snprintf(queue, sizeof queue, "%u/%u", qlen, qmax);
+                fprintf(f, "%-32s %-12s %-10s %-4zu %s\n",
+                        l->address.size ? address_format(&l->address, addr) : "?", l->name,
+                        socket_type_name(l->address.type), 3 + i, queue);
+        }
+}
+
+static char *status_text(ControlServer *server, bool json) {
+        StatusSnapshot st = {};
         char *buf = NULL;
         size_t size = 0;
-        unsigned ready = 0, qlen, qmax;
-        FILE *f = open_memstream(&buf, &size);
+        FILE *f;
 
-        if (!f)
+        if (server->ops->snapshot(server->userdata, &st) < 0)
                 return NULL;
-        for (unsigned i = 0; i < sup->target; i++)
-                ready += sup->slots[i]->worker && sup->slots[i]->worker->ready;
-
-        if (json) {
-                fprintf(f, "OK\n{\"name\":");
-                json_string(f, sup->config.name);
-                fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"reloading\":%s,\"stopping\":%s,"
-                           "\"balance\":\"%s\",\"migrate_req\":%s,\"slots\":[",
-                        (int) getpid(), sup->target, ready, sup->total_restarts,
-                        sup->roll.active ? "true" : "false", sup->stopping ? "true" : "false",
-                        sup->config.balance == BALANCE_REUSEPORT ? "reuseport" : "shared",
-                        sup->migrate ? "true" : "false");
-                for (unsigned i = 0; i < sup->n_slots; i++) {
-                        const Slot *slot = sup->slots[i];
-                        const Worker *w = slot->worker;
-
-                        fprintf(f, "%s{\"slot\":%u,\"pid\":", i ? "," : "", i);
-                        if (w)
-                                fprintf(f, "%d", (int) w->pid);
-                        else
-                                fputs("null", f);
-                        fprintf(f, ",\"state\":\"%s\",\"ready\":%s,\"since\":", slot_state_name(slot),
-                                w && w->ready ? "true" : "false");
-                        if (w)
-                                fprintf(f, "%.3f", w->started_realtime);
-                        else
-                                fputs("null", f);
-                        fprintf(f, ",\"restarts\":%u,\"last_exit\":", slot->restarts);
-                        if (slot->exited)
-                                fprintf(f, "{\"code\":\"%s\",\"status\":%d}",
-                                        slot->last_code == CLD_EXITED ? "exited" :
-                                        slot->last_code == CLD_DUMPED ? "dumped" : "killed",
-                                        slot->last_status);
-                        else
-                                fputs("null", f);
-                        fputs(",\"status\":", f);
-                        json_string(f, w ? w->status : NULL);
-                        fputs(",\"next_pid\":", f);
-                        if (slot->next)
-                                fprintf(f, "%d", (int) slot->next->pid);
-                        else
-                                fputs("null", f);
-                        fputc('}', f);
-                }
-                fputs("],\"sockets\":[", f);
-                for (size_t i = 0; i < sup->n_listeners; i++) {
-                        const Listener *l = &sup->listeners[i];
-
-                        fprintf(f, "%s{\"address\":", i ? "," : "");
-                        json_string(f, l->address.size ? address_format(&l->address, addr) : NULL);
-                        fputs(",\"name\":", f);
-                        json_string(f, l->name);
-                        fprintf(f, ",\"type\":\"%s\",\"fd\":%zu,", socket_type_name(l->address.type), 3 + i);
-                        if (socket_queue(l, &qlen, &qmax))
-                                fprintf(f, "\"queue\":%u,\"queue_max\":%u}", qlen, qmax);
-                        else
-                                fputs("\"queue\":null,\"queue_max\":null}", f);
-                }
-                fputs("]}\n", f);
-        } else {
-                fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s\n\n",
-                        sup->config.name, (int) getpid(), ready, sup->target, sup->total_restarts,
-                        sup->roll.active ? ", reloading" : "", sup->stopping ? ", stopping" : "");
-                fprintf(f, "%-5s %-8s %-9s %-6s %-10s %-9s %-12s %s\n",
-                        "SLOT", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT", "STATUS");
-                for (unsigned i = 0; i < sup->n_slots; i++) {
-                        const Slot *slot = sup->slots[i];
-                        const Worker *w = slot->worker;
-                        char pid[16] = "-", up[24] = "-";
-
-                        if (w) {
-                                snprintf(pid, sizeof pid, "%d", (int) w->pid);
-                                snprintf(up, sizeof up, "%.1fs", uptime_of(w));
-                        }
-                        last_exit_text(slot, last, sizeof last);
-                        fprintf(f, "%-5u %-8s %-9s %-6s %-10s %-9u %-12s %s\n", i, pid, slot_state_name(slot),
-                                w && w->ready ? "yes" : "no", up, slot->restarts, last, w && w->status ? w->status : "");
-                }
-                fprintf(f, "\n%-32s %-12s %-10s %-4s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
-                for (size_t i = 0; i < sup->n_listeners; i++) {
-                        const Listener *l = &sup->listeners[i];
-                        char queue[32] = "-";
-
-                        if (socket_queue(l, &qlen, &qmax))
-                                snprintf(queue, sizeof queue, "%u/%u", qlen, qmax);
-                        fprintf(f, "%-32s %-12s %-10s %-4zu %s\n",
-                                l->address.size ? address_format(&l->address, addr) : "?", l->name,
-                                socket_type_name(l->address.type), 3 + i, queue);
+        f = open_memstream(&buf, &size);
+        if (f) {
+                if (json)
+                        status_json(f, &st);
+                else
+                        status_table(f, &st);
+                if (fclose(f) != 0) {
+                        free(buf);
+                        buf = NULL;
                 }
         }
-        if (fclose(f) != 0) {
-                free(buf);
-                return NULL;
-        }
+        status_snapshot_done(&st);
         return buf;
+}
+
+void status_snapshot_done(StatusSnapshot *s) {
+        free(s->slots);
+        *s = (StatusSnapshot) {};
 }
 
 /* ---- requests -------------------------------------------------------------------------- */
 
-static int parse_slot(Supervisor *sup, const char *s, int *ret) {
+static int parse_slot(unsigned workers, const char *s, int *ret) {
         unsigned long v;
 
         if (strcmp(s, "all") == 0) {
                 *ret = -1;
                 return 0;
         }
-        if (sup->target == 0 || parse_uint(s, 0, sup->target - 1, &v) < 0)
+        if (workers == 0 || parse_uint(s, 0, workers - 1, &v) < 0)
                 return -EINVAL;
         *ret = (int) v;
         return 0;
@@ -235,6 +257,85 @@ static int parse_signal(const char *s) {
         return (int) v;
 }
 
+static int fail(char *err, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t size, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        (void) vsnprintf(err, size, fmt, ap);
+        va_end(ap);
+        return -EINVAL;
+}
+
+/* The words of a request: at most 8, split at blanks. Returns how many, or -EINVAL. */
+static int split_words(const char *line, size_t len, char *copy, char *argv[8], char *err, size_t size) {
+        char *state = NULL;
+        int argc = 0;
+
+        if (len == 0)
+                return fail(err, size, "ERROR empty request; send a command such as 'status'\n");
+        if (len > CONTROL_REQUEST_MAX)
+                return fail(err, size, "ERROR request longer than %d bytes\n", CONTROL_REQUEST_MAX);
+        if (memchr(line, '\0', len))
+                return fail(err, size, "ERROR request contains a NUL byte\n");
+        if (!utf8_valid((const unsigned char *) line, len))
+                return fail(err, size, "ERROR request is not UTF-8 text\n");
+        memcpy(copy, line, len);
+        copy[len] = '\0';
+        for (char *w = strtok_r(copy, " \t\r", &state); w; w = strtok_r(NULL, " \t\r", &state)) {
+                if (argc == 8)
+                        return fail(err, size, "ERROR too many words in the request\n");
+                argv[argc++] = w;
+        }
+        if (argc == 0)
+                return fail(err, size, "ERROR empty request; send a command such as 'status'\n");
+        return argc;
+}
+
+int control_request_parse(const char *line, size_t len, unsigned workers, ControlRequest *ret,
+                          char *err, size_t size) {
+        char copy[CONTROL_REQUEST_MAX + 1], *argv[8];
+        ControlRequest req = { .slot = -1 };
+        unsigned long n;
+        int argc = split_words(line, len, copy, argv, err, size);
+        const char *cmd = argc > 0 ? argv[0] : "";
+
+        if (argc < 0)
+                return argc;
+        if (strcmp(cmd, "status") == 0) {
+                req.command = CONTROL_STATUS;
+                req.json = argc == 2 && strcmp(argv[1], "--json") == 0;
+                if (argc > 2 || (argc == 2 && !req.json))
+                        return fail(err, size, "ERROR usage: status [--json]\n");
+        } else if (strcmp(cmd, "reload") == 0) {
+                req.command = CONTROL_RELOAD;
+                if (argc != 1)
+                        return fail(err, size, "ERROR usage: reload\n");
+        } else if (strcmp(cmd, "restart") == 0) {
+                req.command = CONTROL_RESTART;
+                if (argc != 2 || parse_slot(workers, argv[1], &req.slot) < 0)
+                        return fail(err, size, "ERROR usage: restart SLOT|all, with SLOT from 0 to %u\n", workers - 1);
+        } else if (strcmp(cmd, "scale") == 0) {
+                req.command = CONTROL_SCALE;
+                if (argc != 2 || parse_uint(argv[1], 1, WORKERS_MAX, &n) < 0)
+                        return fail(err, size, "ERROR usage: scale N, with N from 1 to %d\n", WORKERS_MAX);
+                req.n = (unsigned) n;
+        } else if (strcmp(cmd, "signal") == 0) {
+                req.command = CONTROL_SIGNAL;
+                req.sig = argc >= 2 ? parse_signal(argv[1]) : -EINVAL;
+                if (argc < 2 || argc > 3 || req.sig < 0 || (argc == 3 && parse_slot(workers, argv[2], &req.slot) < 0))
+                        return fail(err, size, "ERROR usage: signal SIG [SLOT|all], SIG as TERM, SIGTERM or a number\n");
+        } else if (strcmp(cmd, "stop") == 0) {
+                req.command = CONTROL_STOP;
+                if (argc != 1)
+                        return fail(err, size, "ERROR usage: stop\n");
+        } else
+                return fail(err, size, "ERROR unknown command '%.64s'; commands: status [--json], reload, "
+                            "restart SLOT|all, scale N, signal SIG [SLOT|all], stop\n", cmd);
+        *ret = req;
+        return 0;
+}
+
 static void client_reload_done(void *userdata, const char *error);
 
 /* Why the supervisor refused a command, for an ERROR reply. */
@@ -244,87 +345,46 @@ static const char *refusal(int r) {
 
 /* Runs one request line and returns the reply ("OK\n..." or "ERROR ...\n"), or NULL when
  * the reply comes later (reload). */
-static char *control_execute(Supervisor *sup, ControlClient *client, const char *line, size_t len) {
-        char copy[CONTROL_REQUEST_MAX + 1], *argv[8], *state = NULL;
-        size_t argc = 0;
+static char *control_execute(ControlServer *server, ControlClient *client, const char *line, size_t len) {
+        const ControlOps *ops = server->ops;
+        void *ud = server->userdata;
+        ControlRequest req;
+        char err[256];
         int r;
 
-        if (len == 0)
-                return reply("ERROR empty request; send a command such as 'status'\n");
-        if (len > CONTROL_REQUEST_MAX)
-                return reply("ERROR request longer than %d bytes\n", CONTROL_REQUEST_MAX);
-        if (memchr(line, '\0', len))
-                return reply("ERROR request contains a NUL byte\n");
-        if (!utf8_valid((const unsigned char *) line, len))
-                return reply("ERROR request is not UTF-8 text\n");
+        if (control_request_parse(line, len, ops->workers(ud), &req, err, sizeof err) < 0)
+                return strdup(err);
 
-        memcpy(copy, line, len);
-        copy[len] = '\0';
-        for (char *w = strtok_r(copy, " \t\r", &state); w; w = strtok_r(NULL, " \t\r", &state)) {
-                if (argc == ELEMENTSOF(argv))
-                        return reply("ERROR too many words in the request\n");
-                argv[argc++] = w;
-        }
-        if (argc == 0)
-                return reply("ERROR empty request; send a command such as 'status'\n");
-
-        const char *cmd = argv[0];
-        if (strcmp(cmd, "status") == 0) {
-                bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
-                if (argc > 2 || (argc == 2 && !json))
-                        return reply("ERROR usage: status [--json]\n");
-                char *s = status_text(sup, json);
+        switch (req.command) {
+        case CONTROL_STATUS: {
+                char *s = status_text(server, req.json);
                 return s ? s : reply("ERROR out of memory\n");
         }
-        if (strcmp(cmd, "reload") == 0) {
-                if (argc != 1)
-                        return reply("ERROR usage: reload\n");
+        case CONTROL_RELOAD: {
                 ReloadWaiter waiter = { client_reload_done, client };
-                /* Set first: workers ready at exec may finish the roll before this returns. */
+                /* Set first: the roll may end before this returns. */
                 client->waiting = true;
-                r = supervisor_reload(sup, &waiter);
+                r = ops->reload(ud, &waiter);
                 if (r < 0) {
                         client->waiting = false;
                         return reply("ERROR cannot reload: %s\n", refusal(r));
                 }
                 return NULL;
         }
-        if (strcmp(cmd, "restart") == 0) {
-                int slot;
-                if (argc != 2 || parse_slot(sup, argv[1], &slot) < 0)
-                        return reply("ERROR usage: restart SLOT|all, with SLOT from 0 to %u\n", sup->target - 1);
-                r = supervisor_restart_slot(sup, slot);
-                if (r < 0)
-                        return reply("ERROR cannot restart: %s\n", refusal(r));
+        case CONTROL_RESTART:
+                r = ops->restart(ud, req.slot);
+                return r < 0 ? reply("ERROR cannot restart: %s\n", refusal(r)) : reply("OK\n");
+        case CONTROL_SCALE:
+                r = ops->scale(ud, req.n);
+                return r < 0 ? reply("ERROR cannot scale: %s\n", refusal(r)) : reply("OK\n");
+        case CONTROL_SIGNAL:
+                r = ops->signal(ud, req.sig, req.slot);
+                return r < 0 ? reply("ERROR cannot signal: %s\n", strerror(-r)) : reply("OK\n");
+        case CONTROL_STOP:
+                ops->stop(ud);
                 return reply("OK\n");
         }
-        if (strcmp(cmd, "scale") == 0) {
-                unsigned long n;
-
-                if (argc != 2 || parse_uint(argv[1], 1, WORKERS_MAX, &n) < 0)
-                        return reply("ERROR usage: scale N, with N from 1 to %d\n", WORKERS_MAX);
-                r = supervisor_scale(sup, (unsigned) n);
-                if (r < 0)
-                        return reply("ERROR cannot scale: %s\n", refusal(r));
-                return reply("OK\n");
-        }
-        if (strcmp(cmd, "signal") == 0) {
-                int sig = argc >= 2 ? parse_signal(argv[1]) : -EINVAL, slot = -1;
-                if (argc < 2 || argc > 3 || sig < 0 || (argc == 3 && parse_slot(sup, argv[2], &slot) < 0))
-                        return reply("ERROR usage: signal SIG [SLOT|all], SIG as TERM, SIGTERM or a number\n");
-                r = supervisor_signal_slot(sup, sig, slot);
-                if (r < 0)
-                        return reply("ERROR cannot signal: %s\n", strerror(-r));
-                return reply("OK\n");
-        }
-        if (strcmp(cmd, "stop") == 0) {
-                if (argc != 1)
-                        return reply("ERROR usage: stop\n");
-                supervisor_stop(sup, EXIT_SUCCESS);
-                return reply("OK\n");
-        }
-        return reply("ERROR unknown command '%.64s'; commands: status [--json], reload, restart SLOT|all, "
-                     "scale N, signal SIG [SLOT|all], stop\n", cmd);
+        return reply("ERROR unknown command\n");
 }
 
 /* ---- clients ------------------------------------------------------------------------------ */
@@ -333,7 +393,7 @@ static void client_free(ControlClient *c) {
         ControlServer *s = c->server;
 
         if (c->waiting)
-                supervisor_forget_waiter(s->sup, c);
+                s->ops->forget_waiter(s->userdata, c);
         for (ControlClient **p = &s->clients; *p; p = &(*p)->next)
                 if (*p == c) {
                         *p = c->next;
@@ -421,7 +481,7 @@ static void client_handle(ControlClient *c, size_t len) {
         char *text;
 
         c->handling = true;
-        text = control_execute(c->server->sup, c, c->in, len);
+        text = control_execute(c->server, c, c->in, len);
         c->handling = false;
         if (!text && !c->waiting)
                 text = TAKE_PTR(c->pending);
@@ -523,7 +583,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                 log_warning_errno(errno, "Control socket: cannot accept: %m; pausing for 100 ms");
                                 /* Without a timer to resume it (also out of fds), keep accepting. */
                                 if (!server->resume &&
-                                    sd_event_add_time_relative(server->sup->event, &server->resume, CLOCK_MONOTONIC,
+                                    sd_event_add_time_relative(server->event, &server->resume, CLOCK_MONOTONIC,
                                                                100 * USEC_PER_MSEC, 0, on_resume, server) >= 0)
                                         (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
                         }
@@ -540,9 +600,9 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 c->next = server->clients;
                 server->clients = c;
                 server->n_clients++;
-                r = sd_event_add_io(server->sup->event, &c->io, cfd, EPOLLIN | EPOLLRDHUP, on_client_io, c);
+                r = sd_event_add_io(server->event, &c->io, cfd, EPOLLIN | EPOLLRDHUP, on_client_io, c);
                 if (r >= 0)
-                        r = sd_event_add_time_relative(server->sup->event, &c->timer, CLOCK_MONOTONIC,
+                        r = sd_event_add_time_relative(server->event, &c->timer, CLOCK_MONOTONIC,
                                                        CLIENT_TIMEOUT_USEC, 100 * USEC_PER_MSEC, on_client_timeout, c);
                 if (r < 0) {
                         client_free(c);
@@ -603,23 +663,23 @@ static int control_bind(ControlServer *s, const char *path) {
         umask(old);
         if (r < 0)
                 return r;
-        return sd_event_add_io(s->sup->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
+        return sd_event_add_io(s->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
 }
 
-int control_server_new(ControlServer **ret, Supervisor *sup) {
-        const SupervisorConfig *cfg = &sup->config;
+int control_server_new(ControlServer **ret, sd_event *event, const char *name, const char *control_path,
+                       const ControlOps *ops, void *userdata) {
         char path[256], dir[256];
         ControlServer *s;
         int r;
 
         *ret = NULL;
-        if (cfg->control_path && !*cfg->control_path)
+        if (control_path && !*control_path)
                 return 0; /* --control none */
 
-        if (cfg->control_path)
-                snprintf(path, sizeof path, "%s", cfg->control_path);
+        if (control_path)
+                snprintf(path, sizeof path, "%s", control_path);
         else {
-                r = control_default_path(cfg->name, path, sizeof path, dir, sizeof dir);
+                r = control_default_path(name, path, sizeof path, dir, sizeof dir);
                 if (r < 0) {
                         log_warning("no control socket: set XDG_RUNTIME_DIR or pass --control PATH");
                         return 0;
@@ -634,11 +694,13 @@ int control_server_new(ControlServer **ret, Supervisor *sup) {
         s = calloc(1, sizeof *s);
         if (!s)
                 return log_error_errno(-ENOMEM, "Out of memory");
-        s->sup = sup;
+        s->event = event;
+        s->ops = ops;
+        s->userdata = userdata;
         s->listener.fd = -1;
         r = control_bind(s, path);
         if (r < 0) {
-                bool explicit = cfg->control_path != NULL;
+                bool explicit = control_path != NULL;
                 const char *why = r == -EADDRINUSE ? "another bindonce answers there; give this one another --name or --control"
                                 : r == -ENAMETOOLONG ? "the path is longer than 107 bytes"
                                 : listener_strerror(&s->listener, r);

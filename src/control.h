@@ -1,15 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <systemd/sd-event.h>
 
-typedef struct Supervisor Supervisor;
+#include "status.h"
+
 typedef struct ControlServer ControlServer;
 
-/* The control socket `bindonce ctl` talks to. A default path that cannot be used costs a
- * warning and no control socket; an explicit --control that fails is an error (-errno,
- * logged). */
-int control_server_new(ControlServer **ret, Supervisor *sup);
+/* The control socket `bindonce ctl` talks to. control_path NULL: the default path (one that
+ * cannot be used costs a warning and no control socket); "": none; else an explicit path,
+ * whose failure is an error (-errno, logged). */
+int control_server_new(ControlServer **ret, sd_event *event, const char *name, const char *control_path,
+                       const ControlOps *ops, void *userdata);
 ControlServer *control_server_free(ControlServer *c);
 
 /* Where NAME's control socket is by default: $RUNTIME_DIRECTORY/NAME.sock, else
@@ -19,3 +23,25 @@ int control_default_path(const char *name, char *path, size_t size, char *dir, s
 
 /* The request size limit, one line. */
 #define CONTROL_REQUEST_MAX 4096
+
+typedef enum ControlCommand {
+        CONTROL_STATUS,
+        CONTROL_RELOAD,
+        CONTROL_RESTART,
+        CONTROL_SCALE,
+        CONTROL_SIGNAL,
+        CONTROL_STOP,
+} ControlCommand;
+
+typedef struct ControlRequest {
+        ControlCommand command;
+        bool json;                      /* status --json */
+        int slot;                       /* restart, signal: -1 for all */
+        unsigned n;                     /* scale */
+        int sig;                        /* signal */
+} ControlRequest;
+
+/* Pure: one request line (without its newline) of a server with `workers` slots. Returns
+ * 0, or -EINVAL with the whole "ERROR ...\n" reply in err. */
+int control_request_parse(const char *line, size_t len, unsigned workers, ControlRequest *ret,
+                          char *err, size_t err_size);

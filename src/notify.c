@@ -11,13 +11,13 @@
 #include "log.h"
 #include "notify.h"
 #include "util.h"
-#include "supervisor.h"
 
 /* systemd takes datagrams of up to PIPE_BUF for sd_notify(); anything longer is not ours. */
 #define NOTIFY_MAX 4096
 
 struct NotifyServer {
-        Supervisor *sup;
+        NotifyHandler handler;
+        void *userdata;
         int fd;
         sd_event_source *io;
         char address[64];
@@ -33,52 +33,46 @@ static bool field(const char *line, size_t len, const char *key, const char **va
         return true;
 }
 
-/* Applies one message from a worker. */
-static void notify_apply(Supervisor *sup, pid_t sender, const char *msg, size_t len) {
-        Worker *w = supervisor_find_worker(sup, sender, sup->config.notify_access_all);
+static bool is(const char *v, size_t vn, const char *want) {
+        return vn == strlen(want) && memcmp(v, want, vn) == 0;
+}
 
-        if (!w) {
-                log_debug("notify message from pid %d, which is not a worker: ignored", (int) sender);
+/* Cut long text at a character boundary; ignore text that is not UTF-8, as systemd does:
+ * it is shown by ctl status, in JSON too. */
+static void parse_status(const char *v, size_t vn, NotifyMessage *m) {
+        if (vn >= sizeof m->status)
+                for (vn = sizeof m->status - 1; vn > 0 && ((unsigned char) v[vn] & 0xc0) == 0x80; vn--)
+                        ;
+        if (!utf8_valid((const unsigned char *) v, vn))
                 return;
-        }
+        memcpy(m->status, v, vn);
+        m->status[vn] = '\0';
+        m->has_status = true;
+}
 
-        /* Newline-separated assignments; the last of each kind wins, as in systemd. */
+void notify_parse(const char *msg, size_t len, NotifyMessage *ret) {
+        NotifyMessage m = {};
+
         for (const char *p = msg, *end = msg + len; p < end;) {
                 const char *nl = memchr(p, '\n', (size_t) (end - p));
                 size_t n = nl ? (size_t) (nl - p) : (size_t) (end - p);
                 const char *v;
                 size_t vn;
 
-                if (field(p, n, "READY=", &v, &vn)) {
-                        if (vn == 1 && v[0] == '1')
-                                worker_set_ready(w);
-                } else if (field(p, n, "STATUS=", &v, &vn)) {
-                        char status[256];
-
-                        /* Cut long text at a character boundary; ignore text that is not
-                         * UTF-8, as systemd does: it is shown by ctl status, in JSON too. */
-                        if (vn >= sizeof status)
-                                for (vn = sizeof status - 1; vn > 0 && ((unsigned char) v[vn] & 0xc0) == 0x80; vn--)
-                                        ;
-                        if (utf8_valid((const unsigned char *) v, vn)) {
-                                memcpy(status, v, vn);
-                                status[vn] = '\0';
-                                worker_set_status(w, status);
-                        }
-                } else if (field(p, n, "STOPPING=", &v, &vn)) {
-                        if (vn == 1 && v[0] == '1')
-                                log_info("worker %u (pid %d) is stopping", w->index, (int) w->pid);
-                } else if (field(p, n, "WATCHDOG=", &v, &vn)) {
-                        if (vn == 1 && v[0] == '1')
-                                worker_watchdog_ping(w);
-                        else if (vn == 7 && memcmp(v, "trigger", 7) == 0) {
-                                log_warning("worker %u (pid %d) triggered its watchdog", w->index, (int) w->pid);
-                                worker_watchdog_trigger(w);
-                        }
+                if (field(p, n, "READY=", &v, &vn))
+                        m.ready = is(v, vn, "1");
+                else if (field(p, n, "STATUS=", &v, &vn))
+                        parse_status(v, vn, &m);
+                else if (field(p, n, "STOPPING=", &v, &vn))
+                        m.stopping = is(v, vn, "1");
+                else if (field(p, n, "WATCHDOG=", &v, &vn)) {
+                        m.watchdog_ping = is(v, vn, "1");
+                        m.watchdog_trigger = is(v, vn, "trigger");
                 }
                 /* Anything else (MAINPID=, ERRNO=, FDSTORE=, ...) means nothing to us. */
                 p += n + 1;
         }
+        *ret = m;
 }
 
 static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -134,12 +128,14 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
                 if (!cred || cred->pid <= 0)
                         continue;
-                notify_apply(n->sup, cred->pid, buf, (size_t) len);
+                NotifyMessage m;
+                notify_parse(buf, (size_t) len, &m);
+                n->handler(n->userdata, cred->pid, &m);
         }
         return 0;
 }
 
-int notify_server_new(NotifyServer **ret, Supervisor *sup) {
+int notify_server_new(NotifyServer **ret, sd_event *event, NotifyHandler handler, void *userdata) {
         NotifyServer *n = calloc(1, sizeof *n);
         SocketAddress a;
         const char *why;
@@ -147,7 +143,8 @@ int notify_server_new(NotifyServer **ret, Supervisor *sup) {
 
         if (!n)
                 return -ENOMEM;
-        n->sup = sup;
+        n->handler = handler;
+        n->userdata = userdata;
         n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (n->fd < 0) {
                 r = -errno;
@@ -167,7 +164,7 @@ int notify_server_new(NotifyServer **ret, Supervisor *sup) {
                 r = -errno;
                 goto fail;
         }
-        r = sd_event_add_io(sup->event, &n->io, n->fd, EPOLLIN, on_notify, n);
+        r = sd_event_add_io(event, &n->io, n->fd, EPOLLIN, on_notify, n);
         if (r < 0)
                 goto fail;
 

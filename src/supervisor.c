@@ -5,702 +5,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
-#include <time.h>
 
-#include "backoff.h"
-#include "control.h"
 #include "log.h"
-#include "notify.h"
 #include "orphans.h"
 #include "sdnotify.h"
-#include "supervisor.h"
+#include "stall.h"
+#include "supervisor-internal.h"
 
 extern char **environ;
 
-static usec_t now_usec(void) {
-        struct timespec ts;
+static void supervisor_stop(Supervisor *sup, int exit_code);
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
+/* ---- follow-ups: once per loop turn, however many events came -------------------------- */
 
-static double now_realtime(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static const char *signal_name(int sig) {
-        const char *n = sigabbrev_np(sig);
-        return n ? n : "unknown";
-}
-
-/* A shell's view of how a process ended: the code, or 128+N for signal N. */
-static int shell_status(int code, int status) {
-        return code == CLD_EXITED ? status : 128 + status;
-}
-
-const char *slot_state_name(const Slot *slot) {
-        switch (slot->state) {
-        case SLOT_IDLE:
-                return "idle";
-        case SLOT_WAITING:
-                return "waiting";
-        case SLOT_STOPPING:
-                return "stopping";
-        case SLOT_RUNNING:
-                return slot->worker && slot->worker->ready ? "running" : "starting";
-        }
-        return "unknown";
-}
-
-static unsigned live_workers(const Supervisor *sup) {
-        unsigned n = 0;
-
-        for (unsigned i = 0; i < sup->n_slots; i++)
-                n += (sup->slots[i]->worker != NULL) + (sup->slots[i]->next != NULL);
-        for (const Worker *w = sup->retired; w; w = w->next_retired)
-                n++;
-        return n;
-}
-
-/* Of the wanted slots: a slot draining after a scale-down is on its way out. */
-static unsigned ready_workers(const Supervisor *sup) {
-        unsigned n = 0;
-
-        for (unsigned i = 0; i < sup->target && i < sup->n_slots; i++)
-                n += sup->slots[i]->worker && sup->slots[i]->worker->ready;
-        return n;
-}
-
-/* "4/4 workers up, 3 restarts, 127.0.0.1:8080": what `systemctl status` shows. */
-static void status_line(const Supervisor *sup, char *buf, size_t size) {
-        char addr[ADDRESS_FORMAT_MAX], more[32] = "";
-
-        if (sup->n_listeners > 1)
-                snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
-        snprintf(buf, size, "STATUS=%u/%u workers up, %u restarts%s, %s%s",
-                 ready_workers(sup), sup->target, sup->total_restarts,
-                 sup->roll.active ? ", reloading" : "",
-                 sup->n_listeners && sup->listeners[0].address.size
-                         ? address_format(&sup->listeners[0].address, addr) : "sockets from systemd",
-                 more);
-}
-
-static int on_status_defer(sd_event_source *s, void *userdata) {
-        Supervisor *sup = userdata;
-        char status[ADDRESS_FORMAT_MAX + 128];
-
-        status_line(sup, status, sizeof status);
-        /* Dropped when systemd's queue is full: the next update says it all anyway. */
-        (void) sdnotify_send_nowait(status);
-        return 0;
-}
-
-/* Tells systemd. `extra` (READY=1, STOPPING=1, ...) must arrive, so it goes at once, with
- * the current STATUS=, and may wait. Plain status changes are coalesced: one datagram per
- * loop iteration, sent without waiting. */
-static void notify_systemd(const Supervisor *sup, const char *extra) {
-        char status[ADDRESS_FORMAT_MAX + 128];
-
-        if (!sup->notify)
-                return;
-        if (!extra) {
-                if (sup->status_defer)
-                        (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_ONESHOT);
-                return;
-        }
-        status_line(sup, status, sizeof status);
-        (void) sd_notifyf(0, "%s\n%s", extra, status);
-        if (sup->status_defer)
-                (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_OFF);
-}
-
-/* ---- workers ------------------------------------------------------------------------ */
-
-static Worker *worker_free(Worker *w) {
-        if (!w)
-                return NULL;
-        sd_event_source_disable_unref(w->child);
-        sd_event_source_disable_unref(w->kill_timer);
-        sd_event_source_disable_unref(w->start_timer);
-        sd_event_source_disable_unref(w->watchdog_timer);
-        sd_event_source_disable_unref(w->stable_timer);
-        free(w->status);
-        free(w);
-        return NULL;
-}
-
-/* The whole process group, so that helpers behind a wrapper shell get it too. Safe from pid
- * reuse: we are the only reaper, and sd-event reaps only after our exit callback returns. */
-static void worker_signal(Worker *w, int sig) {
-        if (kill(-w->pid, sig) < 0)
-                /* The worker left its process group (setsid): at least the process itself. */
-                (void) sd_event_source_send_child_signal(w->child, sig, NULL, 0);
-}
-
-static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-
-        log_warning("worker %u (pid %d) did not stop within %.1f s, sending SIGKILL",
-                    w->index, (int) w->pid, (double) w->sup->config.stop_timeout / USEC_PER_SEC);
-        worker_signal(w, SIGKILL);
-        return 0;
-}
-
-/* `sig` now (SIGTERM, or SIGABRT from the watchdog), SIGKILL after --stop-timeout. */
-static void worker_terminate(Worker *w, int sig) {
-        int r;
-
-        if (w->stopping)
-                return;
-        w->stopping = true;
-        w->start_timer = sd_event_source_disable_unref(w->start_timer);
-        w->watchdog_timer = sd_event_source_disable_unref(w->watchdog_timer);
-        worker_signal(w, sig);
-        r = sd_event_add_time_relative(w->sup->event, &w->kill_timer, CLOCK_MONOTONIC,
-                                       w->sup->config.stop_timeout, 10 * USEC_PER_MSEC, on_kill_timer, w);
-        if (r < 0) {
-                log_warning_errno(r, "Cannot arm the stop timer of pid %d, sending SIGKILL now: %m", (int) w->pid);
-                worker_signal(w, SIGKILL);
-        }
-}
-
-static void worker_retire(Worker *w) {
-        Supervisor *sup = w->sup;
-
-        w->slot = NULL;
-        w->next_retired = sup->retired;
-        sup->retired = w;
-        worker_terminate(w, SIGTERM);
-}
-
-static void retired_remove(Supervisor *sup, Worker *w) {
-        for (Worker **p = &sup->retired; *p; p = &(*p)->next_retired)
-                if (*p == w) {
-                        *p = w->next_retired;
-                        return;
-                }
-}
-
-static Worker *find_by_pid(Supervisor *sup, pid_t pid) {
-        for (unsigned i = 0; i < sup->n_slots; i++) {
-                Worker *c[2] = { sup->slots[i]->worker, sup->slots[i]->next };
-                for (size_t j = 0; j < 2; j++)
-                        if (c[j] && c[j]->pid == pid)
-                                return c[j];
-        }
-        for (Worker *w = sup->retired; w; w = w->next_retired)
-                if (w->pid == pid)
-                        return w;
-        return NULL;
-}
-
-Worker *supervisor_find_worker(Supervisor *sup, pid_t pid, bool group) {
-        Worker *w = find_by_pid(sup, pid);
-        pid_t pgid;
-
-        /* A worker's own pid is the common case (every watchdog ping): getpgid() only for
-         * a helper process, whose group id is its worker's pid. */
-        if (!w && group && (pgid = getpgid(pid)) > 0)
-                w = find_by_pid(sup, pgid);
-        return w;
-}
-
-/* ---- reload: the rolling restart ------------------------------------------------------ */
-
-static void slot_spawn(Slot *slot, bool as_next);
-static void slot_schedule_restart(Slot *slot);
-static void supervisor_maybe_exit(Supervisor *sup);
-
-static void roll_finish(Supervisor *sup, const char *error) {
-        Roll *roll = &sup->roll;
-        ReloadWaiter *waiters = roll->waiters;
-        size_t n = roll->n_waiters;
-
-        if (error)
-                log_error("reload failed: %s; the workers that were running keep serving", error);
-        else
-                log_info("reload complete: %u workers replaced in %llu ms", roll->replaced,
-                         (unsigned long long) ((now_usec() - roll->started) / USEC_PER_MSEC));
-
-        *roll = (Roll) {};
-        /* The end of a reload, for systemd; not while stopping, nor before the first READY=1. */
-        if (sup->ready_sent && !sup->stopping)
-                notify_systemd(sup, "READY=1");
-        for (size_t i = 0; i < n; i++)
-                waiters[i].done(waiters[i].userdata, error);
-        free(waiters);
-}
-
-/* The slot's worker died while its replacement was starting, and the replacement is gone
- * too: a slot still wanted gets a worker the usual way; one scaled away, or any while
- * stopping, rests. failed: the replacement died by itself (a failure of the slot). */
-static void slot_lost_worker(Slot *slot, bool failed) {
-        Supervisor *sup = slot->sup;
-
-        if (slot->index < sup->target && !sup->stopping) {
-                slot->failures += failed;
-                slot_schedule_restart(slot);
-        } else
-                slot->state = SLOT_IDLE;
-}
-
-/* Drops the replacements still starting: they are stopped, the old workers stay. */
-static void roll_drop_next(Supervisor *sup) {
-        for (unsigned i = 0; i < sup->n_slots; i++) {
-                Slot *slot = sup->slots[i];
-                Worker *next = slot->next;
-
-                if (!next)
-                        continue;
-                slot->next = NULL;
-                worker_retire(next);
-                if (!slot->worker)
-                        slot_lost_worker(slot, false);
-        }
-}
-
-static void roll_fail(Supervisor *sup, const char *error) {
-        roll_drop_next(sup);
-        roll_finish(sup, error);
-}
-
-static bool slot_needs_roll(const Supervisor *sup, const Slot *slot) {
-        return slot->index < sup->target && slot->state == SLOT_RUNNING && !slot->next &&
-               slot->worker && slot->worker->generation < sup->generation;
-}
-
-/* Starts as many replacements as --max-surge and --max-unavailable allow, and ends the roll
- * when nothing is left to replace. Called on every event that may free a place. */
-static void roll_step(Supervisor *sup) {
-        Roll *roll = &sup->roll;
-
-        if (!roll->active)
-                return;
-        if (roll->stepping) {
-                /* A replacement that is ready at exec comes back here from slot_spawn(). */
-                roll->step_again = true;
-                return;
-        }
-        roll->stepping = true;
-        do {
-                unsigned surging = 0, unavailable = 0;
-                bool pending = false;
-
-                roll->step_again = false;
-                for (unsigned i = 0; i < sup->n_slots; i++) {
-                        const Slot *slot = sup->slots[i];
-                        surging += slot->next != NULL;
-                        unavailable += slot->worker && slot->worker->roll_unavailable && !slot->worker->ready;
-                }
-
-                for (unsigned i = 0; i < sup->n_slots && roll->active && !roll->step_again; i++) {
-                        Slot *slot = sup->slots[i];
-
-                        if (!slot_needs_roll(sup, slot))
-                                continue;
-                        pending = true;
-                        if (surging < sup->config.max_surge) {
-                                surging++;
-                                slot_spawn(slot, true);
-                        } else if (unavailable < sup->config.max_unavailable) {
-                                Worker *old = slot->worker;
-
-                                unavailable++;
-                                slot->worker = NULL;
-                                worker_retire(old);
-                                slot_spawn(slot, false);
-                                if (slot->worker)
-                                        slot->worker->roll_unavailable = true;
-                                roll->replaced++;
-                        } else
-                                break;
-                }
-
-                if (roll->active && !roll->step_again && !pending && surging == 0 && unavailable == 0)
-                        roll_finish(sup, NULL);
-        } while (roll->active && roll->step_again);
-        roll->stepping = false;
-}
-
-int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
-        Roll *roll = &sup->roll;
-
-        if (sup->stopping)
-                return -ESHUTDOWN;
-
-        if (waiter) {
-                ReloadWaiter *w = realloc(roll->waiters, (roll->n_waiters + 1) * sizeof *w);
-                if (!w)
-                        return -ENOMEM;
-                roll->waiters = w;
-                roll->waiters[roll->n_waiters++] = *waiter;
-        }
-
-        if (roll->active) {
-                /* Start over: what the last reload started may already be outdated. */
-                log_info("reload requested during a reload: starting over");
-                roll_drop_next(sup);
-        } else {
-                roll->active = true;
-                roll->started = now_usec();
-                roll->replaced = 0;
-        }
-        sup->generation++;
-        log_info("reload: rolling %u workers (max surge %u, max unavailable %u)",
-                 sup->target, sup->config.max_surge, sup->config.max_unavailable);
-        if (sup->notify)
-                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
-        notify_systemd(sup, NULL);
-        roll_step(sup);
-        return 0;
-}
-
-void supervisor_forget_waiter(Supervisor *sup, void *userdata) {
-        Roll *roll = &sup->roll;
-
-        for (size_t i = 0; i < roll->n_waiters; i++)
-                if (roll->waiters[i].userdata == userdata)
-                        roll->waiters[i--] = roll->waiters[--roll->n_waiters];
-}
-
-/* ---- readiness and watchdog ---------------------------------------------------------- */
-
-static void supervisor_steer(Supervisor *sup);
-
-static void supervisor_check_ready(Supervisor *sup) {
-        if (sup->ready_sent || sup->stopping)
-                return;
-        for (unsigned i = 0; i < sup->target; i++)
-                if (!sup->slots[i]->worker || !sup->slots[i]->worker->ready)
-                        return;
-        sup->ready_sent = true;
-        log_info("all %u workers ready", sup->target);
-        notify_systemd(sup, "READY=1");
-}
-
-void worker_set_ready(Worker *w) {
-        Supervisor *sup = w->sup;
-        Slot *slot = w->slot;
-
-        if (w->ready || w->stopping)
-                return;
-        w->ready = true;
-        w->start_timer = sd_event_source_disable_unref(w->start_timer);
-        if (sup->config.ready == READY_NOTIFY)
-                log_info("worker %u (pid %d) is ready", w->index, (int) w->pid);
-
-        if (slot && slot->next == w) {
-                /* The replacement took over: the old worker drains and goes. */
-                Worker *old = slot->worker;
-
-                slot->worker = w;
-                slot->next = NULL;
-                slot->state = SLOT_RUNNING;
-                if (old)
-                        worker_retire(old);
-                sup->roll.replaced++;
-        }
-        supervisor_steer(sup);
-        notify_systemd(sup, NULL);
-        supervisor_check_ready(sup);
-        roll_step(sup);
-}
-
-void worker_set_status(Worker *w, const char *status) {
-        char *s = strdup(status);
-
-        if (s) {
-                free(w->status);
-                w->status = s;
-        }
-}
-
-static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-
-        log_warning("worker %u (pid %d) missed its watchdog deadline (%.1f s): sending SIGABRT",
-                    w->index, (int) w->pid, (double) w->sup->config.watchdog / USEC_PER_SEC);
-        worker_watchdog_trigger(w);
-        return 0;
-}
-
-void worker_watchdog_ping(Worker *w) {
-        if (w->watchdog_timer)
-                (void) sd_event_source_set_time_relative(w->watchdog_timer, w->sup->config.watchdog);
-}
-
-void worker_watchdog_trigger(Worker *w) {
-        if (w->stopping)
-                return;
-        /* Hung, by its own fault: counted like a crash. */
-        w->failed = "missed its watchdog deadline";
-        worker_terminate(w, SIGABRT);
-}
-
-static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-
-        log_error("worker %u (pid %d) did not send READY=1 within %.1f s: stopping it",
-                  w->index, (int) w->pid, (double) w->sup->config.start_timeout / USEC_PER_SEC);
-        w->failed = "did not send READY=1 within --start-timeout";
-        worker_terminate(w, SIGTERM);
-        return 0;
-}
-
-/* ---- slots ---------------------------------------------------------------------------- */
-
-static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata);
-
-/* The run has lasted STABLE_RUN_USEC: by the restart contract its slot's streak is over
- * (the count is reset now rather than at its death, which says the same), and a reuseport
- * slot gets connections again. */
-static int on_stable_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Worker *w = userdata;
-
-        w->stable_timer = sd_event_source_disable_unref(w->stable_timer);
-        if (w->slot && w->slot->worker == w) {
-                w->slot->failures = w->slot->self_failures = 0;
-                supervisor_steer(w->sup);
-        }
-        return 0;
-}
-
-static int worker_watch(Worker *w) {
-        Supervisor *sup = w->sup;
-        int r;
-
-        /* sd-event opens the pidfd itself: the child is ours and unreaped, so the pid is. */
-        r = sd_event_add_child(sup->event, &w->child, w->pid, WEXITED, on_worker_exit, w);
-        if (r < 0)
-                return r;
-
-        if (w->exec_failed)
-                return 0;
-        if (sup->config.balance == BALANCE_REUSEPORT && w->slot->failures >= 2) {
-                r = sd_event_add_time_relative(sup->event, &w->stable_timer, CLOCK_MONOTONIC,
-                                               STABLE_RUN_USEC, 10 * USEC_PER_MSEC, on_stable_timer, w);
-                if (r < 0)
-                        return r;
-        }
-        if (sup->config.ready == READY_NOTIFY) {
-                r = sd_event_add_time_relative(sup->event, &w->start_timer, CLOCK_MONOTONIC,
-                                               sup->config.start_timeout, 10 * USEC_PER_MSEC, on_start_timer, w);
-                if (r < 0)
-                        return r;
-        }
-        if (sup->config.watchdog > 0) {
-                r = sd_event_add_time_relative(sup->event, &w->watchdog_timer, CLOCK_MONOTONIC,
-                                               sup->config.watchdog, 10 * USEC_PER_MSEC, on_watchdog_timer, w);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
-
-/* Starts a worker for the slot: as its worker, or as `next`, the replacement of a reload. */
-static void slot_spawn(Slot *slot, bool as_next) {
-        Supervisor *sup = slot->sup;
-        SpawnResult res;
-        Worker *w;
-        int r;
-
-        /* Once a stop has begun (a failure below may start one), nothing new is started:
-         * the callers that loop over slots need not check. */
-        if (sup->stopping) {
-                if (!as_next && !slot->worker)
-                        slot->state = SLOT_IDLE;
-                return;
-        }
-        r = spawn_worker(&sup->spawn, slot->index, slot->fds ? slot->fds : sup->shared_fds, &res);
-        if (r < 0) {
-                if (as_next) {
-                        char reason[96];
-
-                        /* Said once, by the reload's failure line. */
-                        snprintf(reason, sizeof reason, "worker %u: cannot fork: %s", slot->index, strerror(-r));
-                        roll_fail(sup, reason);
-                } else {
-                        log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
-                        slot->failures++;
-                        slot_schedule_restart(slot);
-                }
-                return;
-        }
-
-        w = calloc(1, sizeof *w);
-        if (w) {
-                *w = (Worker) {
-                        .sup = sup,
-                        .slot = slot,
-                        .index = slot->index,
-                        .pid = res.pid,
-                        .generation = sup->generation,
-                        .started = now_usec(),
-                        .started_realtime = now_realtime(),
-                        .exec_failed = res.child_errno != 0,
-                };
-                r = worker_watch(w);
-        }
-        if (!w || r < 0) {
-                /* Without a child source we could never reap or restart it: stop everything.
-                 * Not yet reaped, so the pid is still this child's to signal. */
-                log_error_errno(w ? r : -ENOMEM, "worker %u: cannot watch pid %d: %m", slot->index, (int) res.pid);
-                (void) kill(-res.pid, SIGKILL);
-                (void) kill(res.pid, SIGKILL);
-                (void) waitpid(res.pid, NULL, 0);
-                worker_free(w);
-                supervisor_stop(sup, EXIT_OSERR);
-                return;
-        }
-
-        if (as_next)
-                slot->next = w;
-        else
-                slot->worker = w;
-        slot->state = SLOT_RUNNING;
-
-        if (res.child_errno == 0)
-                log_info("worker %u started, pid %d%s", slot->index, (int) res.pid, as_next ? " (reload)" : "");
-        else if (res.stage == SPAWN_STAGE_EXEC)
-                log_error_errno(res.child_errno, "worker %u: cannot execute '%s': %m", slot->index, sup->config.argv[0]);
-        else
-                log_error_errno(res.child_errno, "worker %u: cannot set up its process: %m", slot->index);
-
-        notify_systemd(sup, NULL);
-        if (!w->exec_failed && sup->config.ready == READY_EXEC)
-                worker_set_ready(w);
-}
-
-static int on_backoff_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Slot *slot = userdata;
-
-        slot->timer = sd_event_source_disable_unref(slot->timer);
-        if (slot->state == SLOT_WAITING)
-                slot_spawn(slot, false);
-        return 0;
-}
-
-static void slot_schedule_restart(Slot *slot) {
-        Supervisor *sup = slot->sup;
-        /* No random number for no delay: arc4random() costs a getrandom() call. */
-        usec_t delay = slot->failures <= 1 ? 0 : backoff_delay(slot->failures, arc4random());
-        int r;
-
-        slot->restarts++;
-        sup->total_restarts++;
-        if (delay == 0) {
-                slot_spawn(slot, false);
-                return;
-        }
-
-        slot->state = SLOT_WAITING;
-        log_info("worker %u restarting in %llu ms (%u early exits in a row)",
-                 slot->index, (unsigned long long) (delay / USEC_PER_MSEC), slot->failures);
-        r = sd_event_add_time_relative(sup->event, &slot->timer, CLOCK_MONOTONIC, delay, USEC_PER_MSEC,
-                                       on_backoff_timer, slot);
-        if (r < 0) {
-                log_error_errno(r, "worker %u: cannot arm the restart timer: %m", slot->index);
-                supervisor_stop(sup, EXIT_OSERR);
-        }
-}
-
-static bool should_restart(RestartPolicy policy, int code, int status) {
-        switch (policy) {
-        case RESTART_ALWAYS:
-                return true;
-        case RESTART_ON_FAILURE:
-                return !death_is_clean(code, status);
-        default:
-                return false;
-        }
-}
-
-/* The application as a whole is broken only when every slot keeps failing by itself. */
-static bool give_up_reached(const Supervisor *sup) {
-        if (sup->config.give_up == 0 || sup->target == 0)
-                return false;
-        for (unsigned i = 0; i < sup->target; i++)
-                if (sup->slots[i]->self_failures < sup->config.give_up)
-                        return false;
-        return true;
-}
-
-static void log_death(const Worker *w, const siginfo_t *si, bool expected) {
-        int level = expected ? LOG_INFO : LOG_WARNING;
-        const char *who = w->slot ? (w->slot->next == w ? "new worker" : "worker") : "retired worker";
-
-        if (si->si_code == CLD_EXITED)
-                log_full_errno(level, 0, "%s %u (pid %d) exited with status %d",
-                               who, w->index, (int) w->pid, si->si_status);
-        else
-                log_full_errno(level, 0, "%s %u (pid %d) killed by signal %s%s",
-                               who, w->index, (int) w->pid, signal_name(si->si_status),
-                               si->si_code == CLD_DUMPED ? " (core dumped)" : "");
-}
-
-static Slot *slot_free(Supervisor *sup, Slot *slot) {
-        if (!slot)
-                return NULL;
-        sd_event_source_disable_unref(slot->timer);
-        sd_event_source_disable_unref(slot->drain_timer);
-        worker_free(slot->worker);
-        worker_free(slot->next);
-        for (size_t j = 0; slot->fds && j < sup->n_listeners; j++)
-                if (slot->fds[j] != sup->shared_fds[j])
-                        (void) close(slot->fds[j]);
-        free(slot->fds);
-        free(slot);
-        return NULL;
-}
-
-/* A slot, and in reuseport mode its own socket for every address that can have one. */
-static int slot_new(Supervisor *sup, unsigned index, Slot **ret) {
-        Slot *slot = calloc(1, sizeof *slot);
-
-        if (!slot)
-                return -ENOMEM;
-        *slot = (Slot) { .sup = sup, .index = index };
-        if (sup->config.balance == BALANCE_REUSEPORT) {
-                slot->fds = calloc(sup->n_listeners ? sup->n_listeners : 1, sizeof *slot->fds);
-                if (!slot->fds) {
-                        free(slot);
-                        return -ENOMEM;
-                }
-                for (size_t j = 0; j < sup->n_listeners; j++) {
-                        const Listener *l = &sup->listeners[j];
-                        int fd;
-
-                        /* Slot 0 has the socket bound at start: the group's first member. */
-                        if (index == 0 || !balance_supported(l)) {
-                                slot->fds[j] = sup->shared_fds[j];
-                                continue;
-                        }
-                        fd = balance_open_sibling(l, sup->config.backlog);
-                        if (fd < 0) {
-                                int r = fd;
-                                for (size_t k = j; k < sup->n_listeners; k++)
-                                        slot->fds[k] = sup->shared_fds[k];
-                                slot_free(sup, slot);
-                                return r;
-                        }
-                        slot->fds[j] = fd;
-                }
-        }
-        *ret = slot;
-        return 0;
-}
-
-/* New connections go to the sockets of active slots with a ready worker; while none is
- * ready, to every active slot, where they wait for the first. Called on every change of
- * readiness; the program is replaced only when the set changes. */
 static void supervisor_steer(Supervisor *sup) {
         unsigned n = 0;
 
@@ -717,7 +37,7 @@ static void supervisor_steer(Supervisor *sup) {
          * while its worker looks ready: one ready at exec may be about to die again, with
          * the connections it was given. */
         for (unsigned i = 0; i < sup->target; i++)
-                if (sup->slots[i]->worker && sup->slots[i]->worker->ready && sup->slots[i]->failures < 2)
+                if (sup->slots[i]->worker && sup->slots[i]->worker->ready && sup->slots[i]->counts.failures < 2)
                         want[n++] = i;
         if (n == 0)
                 for (; n < sup->target; n++)
@@ -747,139 +67,89 @@ static void supervisor_trim_slots(Supervisor *sup) {
         }
 }
 
-/* A roll candidate died before it was ready: the reload fails, the old worker stays. */
-static void next_died(Slot *slot, Worker *w, const siginfo_t *si) {
-        Supervisor *sup = slot->sup;
-        char reason[160];
-
-        slot->next = NULL;
-        if (w->failed)
-                snprintf(reason, sizeof reason, "worker %u (pid %d) %s", w->index, (int) w->pid, w->failed);
-        else if (si->si_code == CLD_EXITED)
-                snprintf(reason, sizeof reason, "worker %u (pid %d) exited with status %d before it was ready",
-                         w->index, (int) w->pid, si->si_status);
-        else
-                snprintf(reason, sizeof reason, "worker %u (pid %d) was killed by signal %s before it was ready",
-                         w->index, (int) w->pid, signal_name(si->si_status));
-        worker_free(w);
-        if (!slot->worker)
-                slot_lost_worker(slot, true);
-        if (sup->roll.active)
-                roll_fail(sup, reason);
+static void supervisor_check_ready(Supervisor *sup) {
+        if (sup->ready_sent || sup->stopping)
+                return;
+        for (unsigned i = 0; i < sup->target; i++)
+                if (!sup->slots[i]->worker || !sup->slots[i]->worker->ready)
+                        return;
+        sup->ready_sent = true;
+        log_info("all %u workers ready", sup->target);
+        notify_systemd(sup, "READY=1");
 }
 
-static int worker_exit(Worker *w, const siginfo_t *si);
+static void supervisor_maybe_exit(Supervisor *sup);
 
-static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
-        Worker *w = userdata;
-        Supervisor *sup = w->sup;
-        int r;
-
-        sup->dispatching = w->pid;
-        r = worker_exit(w, si);
-        sup->dispatching = 0;
-        return r;
+static void mark_fresh(Supervisor *sup, Slot *slot) {
+        slot->fresh = true;
+        if (slot->index < sup->fresh_from)
+                sup->fresh_from = slot->index;
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
 }
 
-static int worker_exit(Worker *w, const siginfo_t *si) {
-        Supervisor *sup = w->sup;
-        Slot *slot = w->slot;
-        bool early = w->exec_failed || w->failed || now_usec() - w->started < STABLE_RUN_USEC;
-        bool self = w->exec_failed || w->failed || death_is_self_inflicted(si->si_code, si->si_status);
-        /* Stopped by us while its slot still wants a worker (ctl restart; or scaled down and
-         * wanted again since): a restart, not the worker's own exit, whatever --restart says. */
-        bool restart_requested = w->stopping && !w->failed;
+/* Starts up to FRESH_PER_TURN fresh slots, then yields: the source has the idle priority,
+ * so that the control socket, exits and notifications are served between two batches. */
+static int on_fresh_start(sd_event_source *s, void *userdata) {
+        Supervisor *sup = userdata;
+        unsigned started = 0;
 
-        /* A replacement dying during a reload is told once, by the reload's failure line. */
-        if (!(slot && slot->next == w && sup->roll.active))
-                log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
-                                         (si->si_code == CLD_EXITED && si->si_status == 0));
+        while (sup->fresh_from < sup->target && !sup->stopping) {
+                Slot *slot = sup->slots[sup->fresh_from];
 
-        /* Whatever is left of its process group would keep serving our sockets behind our
-         * back. The pid is still a zombie of ours here, so the group id cannot be reused. */
-        (void) kill(-w->pid, SIGKILL);
-
-        if (!slot) {
-                retired_remove(sup, w);
-                worker_free(w);
-                supervisor_maybe_exit(sup);
-                return 0;
+                if (slot->fresh) {
+                        if (started++ == FRESH_PER_TURN) {
+                                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                                return 0;
+                        }
+                        slot->fresh = false;
+                        if (slot->state == SLOT_IDLE)
+                                slot_dispatch(sup, slot, SLOT_EV_START, NULL);
+                }
+                sup->fresh_from++;
         }
-
-        if (slot->next == w) {
-                next_died(slot, w, si);
-                notify_systemd(sup, NULL);
-                return 0;
-        }
-
-        /* Started by a reload in place of a stopped worker, and dead before it was ready. */
-        bool roll_candidate = w->roll_unavailable && !w->ready;
-        slot->worker = NULL;
-        slot->exited = true;
-        slot->last_code = si->si_code;
-        slot->last_status = si->si_status;
-        worker_free(w);
-        supervisor_steer(sup);
-
-        if (slot->next && sup->roll.active) {
-                /* Its replacement is on the way; the roll promotes it when ready. */
-                notify_systemd(sup, NULL);
-                return 0;
-        }
-
-        if (sup->stopping || slot->index >= sup->target) {
-                slot->state = SLOT_IDLE;
-                supervisor_trim_slots(sup);
-                notify_systemd(sup, NULL);
-                supervisor_maybe_exit(sup);
-                return 0;
-        }
-
-        if (restart_requested)
-                slot->failures = slot->self_failures = 0;
-        else if (early) {
-                if (self) {
-                        slot->failures++;
-                        slot->self_failures++;
-                } else if (!kill_window_allow(&slot->outside_kills, now_usec()))
-                        slot->failures++;
-        } else
-                slot->failures = slot->self_failures = 0;
-
-        if (!restart_requested && !should_restart(sup->config.restart, si->si_code, si->si_status)) {
-                slot->state = SLOT_IDLE;
-                sup->exit_code = shell_status(si->si_code, si->si_status);
-                notify_systemd(sup, NULL);
-                supervisor_maybe_exit(sup);
-                return 0;
-        }
-
-        if (give_up_reached(sup)) {
-                log_error("giving up: every worker failed %u times in a row within %llu s of starting "
-                          "(last: %s %d); fix the command, or raise --give-up (0 never gives up)",
-                          sup->config.give_up, (unsigned long long) (STABLE_RUN_USEC / USEC_PER_SEC),
-                          si->si_code == CLD_EXITED ? "exit status" : "signal", si->si_status);
-                supervisor_stop(sup, EXIT_GAVE_UP);
-                return 0;
-        }
-
-        slot_schedule_restart(slot);
-        notify_systemd(sup, NULL);
-        if (roll_candidate && sup->roll.active) {
-                char reason[96];
-
-                snprintf(reason, sizeof reason, "worker %u died before it was ready", slot->index);
-                roll_fail(sup, reason);
-        } else
-                roll_step(sup);
         return 0;
 }
 
-/* ---- stop, scale, restart, signal ------------------------------------------------------ */
+static int on_followup(sd_event_source *s, void *userdata) {
+        Supervisor *sup = userdata;
+        char status[2 * ADDRESS_FORMAT_MAX + 256];
 
-/* Our children that are not workers: what escaped a worker's process group and was
- * reparented to us. Returns how many are left alive; reaps the dead ones. With `sig`, signals
- * the live ones. Workers are reaped by their own pidfd sources, never here. */
+        /* What the slots asked for: a stop first, which ends any roll. */
+        if (sup->stop_request) {
+                int code = sup->stop_request;
+
+                sup->stop_request = 0;
+                supervisor_stop(sup, code);
+        }
+        if (sup->roll_failure) {
+                _cleanup_free_ char *reason = TAKE_PTR(sup->roll_failure);
+
+                roll_fail(sup, reason);
+        }
+        supervisor_trim_slots(sup);
+        supervisor_steer(sup);
+        roll_drive(sup);
+        supervisor_check_ready(sup);
+        if (ready_workers(sup) > 0)
+                stall_worker_ready(sup->stall);
+        if (sup->crash_loop && !give_up_reached(counts_of, sup, sup->target, crash_loop_threshold(sup))) {
+                sup->crash_loop = false;
+                log_notice("the crash loop is over: a worker ran for %llu s",
+                           (unsigned long long) (STABLE_RUN_USEC / USEC_PER_SEC));
+        }
+        if (sup->status_socket) {
+                status_line(sup, status, sizeof status);
+                /* Dropped when systemd's queue is full: the next update says it all anyway. */
+                (void) sdnotify_send_nowait(status);
+        }
+        /* Every slot can rest only when stopping, or when --restart lets workers end. */
+        if (sup->stopping || sup->config.restart != RESTART_ALWAYS)
+                supervisor_maybe_exit(sup);
+        return 0;
+}
+
+/* ---- stop, and what escaped the workers ------------------------------------------------- */
+
 static unsigned orphans_sweep(Supervisor *sup, int sig) {
         unsigned workers = live_workers(sup), left = 0;
         pid_t stack_pids[256], *pids = stack_pids;
@@ -906,7 +176,7 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 siginfo_t si = {};
 
                 /* The worker whose exit is being dispatched is sd-event's to reap. */
-                if (pids[i] == sup->dispatching || supervisor_find_worker(sup, pids[i], false))
+                if (pids[i] == sup->dispatching || find_worker(sup, pids[i], false))
                         continue;
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
                         continue;       /* no longer our child: not ours to signal */
@@ -923,7 +193,6 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 free(pids);
         return left;
 }
-
 static int on_orphan_kill(sd_event_source *s, uint64_t usec, void *userdata) {
         Supervisor *sup = userdata;
         unsigned n = orphans_sweep(sup, SIGKILL);
@@ -935,7 +204,6 @@ static int on_orphan_kill(sd_event_source *s, uint64_t usec, void *userdata) {
         supervisor_maybe_exit(sup);
         return 0;
 }
-
 static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *sup = userdata;
 
@@ -972,20 +240,6 @@ static void supervisor_maybe_exit(Supervisor *sup) {
         (void) sd_event_exit(sup->event, sup->exit_code);
 }
 
-static void slot_stop(Slot *slot) {
-        slot->timer = sd_event_source_disable_unref(slot->timer);
-        slot->drain_timer = sd_event_source_disable_unref(slot->drain_timer);
-        if (slot->next) {
-                worker_retire(slot->next);
-                slot->next = NULL;
-        }
-        if (slot->worker) {
-                slot->state = SLOT_STOPPING;
-                worker_terminate(slot->worker, SIGTERM);
-        } else
-                slot->state = SLOT_IDLE;
-}
-
 /* No more waiting: every process of ours, workers, replacements, retired workers and
  * what escaped them, gets SIGKILL. */
 static void supervisor_kill_all(Supervisor *sup) {
@@ -1001,13 +255,12 @@ static void supervisor_kill_all(Supervisor *sup) {
         sup->orphan_signal = SIGKILL;
 }
 
-void supervisor_stop(Supervisor *sup, int exit_code) {
+static void supervisor_stop(Supervisor *sup, int exit_code) {
         if (sup->stopping) {
                 log_warning("stop requested again, sending SIGKILL to %u workers", live_workers(sup));
                 supervisor_kill_all(sup);
                 return;
         }
-
         sup->stopping = true;
         sup->exit_code = exit_code;
         log_info("stopping %u workers", live_workers(sup));
@@ -1016,63 +269,37 @@ void supervisor_stop(Supervisor *sup, int exit_code) {
         notify_systemd(sup, "STOPPING=1");
 
         for (unsigned i = 0; i < sup->n_slots; i++)
-                slot_stop(sup->slots[i]);
+                slot_dispatch(sup, sup->slots[i], SLOT_EV_STOP, NULL);
         for (Worker *w = sup->retired; w; w = w->next_retired)
-                worker_terminate(w, SIGTERM);
-        supervisor_maybe_exit(sup);
+                worker_terminate(w, sup->config.stop_signal);
+        supervisor_wake(sup);
 }
 
-/* The length of the accept queue of a slot's own sockets. */
-static unsigned slot_queue(const Slot *slot) {
-        const Supervisor *sup = slot->sup;
-        unsigned total = 0;
+/* ---- scale, restart, signal ------------------------------------------------------------ */
 
-        for (size_t j = 0; slot->fds && j < sup->n_listeners; j++) {
-                unsigned len, max;
+static int scale_add_slots(Supervisor *sup, unsigned n) {
+        Slot **s;
+        int r;
 
-                if (slot->fds[j] != sup->shared_fds[j] && listen_queue(slot->fds[j], &len, &max))
-                        total += len;
-        }
-        return total;
-}
-
-/* A surplus slot of a reuseport group gets no new connections (steered away), but its
- * worker serves what is already queued on its socket. It is stopped once that queue is
- * empty, or after --stop-timeout. Checked every 20 ms for that short while only. */
-static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Slot *slot = userdata;
-        unsigned queued = slot_queue(slot);
-
-        if (queued > 0 && now_usec() - slot->drain_started < slot->sup->config.stop_timeout && slot->worker) {
-                (void) sd_event_source_set_time_relative(s, 20 * USEC_PER_MSEC);
-                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (n <= sup->n_slots)
                 return 0;
+        s = realloc(sup->slots, n * sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        sup->slots = s;
+        for (unsigned i = sup->n_slots; i < n; i++) {
+                r = slot_new(sup, i, &s[i]);
+                if (r < 0) {
+                        /* Nothing half-applied: the slots added so far go again. */
+                        supervisor_trim_slots(sup);
+                        return log_error_errno(r, "Cannot add worker slot %u: %m", i);
+                }
+                sup->n_slots = i + 1;
         }
-        if (queued > 0)
-                log_warning("worker %u: %u connections still queued after %.1f s of draining; stopping it anyway",
-                            slot->index, queued, (double) slot->sup->config.stop_timeout / USEC_PER_SEC);
-        slot->drain_timer = sd_event_source_disable_unref(slot->drain_timer);
-        slot_stop(slot);
         return 0;
 }
 
-static void slot_retire(Slot *slot) {
-        Supervisor *sup = slot->sup;
-        int r;
-
-        /* Closing a reuseport socket resets its queue, unless the kernel migrates it. */
-        if (!slot->fds || sup->migrate || slot->state != SLOT_RUNNING) {
-                slot_stop(slot);
-                return;
-        }
-        slot->drain_started = now_usec();
-        r = sd_event_add_time_relative(sup->event, &slot->drain_timer, CLOCK_MONOTONIC,
-                                       20 * USEC_PER_MSEC, USEC_PER_MSEC, on_drain_timer, slot);
-        if (r < 0)
-                slot_stop(slot);
-}
-
-int supervisor_scale(Supervisor *sup, unsigned n) {
+static int supervisor_scale(Supervisor *sup, unsigned n) {
         unsigned old = sup->target;
         int r;
 
@@ -1080,45 +307,23 @@ int supervisor_scale(Supervisor *sup, unsigned n) {
                 return -ERANGE;
         if (sup->stopping)
                 return -ESHUTDOWN;
-
-        if (n > sup->n_slots) {
-                Slot **s = realloc(sup->slots, n * sizeof *s);
-                if (!s)
-                        return -ENOMEM;
-                sup->slots = s;
-                for (unsigned i = sup->n_slots; i < n; i++) {
-                        r = slot_new(sup, i, &s[i]);
-                        if (r < 0) {
-                                /* Nothing half-applied: the slots added so far go again. */
-                                supervisor_trim_slots(sup);
-                                return log_error_errno(r, "Cannot add worker slot %u: %m", i);
-                        }
-                        sup->n_slots = i + 1;
-                }
-        }
+        r = scale_add_slots(sup, n);
+        if (r < 0)
+                return r;
         sup->target = n;
         log_info("scaling from %u to %u workers", old, n);
         supervisor_steer(sup);
-
-        /* Surplus slots stop gracefully, the highest first. */
-        for (unsigned i = sup->n_slots; i-- > n;) {
-                Slot *slot = sup->slots[i];
-
-                if (slot->drain_timer)
-                        continue;
-                if (slot->state == SLOT_RUNNING || slot->state == SLOT_WAITING)
-                        slot_retire(slot);
-        }
-        /* Slots coming back before their drain ended keep their worker. */
+        /* Surplus slots stop gracefully, the highest first; those coming back before their
+         * drain ended keep their worker; new slots start (one still stopping from an earlier
+         * scale-down starts again when its worker is gone). */
+        for (unsigned i = sup->n_slots; i-- > n;)
+                slot_dispatch(sup, sup->slots[i], SLOT_EV_DRAIN, NULL);
         for (unsigned i = 0; i < n; i++)
-                sup->slots[i]->drain_timer = sd_event_source_disable_unref(sup->slots[i]->drain_timer);
-        /* New slots start; a slot still stopping from an earlier scale-down restarts when it exits. */
-        for (unsigned i = 0; i < n; i++)
-                if (sup->slots[i]->state == SLOT_IDLE)
-                        slot_spawn(sup->slots[i], false);
-
-        supervisor_trim_slots(sup);
-        notify_systemd(sup, NULL);
+                if (sup->slots[i]->state == SLOT_DRAINING)
+                        slot_dispatch(sup, sup->slots[i], SLOT_EV_START, NULL);
+                else if (sup->slots[i]->state == SLOT_IDLE)
+                        mark_fresh(sup, sup->slots[i]);
+        supervisor_wake(sup);
         return 0;
 }
 
@@ -1135,7 +340,7 @@ static int slot_range(Supervisor *sup, int slot, unsigned *from, unsigned *to) {
         return 0;
 }
 
-int supervisor_restart_slot(Supervisor *sup, int slot) {
+static int supervisor_restart_slot(Supervisor *sup, int slot) {
         unsigned from, to;
         int r;
 
@@ -1146,21 +351,21 @@ int supervisor_restart_slot(Supervisor *sup, int slot) {
                 return r;
         for (unsigned i = from; i < to; i++) {
                 Slot *s = sup->slots[i];
+                Cause c = { .requested = true };
 
-                if (s->worker) {
+                if (s->worker && s->state != SLOT_STOPPING) {
                         log_info("worker %u (pid %d): restart requested", i, (int) s->worker->pid);
-                        worker_terminate(s->worker, SIGTERM);
-                } else if (s->state == SLOT_WAITING || s->state == SLOT_IDLE) {
+                        slot_dispatch(sup, s, SLOT_EV_STOP, &c);
+                } else if (s->state == SLOT_BACKOFF || s->state == SLOT_IDLE) {
                         /* Waiting out a backoff, or ended under --restart no|on-failure. */
-                        s->timer = sd_event_source_disable_unref(s->timer);
-                        s->failures = s->self_failures = 0;
-                        slot_spawn(s, false);
+                        s->counts = (RestartCounts) {};
+                        slot_dispatch(sup, s, SLOT_EV_START, NULL);
                 }
         }
         return 0;
 }
 
-int supervisor_signal_slot(Supervisor *sup, int sig, int slot) {
+static int supervisor_signal_slot(Supervisor *sup, int sig, int slot) {
         unsigned from, to;
         int r = slot_range(sup, slot, &from, &to);
 
@@ -1170,6 +375,126 @@ int supervisor_signal_slot(Supervisor *sup, int sig, int slot) {
                 if (sup->slots[i]->worker)
                         worker_signal(sup->slots[i]->worker, sig);
         return 0;
+}
+
+/* ---- what the control socket and the notify socket see --------------------------------- */
+
+static int op_snapshot(void *userdata, StatusSnapshot *ret) {
+        Supervisor *sup = userdata;
+        SlotSnapshot *slots = calloc(sup->n_slots ? sup->n_slots : 1, sizeof *slots);
+
+        if (!slots)
+                return -ENOMEM;
+        for (unsigned i = 0; i < sup->n_slots; i++) {
+                const Slot *slot = sup->slots[i];
+                const Worker *w = slot->worker;
+
+                slots[i] = (SlotSnapshot) {
+                        .slot = i,
+                        .pid = w ? w->pid : 0,
+                        .next_pid = slot->next ? slot->next->pid : 0,
+                        .state = slot_state_to_string(slot->state),
+                        .ready = w && w->ready,
+                        .since = w ? w->started_realtime : 0,
+                        .restarts = slot->restarts,
+                        .generation = w ? w->gen->id : 0,
+                        .exited = slot->exited,
+                        .last_code = slot->last_code,
+                        .last_status = slot->last_status,
+                        .status = w ? w->status : NULL,
+                };
+        }
+        *ret = (StatusSnapshot) {
+                .name = sup->config.name,
+                .workers = sup->target,
+                .ready = ready_workers(sup),
+                .restarts = sup->total_restarts,
+                .generation = sup->good->id,
+                .reloading = sup->roll.active,
+                .stopping = sup->stopping,
+                .crash_loop = sup->crash_loop,
+                .reuseport = sup->config.balance == BALANCE_REUSEPORT,
+                .migrate = sup->migrate,
+                .slots = slots,
+                .n_slots = sup->n_slots,
+                .listeners = sup->listeners,
+                .n_listeners = sup->n_listeners,
+        };
+        return 0;
+}
+
+static unsigned op_workers(void *userdata) {
+        return ((Supervisor *) userdata)->target;
+}
+
+static int op_reload(void *userdata, const ReloadWaiter *waiter) {
+        return supervisor_reload(userdata, waiter);
+}
+
+static void op_forget_waiter(void *userdata, void *client) {
+        roll_forget_waiter(&((Supervisor *) userdata)->roll, client);
+}
+
+static int op_scale(void *userdata, unsigned n) {
+        return supervisor_scale(userdata, n);
+}
+
+static int op_restart(void *userdata, int slot) {
+        return supervisor_restart_slot(userdata, slot);
+}
+
+static int op_signal(void *userdata, int sig, int slot) {
+        return supervisor_signal_slot(userdata, sig, slot);
+}
+
+static void op_stop(void *userdata) {
+        supervisor_stop(userdata, EXIT_SUCCESS);
+}
+
+static const ControlOps control_ops = {
+        .snapshot = op_snapshot,
+        .workers = op_workers,
+        .reload = op_reload,
+        .forget_waiter = op_forget_waiter,
+        .scale = op_scale,
+        .restart = op_restart,
+        .signal = op_signal,
+        .stop = op_stop,
+};
+
+/* READY=1 of a slot's worker is a slot event; of a replacement, the start of its proof. */
+static void worker_ready(Supervisor *sup, Worker *w) {
+        if (w->ready || w->stopping || !w->slot)
+                return;
+        if (w->slot->worker == w) {
+                slot_dispatch(sup, w->slot, SLOT_EV_READY, NULL);
+                return;
+        }
+        worker_mark_ready(w);
+        log_info("worker %u (pid %d) is ready", w->index, (int) w->pid);
+        supervisor_wake(sup);
+}
+
+static void on_notify_message(void *userdata, pid_t sender, const NotifyMessage *m) {
+        Supervisor *sup = userdata;
+        Worker *w = find_worker(sup, sender, sup->config.notify_access_all);
+
+        if (!w) {
+                log_debug("notify message from pid %d, which is not a worker: ignored", (int) sender);
+                return;
+        }
+        if (m->ready)
+                worker_ready(sup, w);
+        if (m->has_status)
+                worker_set_status(w, m->status);
+        if (m->stopping)
+                log_info("worker %u (pid %d) is stopping", w->index, (int) w->pid);
+        if (m->watchdog_ping)
+                worker_watchdog_ping(w);
+        if (m->watchdog_trigger && !w->stopping) {
+                log_warning("worker %u (pid %d) triggered its watchdog", w->index, (int) w->pid);
+                worker_watchdog_trigger(w);
+        }
 }
 
 /* ---- the loop ---------------------------------------------------------------------------- */
@@ -1195,7 +520,6 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         }
         return 0;
 }
-
 static char *join_names(const Listener *l, size_t n) {
         size_t size = 1;
         char *s, *p;
@@ -1211,46 +535,34 @@ static char *join_names(const Listener *l, size_t n) {
         return s;
 }
 
-int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *listeners, size_t n_listeners) {
+static int setup_events(Supervisor *sup) {
         static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU };
-        _cleanup_free_ char *names = NULL;
-        Supervisor *sup;
-        int *fds = NULL;
         int r;
-
-        sup = calloc(1, sizeof *sup);
-        if (!sup)
-                return log_error_errno(-ENOMEM, "Out of memory");
-        sup->config = *config;
-        sup->listeners = listeners;
-        sup->n_listeners = n_listeners;
-        sup->spawn.devnull = -1;
-        sup->notify = getenv("NOTIFY_SOCKET") != NULL;
 
         r = sd_event_default(&sup->event);
         if (r < 0)
-                goto fail;
+                return r;
         /* Answers WatchdogSec= when systemd asks for it; a no-op otherwise. */
         (void) sd_event_set_watchdog(sup->event, true);
-
+        r = sd_event_add_defer(sup->event, &sup->followup, on_followup, sup);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(sup->followup, SD_EVENT_OFF);
+        r = sd_event_add_defer(sup->event, &sup->fresh_start, on_fresh_start, sup);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_OFF);
+        (void) sd_event_source_set_priority(sup->fresh_start, SD_EVENT_PRIORITY_IDLE);
         if (sup->notify) {
-                /* Without that socket there is nowhere to send STATUS= updates: no defer
-                 * source that would build lines for nobody. */
                 r = sdnotify_open();
                 if (r < 0)
                         log_warning_errno(r, "Cannot connect to NOTIFY_SOCKET for status updates: %m");
-                else {
-                        r = sd_event_add_defer(sup->event, &sup->status_defer, on_status_defer, sup);
-                        if (r < 0)
-                                goto fail;
-                        (void) sd_event_source_set_enabled(sup->status_defer, SD_EVENT_OFF);
-                }
+                sup->status_socket = r > 0;
         }
-
         for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
                 r = sd_event_add_signal(sup->event, NULL, signals[i], on_signal, sup);
                 if (r < 0)
-                        goto fail;
+                        return r;
         }
         /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD.
          * Without /proc (CONFIG_PROC_CHILDREN), stopping still reaches every worker's
@@ -1259,89 +571,108 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         r = children_list_open();
         if (r < 0)
                 log_warning_errno(r, "Cannot read our children from /proc: escaped processes are not tracked: %m");
-        r = sd_event_add_signal(sup->event, NULL, SIGCHLD, on_sigchld, sup);
-        if (r < 0)
-                goto fail;
+        return sd_event_add_signal(sup->event, NULL, SIGCHLD, on_sigchld, sup);
+}
 
-        fds = calloc(n_listeners ? n_listeners : 1, sizeof *fds);
-        sup->shared_fds = fds;
-        names = join_names(listeners, n_listeners);
-        if (!fds || !names) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        for (size_t i = 0; i < n_listeners; i++)
-                fds[i] = listeners[i].fd;
-        sup->spawn.n_fds = n_listeners;
-        sup->spawn.argv = config->argv;
+static void setup_balance(Supervisor *sup) {
+        size_t grouped = 0;
+
+        if (sup->config.balance != BALANCE_REUSEPORT)
+                return;
+        for (size_t j = 0; j < sup->n_listeners; j++)
+                grouped += balance_supported(&sup->listeners[j]);
+        sup->migrate = balance_migrate_enabled();
+        log_info("balance reuseport: a socket per worker for %zu of %zu addresses; "
+                 "net.ipv4.tcp_migrate_req is %s, so a slot scaled down %s",
+                 grouped, sup->n_listeners, sup->migrate ? "on" : "off",
+                 sup->migrate ? "hands its queue to the others" : "drains its queue before it closes");
+        if (grouped < sup->n_listeners)
+                log_notice("unix sockets, and sockets passed without ReusePort=yes, stay shared by all workers");
+        supervisor_steer(sup);
+}
+
+/* The spawn template and generation 0, what the first workers run. */
+static int setup_spawn(Supervisor *sup) {
+        const SupervisorConfig *cfg = &sup->config;
+        GenerationTemplate t = {
+                .spawn = &sup->spawn,
+                .base_env = environ,
+                .setenv = cfg->setenv,
+                .n_setenv = cfg->n_setenv,
+                .notify_socket = notify_server_address(sup->notify_server),
+                .watchdog_usec = cfg->watchdog,
+        };
+
+        sup->shared_fds = calloc(sup->n_listeners ? sup->n_listeners : 1, sizeof *sup->shared_fds);
+        sup->fdnames = join_names(sup->listeners, sup->n_listeners);
+        if (!sup->shared_fds || !sup->fdnames)
+                return -ENOMEM;
+        for (size_t i = 0; i < sup->n_listeners; i++)
+                sup->shared_fds[i] = sup->listeners[i].fd;
+        sup->spawn.n_fds = sup->n_listeners;
+        sup->spawn.argv = cfg->argv;
+        sup->spawn.setup = cfg->worker_setup;
+        sup->stall = stall_new(sup->event, sup->listeners, sup->n_listeners, sup->followup);
         spawn_signals_init(&sup->spawn);
         spawn_nofile_init(&sup->spawn);
+        sup->spawn.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (sup->spawn.devnull < 0)
+                return -errno;
+        t.fdnames = sup->fdnames;
+        return generation_new(&sup->good, 0, &t);
+}
 
-        sup->slots = calloc(config->n_workers, sizeof *sup->slots);
-        if (!sup->slots) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        for (unsigned i = 0; i < config->n_workers; i++) {
-                r = slot_new(sup, i, &sup->slots[i]);
-                if (r < 0) {
-                        supervisor_free(sup);
-                        return log_error_errno(r, "Cannot open the sockets of worker slot %u: %m", i);
-                }
-                sup->n_slots = i + 1;
+int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *listeners, size_t n_listeners) {
+        Supervisor *sup;
+        int r;
+
+        sup = calloc(1, sizeof *sup);
+        if (!sup)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        sup->config = *config;
+        if (sup->config.stop_signal == 0)
+                sup->config.stop_signal = SIGTERM;
+        sup->rules = (WorkerRules) {
+                .ready = config->ready,
+                .stop_timeout = config->stop_timeout,
+                .start_timeout = config->start_timeout,
+                .watchdog = config->watchdog,
+                .min_ready = config->min_ready,
+                .stop_signal = sup->config.stop_signal,
+        };
+        sup->listeners = listeners;
+        sup->n_listeners = n_listeners;
+        sup->spawn.devnull = -1;
+        sup->notify = getenv("NOTIFY_SOCKET") != NULL;
+
+        r = setup_events(sup);
+        if (r >= 0)
+                r = notify_server_new(&sup->notify_server, sup->event, on_notify_message, sup);
+        if (r >= 0)
+                r = setup_spawn(sup);
+        if (r >= 0)
+                r = scale_add_slots(sup, config->n_workers);
+        if (r < 0) {
+                supervisor_free(sup);
+                return log_error_errno(r, "Cannot set up the supervisor: %m");
         }
         sup->target = config->n_workers;
+        setup_balance(sup);
 
-        if (config->balance == BALANCE_REUSEPORT) {
-                size_t grouped = 0;
-
-                for (size_t j = 0; j < n_listeners; j++)
-                        grouped += balance_supported(&listeners[j]);
-                sup->migrate = balance_migrate_enabled();
-                log_info("balance reuseport: a socket per worker for %zu of %zu addresses; "
-                         "net.ipv4.tcp_migrate_req is %s, so a slot scaled down %s",
-                         grouped, n_listeners, sup->migrate ? "on" : "off",
-                         sup->migrate ? "hands its queue to the others" : "drains its queue before it closes");
-                if (grouped < n_listeners)
-                        log_notice("unix sockets, and sockets passed without ReusePort=yes, stay shared by all workers");
-                supervisor_steer(sup);
-        }
-
-        r = notify_server_new(&sup->notify_server, sup);
-        if (r < 0)
-                goto fail;
-
-        r = worker_env_build(&sup->spawn.env, environ, config->setenv, config->n_setenv, n_listeners, names,
-                             notify_server_address(sup->notify_server), config->watchdog);
-        if (r < 0)
-                goto fail;
-
-        sup->spawn.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (sup->spawn.devnull < 0) {
-                r = -errno;
-                goto fail;
-        }
-
-        r = control_server_new(&sup->control, sup);
+        r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
         if (r < 0) {
                 supervisor_free(sup);
                 return r; /* logged */
         }
-
         *ret = sup;
         return 0;
-
-fail:
-        supervisor_free(sup);
-        return log_error_errno(r, "Cannot set up the supervisor: %m");
 }
 
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        for (unsigned i = 0; i < sup->target; i++)
-                slot_spawn(sup->slots[i], false);
-
+        /* The slots are fresh: on_fresh_start() starts them. */
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
         r = sd_event_loop(sup->event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed: %m; killing the workers");
@@ -1357,8 +688,10 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
+        stall_free(sup->stall);
         children_list_close();
-        sd_event_source_disable_unref(sup->status_defer);
+        sd_event_source_disable_unref(sup->followup);
+        sd_event_source_disable_unref(sup->fresh_start);
         sdnotify_close();
         sd_event_source_disable_unref(sup->orphan_kill);
         for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)
@@ -1368,10 +701,14 @@ Supervisor *supervisor_free(Supervisor *sup) {
                 sup->retired = w->next_retired;
                 worker_free(w);
         }
+        generation_unref(sup->roll.target);
+        free(sup->roll.error);
+        free(sup->roll_failure);
         free(sup->roll.waiters);
+        generation_unref(sup->good);
         free(sup->steered);
         free(sup->slots);
-        worker_env_done(&sup->spawn.env);
+        free(sup->fdnames);
         free(sup->shared_fds);
         closep(&sup->spawn.devnull);
         sd_event_unref(sup->event);

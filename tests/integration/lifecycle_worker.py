@@ -20,8 +20,12 @@ to make the reload exec a "new version". A mode is a comma-separated list of:
     stop-pinging-after SEC  stop sending WATCHDOG=1 SEC seconds after start (keeps serving)
     ready-from-child [SEC]  READY=1 comes from a child process (same process group) after SEC
                             (default 0.1), never from the worker itself (--notify-access)
+    exit-after SEC [CODE]   serve, then SEC seconds after exec stop as on SIGTERM (the
+                            request in hand is finished) and exit CODE (default 0)
 
-A mode-file line "K: MODE" applies to slot K only and wins over a line without a prefix.
+A mode-file line "K: MODE" applies to slot K only and wins over a line "gN: MODE", which
+applies to the workers of generation N only ($BINDONCE_GENERATION: 0 at start, one more
+per reload), and wins over a line without a prefix.
 
 Path "/slow/MS" answers after MS milliseconds (an in-flight request for drain tests).
 SIGTERM: stop accepting, finish the request in hand, STOPPING=1, exit 0 (no casualties).
@@ -59,6 +63,7 @@ class Worker:
         self.ready = threading.Event()
         self.accepted = 0
         self.completed = 0
+        self.exit_code = 0
         self.notify_sock = None
         self.notify_addr = None
         self.notify_lock = threading.Lock()
@@ -82,18 +87,22 @@ class Worker:
         if path:
             try:
                 with open(path) as f:
-                    general, mine = None, None
+                    general, mine, my_gen = None, None, None
+                    generation = os.environ.get("BINDONCE_GENERATION", "?")
                     for line in f:
                         line = line.strip()
                         if not line or line.startswith("#"):
                             continue
-                        m = re.match(r"^(\d+)\s*:\s*(.*)$", line)
-                        if m:
-                            if m.group(1) == self.slot:
-                                mine = m.group(2)
+                        m = re.match(r"^(g?)(\d+)\s*:\s*(.*)$", line)
+                        if m and m.group(1):
+                            if m.group(2) == generation:
+                                my_gen = m.group(3)
+                        elif m:
+                            if m.group(2) == self.slot:
+                                mine = m.group(3)
                         elif general is None:
                             general = line
-                    text = mine if mine is not None else general
+                    text = next((t for t in (mine, my_gen, general) if t is not None), None)
             except FileNotFoundError:
                 pass
         if not text:
@@ -103,7 +112,7 @@ class Worker:
     @staticmethod
     def parse_mode(text):
         mode = {"crash": None, "ready_delay": 0.0, "never_ready": False, "stop_pinging_after": None,
-                "ready_from_child": False}
+                "ready_from_child": False, "exit_after": None}
         for item in text.split(","):
             words = item.split()
             if not words:
@@ -119,12 +128,23 @@ class Worker:
                 mode["ready_delay"] = float(args[0])
             elif name == "stop-pinging-after":
                 mode["stop_pinging_after"] = float(args[0])
+            elif name == "exit-after":
+                mode["exit_after"] = (float(args[0]), int(args[1]) if len(args) > 1 else 0)
             elif name == "ready-from-child":
                 mode["ready_from_child"] = True
                 mode["ready_delay"] = float(args[0]) if args else 0.1
             else:
                 sys.exit("lifecycle_worker: unknown mode %r" % item)
         return mode
+
+    @staticmethod
+    def age():
+        """Seconds since this process was started (exec'd), from /proc/self/stat."""
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
     def read_version(self, argv):
         path = self.arg(argv, "--version-file") or os.environ.get("LW_VERSION_FILE")
@@ -273,6 +293,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self.on_sigterm)
         socks = self.listeners()
         self.event("start", ppid=os.getppid(), mode=self.mode_text, version=self.version,
+                   generation=os.environ.get("BINDONCE_GENERATION"),
                    listen_fds=len(socks), pgid=os.getpgid(0))
         if self.mode["crash"] is not None:
             print("lifecycle_worker %d: crashing at start as told" % self.pid, file=sys.stderr)
@@ -283,6 +304,19 @@ class Worker:
 
         t = threading.Thread(target=self.notifier, daemon=True)
         t.start()
+        if self.mode["exit_after"] is not None:
+            delay, code = self.mode["exit_after"]
+
+            def leave():
+                # Like SIGTERM: stop accepting, finish the request in hand, exit with code.
+                # SEC counts from exec (the process's start time), not from when Python got
+                # here: "crashes 200 ms after it starts" on a loaded machine too.
+                time.sleep(max(0.0, delay - self.age()))
+                self.event("exit-after", code=code)
+                self.exit_code = code
+                self.stopping = True
+                os.write(wake_w, b"x")
+            threading.Thread(target=leave, daemon=True).start()
 
         while not self.stopping:
             ready = self.ready.is_set()
@@ -307,7 +341,7 @@ class Worker:
         t.join()
         self.notify("STOPPING=1")
         self.event("exit", accepted=self.accepted, completed=self.completed)
-        return 0
+        return self.exit_code
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def make_target(kind, d):
 
 
 @pytest.mark.parametrize("kind,workers,give_up", [
-    ("missing", 1, None),          # the default --give-up, 5
+    # Standalone, bindonce gives up only when --give-up is given (issue 8): the default
+    # value, 5, given explicitly.
+    ("missing", 1, 5),
     ("not-executable", 2, 3),
     ("directory", 1, 3),
 ])

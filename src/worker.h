@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "generation.h"
+#include "slot.h"
+#include "util.h"
+
+typedef enum ReadyMode {
+        READY_EXEC,             /* ready once exec succeeded */
+        READY_NOTIFY,           /* ready on READY=1 */
+} ReadyMode;
+
+/* The timeouts every worker is held to; one copy, owned by the supervisor. */
+typedef struct WorkerRules {
+        ReadyMode ready;
+        usec_t stop_timeout;
+        usec_t start_timeout;           /* --ready notify only */
+        usec_t watchdog;                /* 0: off */
+        usec_t min_ready;               /* a roll's replacement proves itself this long */
+        int stop_signal;                /* --stop-signal */
+} WorkerRules;
+
+/* One process we started. While it is a slot's `worker` (or its `next`) it belongs to the
+ * slot; once replaced or dropped it is retired: stopped, never started again. */
+struct Worker {
+        struct Supervisor *sup;         /* its owner, opaque here */
+        sd_event *event;
+        const WorkerRules *rules;
+        Slot *slot;                     /* NULL once retired */
+        unsigned index;                 /* the slot it was started for */
+        pid_t pid;
+        Generation *gen;                /* holds a reference */
+        sd_event_source *child;         /* pidfd child source, owns the pidfd */
+        sd_event_source *kill_timer;    /* SIGKILL after --stop-timeout */
+        sd_event_source *start_timer;   /* --start-timeout, --ready notify only */
+        sd_event_source *watchdog_timer;
+        sd_event_source *stable_timer;  /* ends its slot's crash-loop streak at 1 s */
+        sd_event_source *proof_timer;   /* a roll's candidate: --min-ready after it is ready */
+        sd_event_source *wake;          /* not owned: the supervisor's follow-ups */
+        usec_t started;                 /* CLOCK_MONOTONIC */
+        double started_realtime;        /* for status: seconds since the epoch */
+        char *status;                   /* its last STATUS= */
+        bool exec_failed;
+        bool ready;
+        bool stopping;                  /* SIGTERM (or SIGABRT) sent */
+        bool candidate;                 /* started by a roll, not yet proven */
+        bool proven;                    /* a candidate that was ready for --min-ready */
+        bool requested;                 /* stopped for ctl restart */
+        const char *failed;             /* why we killed it: a failure of its own */
+        Worker *next_retired;
+};
+
+usec_t now_usec(void);
+
+typedef int (*WorkerExitHandler)(sd_event_source *s, const siginfo_t *si, void *userdata);
+
+/* Forks and executes a worker of generation gen for the slot, watched by on_exit. Returns
+ * -errno when no process was created; -errno after killing and reaping it when it cannot
+ * be watched. An exec failure is a worker with exec_failed set (it exits 126/127). */
+int worker_start(Worker **ret, struct Supervisor *sup, sd_event *event, const WorkerRules *rules, Generation *gen, Slot *slot,
+                 const int *fds, sd_event_source *wake, WorkerExitHandler on_exit, int *child_errno,
+                 int *stage);
+
+Worker *worker_free(Worker *w);
+
+/* The whole process group, so that helpers behind a wrapper shell get it too. */
+void worker_signal(Worker *w, int sig);
+/* `sig` now (SIGTERM, or SIGABRT from the watchdog), SIGKILL after --stop-timeout. */
+void worker_terminate(Worker *w, int sig);
+
+/* Ready (READY=1, or exec with --ready exec): a candidate starts proving itself. */
+void worker_mark_ready(Worker *w);
+void worker_watchdog_ping(Worker *w);
+void worker_watchdog_trigger(Worker *w);
+void worker_set_status(Worker *w, const char *status);
+
+/* "exited with status 3", "was killed by signal SEGV", or why we stopped it. */
+void worker_death_text(const Worker *w, const siginfo_t *si, char *buf, size_t size);
