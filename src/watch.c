@@ -37,7 +37,7 @@ struct Watch {
         usec_t delay;
         usec_t first_at;        /* CLOCK_MONOTONIC of the first change not yet told */
         unsigned pending;
-        char *first;
+        char *last;
         bool warned_limit;
         WatchChanged changed;
         void *userdata;
@@ -160,11 +160,11 @@ static void remove_wd(Watch *w, int wd) {
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Watch *w = userdata;
-        _cleanup_free_ char *first = TAKE_PTR(w->first);
+        _cleanup_free_ char *last = TAKE_PTR(w->last);
         unsigned n = w->pending;
 
         w->pending = 0;
-        w->changed(w->userdata, first ? first : "?", n);
+        w->changed(w->userdata, last ? last : "?", n);
         return 0;
 }
 
@@ -174,13 +174,17 @@ static void note_change(Watch *w, const char *shown, const char *name) {
         uint64_t now = 0;
 
         (void) sd_event_now(sd_event_source_get_event(w->io), CLOCK_MONOTONIC, &now);
-        if (w->pending++ == 0) {
+        if (w->pending++ == 0)
                 w->first_at = now;
-                w->first = concat3(shown, name, "");
+        /* The last name: a save through a temporary file ends with the real name. */
+        char *last = concat3(shown, name, "");
+        if (last) {
+                free(w->last);
+                w->last = last;
         }
-        usec_t at = now + w->delay, last = w->first_at + w->delay * WATCH_DELAY_MAX_FACTOR;
-        if (at > last)
-                at = last;
+        usec_t at = now + w->delay, latest = w->first_at + w->delay * WATCH_DELAY_MAX_FACTOR;
+        if (at > latest)
+                at = latest;
         if (!w->timer) {
                 if (sd_event_add_time(sd_event_source_get_event(w->io), &w->timer, CLOCK_MONOTONIC,
                                       at, USEC_PER_MSEC, on_timer, w) < 0)
@@ -302,7 +306,7 @@ Watch *watch_free(Watch *w) {
                 free(w->dirs[i].path), free(w->dirs[i].shown), free(w->dirs[i].only);
         free(w->dirs);
         free(w->ignore);
-        free(w->first);
+        free(w->last);
         free(w);
         return NULL;
 }

@@ -18,9 +18,9 @@
 
 typedef struct Watch Watch;
 
-/* `first` is the first path that changed since the last call (relative to the watched
+/* `last` is the last path that changed since the previous call (relative to the watched
  * path it belongs to, or that path itself), `n` how many changes were seen. */
-typedef void (*WatchChanged)(void *userdata, const char *first, unsigned n);
+typedef void (*WatchChanged)(void *userdata, const char *last, unsigned n);
 
 typedef struct WatchConfig {
         char **paths;
