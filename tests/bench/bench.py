@@ -90,9 +90,14 @@ def fmt_int(n):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Below the ephemeral range (f74478d): a port from bind(0) may be taken by a load
+    client's source port before bindonce binds it."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+    try:
+        from testlib import free_tcp_port
+    finally:
+        sys.path.pop(0)
+    return free_tcp_port()
 
 
 def listeners_on(port):

@@ -18,97 +18,26 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import pytest
 
-from loadclient import CLASSES, request_once
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-BINDONCE = os.environ.get("BINDONCE", "/work/main/build/bindonce")
-WORKER = os.path.join(HERE, "lifecycle_worker.py")
-PYTHON = sys.executable or "/usr/bin/python3"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from loadclient import CLASSES, LoadClient  # noqa: F401
+from testlib import (BINDONCE, CLK_TCK, LIFECYCLE_WORKER as WORKER, PYTHON, Harness, alive,  # noqa: F401
+                     all_pids, descendants, expected_from_markers, fd_count, free_tcp_port as free_port,
+                     monotonic, proc_stat, read_to_eof, wait_until)
 
 # What lifecycle_worker.py answers.
 ANSWER_RE = re.compile(rb"\AHTTP/1\.0 200 OK\r\n(?:[^\r\n]*\r\n)*?\r\n"
                        rb"pid=(\d+) slot=(\d+) version=(\S+)\n\Z")
-
-# Nothing of the environment pytest runs in may reach bindonce as activation input.
-SCRUB = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID", "NOTIFY_SOCKET",
-         "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "BINDONCE_WORKER", "RUNTIME_DIRECTORY",
-         "LW_MODE", "LW_MODE_FILE", "LW_VERSION_FILE", "LW_EVENTS", "VERSION")
 
 
 def answer_validator(data):
     """(pid, slot, version) of a valid lifecycle_worker answer, else None."""
     m = ANSWER_RE.match(data)
     return (int(m.group(1)), int(m.group(2)), m.group(3).decode()) if m else None
-
-
-def monotonic():
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def wait_until(pred, timeout, interval=0.02, what="condition"):
-    """Polls pred() until it returns a true value (returned) or fails the test."""
-    deadline = monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if monotonic() > deadline:
-            pytest.fail("timed out after %.1f s waiting for %s" % (timeout, what() if callable(what) else what))
-        time.sleep(interval)
-
-
-from conftest import free_tcp_port as free_port, read_to_eof  # noqa: E402  (shared with the suite)
-
-
-# ---- /proc ---------------------------------------------------------------------------------
-
-def proc_stat(pid):
-    """(state, ppid, pgid, starttime) or None when the pid does not exist."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            s = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return rest[0], int(rest[1]), int(rest[2]), int(rest[19])
-
-
-def alive(pid, starttime=None):
-    """True if pid exists (and is the same process, when starttime is given) and is not a zombie."""
-    st = proc_stat(pid)
-    if st is None or st[0] in ("Z", "X"):
-        return False
-    return starttime is None or st[3] == starttime
-
-
-def all_pids():
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def descendants(root):
-    children = collections.defaultdict(list)
-    for pid in all_pids():
-        st = proc_stat(pid)
-        if st:
-            children[st[1]].append(pid)
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def boot_time():
@@ -146,26 +75,24 @@ def raw_request(path, data, half_close=True, timeout=3.0, fds=None):
 
 # ---- one bindonce --------------------------------------------------------------------------
 
-class Instance:
+class Instance(Harness):
     """bindonce -l 127.0.0.1:PORT -w N --name NAME --control DIR/ctl.sock ... -- lifecycle_worker."""
 
     def __init__(self, name, workers=2, args=(), mode="ok", version="v1", backlog=None,
-                 stop_timeout=3):
+                 stop_timeout=3, expected=()):
         # AF_UNIX paths are limited to 107 bytes: a short directory of our own, not tmp_path.
-        self.dir = tempfile.mkdtemp(prefix="bo-lc-")
+        super().__init__(tempfile.mkdtemp(prefix="bo-lc-"), expected)
         self.name = name
         self.control = os.path.join(self.dir, "ctl.sock")
         self.mode_file = os.path.join(self.dir, "mode")
         self.version_file = os.path.join(self.dir, "version")
         self.events_file = os.path.join(self.dir, "events")
-        self.log_file = os.path.join(self.dir, "bindonce.log")
+        self.log_file = str(self.log_path)
         self.workers = workers
         self.args = list(args)
         self.backlog = backlog
         self.stop_timeout = stop_timeout
-        self.proc = None
         self.port = None
-        self.seen = {}                  # pid -> starttime of every worker we saw
         self.set_mode(mode)
         self.set_version(version)
 
@@ -189,27 +116,23 @@ class Instance:
         return cmd + self.args + ["--", PYTHON, WORKER]
 
     def start(self, wait=True):
-        env = {k: v for k, v in os.environ.items() if k not in SCRUB}
-        env.update(LW_MODE_FILE=self.mode_file, LW_VERSION_FILE=self.version_file, LW_EVENTS=self.events_file)
+        env = dict(LW_MODE_FILE=self.mode_file, LW_VERSION_FILE=self.version_file, LW_EVENTS=self.events_file)
         for _ in range(5):
             self.port = free_port()
-            log = open(self.log_file, "ab")
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env, cwd=self.dir)
-            log.close()
+            self.popen(self.command(), env_extra=env, cwd=self.dir)
             # Up when the control socket accepts (the file exists from bind(), before
             # listen()); a lost race for the port exits 71.
-            deadline = monotonic() + 10
-            while monotonic() < deadline and self.proc.poll() is None:
-                if self.control_accepts():
-                    break
-                time.sleep(0.01)
+            wait_until(lambda: self.proc.poll() is not None or self.control_accepts(), 10,
+                       "bindonce's control socket", interval=0.01)
             if self.proc.poll() == 71 and "in use" in self.log():
+                self.proc.wait()
+                self.log_path.write_text("")
                 continue
             break
         assert self.proc.poll() is None, "bindonce exited at start (%s):\n%s" % (self.proc.returncode, self.log())
         if wait:
             self.wait_settled(self.workers)
+            self.mark_fds()
         return self
 
     def control_accepts(self):
@@ -219,17 +142,6 @@ class Instance:
                 return True
             except OSError:
                 return False
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        try:
-            with open(self.log_file, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
 
     def events(self, kind=None):
         out = []
@@ -260,11 +172,8 @@ class Instance:
         st = json.loads(r.stdout)
         for s in st["slots"]:
             for key in ("pid", "next_pid"):
-                pid = s.get(key)
-                if pid and pid not in self.seen:
-                    ps = proc_stat(pid)
-                    if ps:
-                        self.seen[pid] = ps[3]
+                if s.get(key):
+                    self.remember(s[key])
         return st
 
     def pids(self, st=None):
@@ -289,152 +198,67 @@ class Instance:
                 return None
             started = {ev["pid"] for ev in self.events("start")}
             return st if all(s["pid"] in started for s in st["slots"]) else None
-        return wait_until(check, timeout, 0.05, "%d settled workers of %s; log:\n%s" % (n, self.name, self.log()))
-
-    def fd_count(self):
-        return fd_count(self.pid)
-
-    def remember_tree(self):
-        for pid in descendants(self.pid):
-            st = proc_stat(pid)
-            if st and pid not in self.seen:
-                self.seen[pid] = st[3]
-        for ev in self.events("start"):
-            if ev["pid"] not in self.seen:
-                st = proc_stat(ev["pid"])
-                if st:
-                    self.seen[ev["pid"]] = st[3]
-
-    def leftovers(self):
-        """Processes of this tree still there: a seen pid (same start time) or a member of a
-        worker's process group."""
-        left = [pid for pid, start in self.seen.items() if alive(pid, start)]
-        groups = set(self.seen)
-        for pid in all_pids():
-            st = proc_stat(pid)
-            if st and st[2] in groups and st[0] not in ("Z", "X") and pid not in left:
-                left.append(pid)
-        return left
+        return wait_until(check, timeout, "%d settled workers of %s; log:\n%s" % (n, self.name, self.log()),
+                          interval=0.05)
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
-        """Stops bindonce by its pid; returns its exit code. Fails if a process of its tree is left."""
+        """Stops bindonce by its pid; returns its exit code (the tree is checked at teardown)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.remember_tree()
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail("bindonce %s did not stop within %d s after SIG%s; log:\n%s"
-                            % (self.name, timeout, signal.Signals(sig).name[3:], self.log()))
-        deadline = monotonic() + 3
-        left = self.leftovers()
-        while left and monotonic() < deadline:
-            time.sleep(0.05)
-            left = self.leftovers()
-        assert not left, "processes of %s left after it stopped: %s" % (self.name, left)
-        return self.proc.returncode
+            return super().stop(sig, timeout)
+        return self.wait_exit(timeout)
 
-    def cleanup(self):
+    def remember_tree(self):
+        for pid in descendants(self.pid):
+            self.remember(pid)
+        for ev in self.events("start"):
+            self.remember(ev["pid"])
+
+    def finish(self, stop_timeout=20):
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.stop()
+            return super().finish(stop_timeout)
         finally:
-            # Only ours: the pids we started and saw, if the polite stop failed.
-            for pid, start in self.seen.items():
-                if alive(pid, start):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
-def instances(request):
-    """A factory: instances(name, ...) -> a started Instance; all stopped at teardown,
-    each checked for leftover processes."""
-    made = []
-
-    def make(name, start=True, **kw):
-        inst = Instance(name, **kw)
-        made.append(inst)
+def instances(harnesses, request):
+    """A factory: instances(name, ...) -> a started Instance; all finished at teardown."""
+    def make(name, start=True, expected=(), **kw):
+        inst = Instance(name, expected=list(expected) + expected_from_markers(request), **kw)
+        harnesses.append(inst)
         if start:
             inst.start()
         return inst
-
-    yield make
-    errors = []
-    for inst in made:
-        try:
-            inst.cleanup()
-        except BaseException as e:  # report every instance, not just the first
-            errors.append("%s: %s" % (inst.name, e))
-    if errors:
-        pytest.fail("teardown: " + "; ".join(errors))
+    return make
 
 
 # ---- load -----------------------------------------------------------------------------------
 
-class Load:
-    """Connection-per-request HTTP load on 127.0.0.1:port from `threads` threads.
-
-    Every attempt lands in exactly one of CLASSES; `ok` answers are kept as
-    (t_start, pid, slot, version, t_end)."""
+class Load(LoadClient):
+    """loadclient.LoadClient on lifecycle_worker's answer, at 127.0.0.1:port: every attempt
+    lands in exactly one of CLASSES, and each ok answer is kept in `answers` as
+    (t_start, pid, slot, version, t_end). `path` may be a callable (a path per request)."""
 
     def __init__(self, port, threads=3, path="/", connect_timeout=3.0, response_timeout=8.0,
                  pause=0.0):
+        def request():
+            p = path() if callable(path) else path
+            return b"GET " + p.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n"
+        super().__init__(("127.0.0.1", port), threads=threads, duration=120.0, keep_answers=True,
+                         pause=pause, request=request, connect_timeout=connect_timeout,
+                         response_timeout=response_timeout, validator=answer_validator)
         self.port = port
-        self.n_threads = threads
-        self.path = path
-        self.connect_timeout = connect_timeout
-        self.response_timeout = response_timeout
-        self.pause = pause
-        self.counts = collections.Counter({c: 0 for c in CLASSES})
-        self.answers = []
-        self.failures = []              # (t, class, detail) of the first few failures
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = []
 
     def one(self):
         """One attempt: (class, (pid, slot, version) or a detail)."""
-        path = self.path() if callable(self.path) else self.path
-        cls, ident, detail = request_once(("127.0.0.1", self.port),
-                                          request=b"GET " + path.encode() + b" HTTP/1.0\r\nHost: test\r\n\r\n",
-                                          connect_timeout=self.connect_timeout,
-                                          response_timeout=self.response_timeout,
-                                          validator=answer_validator)
+        cls, ident, detail = self._attempt()
         return cls, ident if cls == "ok" else detail
 
-    def loop(self):
-        while not self.stopping.is_set():
-            t = monotonic()
-            cls, detail = self.one()
-            with self.lock:
-                self.counts[cls] += 1
-                if cls == "ok":
-                    self.answers.append((t,) + detail + (monotonic(),))
-                elif len(self.failures) < 20:
-                    self.failures.append((t, cls, detail))
-            if self.pause:
-                time.sleep(self.pause)
-
-    def start(self):
-        for _ in range(self.n_threads):
-            t = threading.Thread(target=self.loop, daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def stop(self):
-        self.stopping.set()
-        for t in self.threads:
-            t.join(self.connect_timeout + self.response_timeout + 2)
-        return self
+    def stop(self, timeout=None):
+        return super().stop(timeout if timeout is not None else
+                            self.request_kw["connect_timeout"] + self.request_kw["response_timeout"] + 2)
 
     def __enter__(self):
         return self.start()
@@ -443,24 +267,13 @@ class Load:
         self.stop()
 
     def attempts(self):
-        with self.lock:
-            return sum(self.counts.values())
-
-    def oks(self):
-        with self.lock:
-            return self.counts["ok"]
-
-    def wait_ok(self, n, timeout=10):
-        start = self.oks()
-        wait_until(lambda: self.oks() >= start + n, timeout, what="%d more ok answers" % n)
+        return self.result.attempts
 
     def losses(self):
-        with self.lock:
-            return {c: n for c, n in self.counts.items() if c != "ok" and n}
+        return {c: n for c, n in self.result.counts.items() if c != "ok" and n}
 
     def summary(self):
-        with self.lock:
-            return "counts %s; first failures %s" % (dict(self.counts), self.failures[:5])
+        return self.result.summary()
 
 
 def http_get(port, path="/", timeout=5.0):

@@ -151,18 +151,26 @@ class LoadClient:
     Always bounded: duration defaults to 60 s at most.
     """
 
-    def __init__(self, addr, threads=8, duration=60.0, max_requests=None, **request_kw):
+    def __init__(self, addr, threads=8, duration=60.0, max_requests=None, keep_answers=False,
+                 pause=0.0, **request_kw):
+        """request_kw go to request_once(); its `request` may be a callable, asked for the
+        bytes of each attempt. keep_answers keeps (start, *ident, end) of every ok answer
+        in self.answers; pause is a wait between one thread's attempts."""
         _check_loopback(addr)
         self.addr = addr
         self.threads = threads
         self.duration = min(duration, 120.0)
         self.max_requests = max_requests
+        self.keep_answers = keep_answers
+        self.pause = pause
+        self.answers = []
         self.request_kw = request_kw
         self.result = Result()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._issued = 0
         self._oks = 0              # live, for a test watching progress during the run
+        self._spans = []           # (start, end) of every attempt (bounded by the duration)
         self._workers = []
 
     def _take_ticket(self):
@@ -177,24 +185,54 @@ class LoadClient:
         answered = set()
         failures = []
         while not self._stop.is_set() and time.monotonic() < deadline and self._take_ticket():
-            cls, ident, detail = request_once(self.addr, **self.request_kw)
+            t0 = time.monotonic()
+            cls, ident, detail = self._attempt()
+            with self._lock:
+                t1 = time.monotonic()
+                self._spans.append((t0, t1))
+                if cls == "ok":
+                    self._oks += 1
+                    if self.keep_answers:
+                        self.answers.append((t0,) + tuple(ident) + (t1,))
             counts[cls] += 1
             if cls == "ok":
                 answered.add(ident)
-                with self._lock:
-                    self._oks += 1
             elif len(failures) < 50:
                 failures.append((time.monotonic(), cls, detail))
+            if self.pause:
+                self._stop.wait(self.pause)
         with self._lock:
             for c in CLASSES:
                 self.result.counts[c] += counts[c]
             self.result.answered |= answered
             self.result.failures = sorted(self.result.failures + failures)[:50]
 
+    def _attempt(self):
+        """One classified attempt: (class, ident, detail)."""
+        kw = dict(self.request_kw)
+        if callable(kw.get("request")):
+            kw["request"] = kw["request"]()
+        return request_once(self.addr, **kw)
+
     def oks(self):
         """ok answers so far, while the load runs."""
         with self._lock:
             return self._oks
+
+    def wait_ok(self, n, timeout=10.0):
+        """Wait (bounded) for n more ok answers: the load is flowing now."""
+        want = self.oks() + n
+        deadline = time.monotonic() + timeout
+        while self.oks() < want:
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"only {self.oks() - want + n} of {n} more ok answers in {timeout} s")
+            time.sleep(0.01)
+
+    def attempts_within(self, t0, t1):
+        """Attempts in flight at some moment of [t0, t1] (monotonic): how much of the load
+        overlapped a fault or a restart."""
+        with self._lock:
+            return sum(1 for a, b in self._spans if a <= t1 and b >= t0)
 
     def start(self):
         self.result.started = time.monotonic()

@@ -18,8 +18,12 @@ import time
 
 import pytest
 
+from testlib import WORKER_DEATH
 from conftest import TESTWORKER, proc_alive, proc_stat, wait_until, zombie_children
 from loadclient import LoadClient
+
+# Workers here die on purpose: bindonce logs their deaths as warnings.
+pytestmark = pytest.mark.log_expected(WORKER_DEATH)
 
 DELAY_MS = 5
 
@@ -62,18 +66,22 @@ def test_sigkill_each_worker_under_load(supervisor, free_port):
     sup, port = start_pool(supervisor, free_port)
     load = LoadClient(("127.0.0.1", port), threads=8, duration=20.0).start()
     killed = {}                                   # pid -> slot
+    overlaps = []
     try:
-        time.sleep(0.5)
+        load.wait_ok(50)
         for slot in range(4):
             victim = sup.live_workers()[slot]["pid"]
+            t0 = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             killed[victim] = slot
             # The slot gets a new worker (a new pid, the same slot), and stays served.
             sup.wait_live_workers(4, timeout=5, exclude=set(killed))
-            time.sleep(0.5)
-        time.sleep(0.5)
+            overlaps.append(load.attempts_within(t0, time.monotonic()))
+            load.wait_ok(50)
     finally:
         res = load.stop()
+    # Every kill fell inside the load: each of the 8 threads had a request in flight.
+    assert min(overlaps) >= 8, f"requests overlapping each kill: {overlaps}"
 
     # Counters are final once the killed process is gone.
     wait_until(lambda: not any(proc_alive(p) for p in killed), 5, "killed workers to be gone")
@@ -104,7 +112,8 @@ def test_random_sigkill_one_of_4(supervisor, free_port, interval, duration):
     load = LoadClient(("127.0.0.1", port), threads=8, duration=duration + 1.0).start()
     killed = {}                                   # pid -> slot
     try:
-        time.sleep(0.5)
+        load.wait_ok(50)
+        t_first = time.monotonic()
         end = time.monotonic() + duration
         while time.monotonic() < end:
             # Only workers that have reported: their counters exist, so casualties are exact.
@@ -113,9 +122,11 @@ def test_random_sigkill_one_of_4(supervisor, free_port, interval, duration):
                 victim = rng.choice(live)
                 os.kill(victim["pid"], signal.SIGKILL)
                 killed[victim["pid"]] = int(victim["env"]["BINDONCE_WORKER"])
-            time.sleep(interval)
+            time.sleep(interval)      # the kill rate is the scenario
+        overlap = load.attempts_within(t_first, time.monotonic())
     finally:
         res = load.stop()
+    assert overlap >= 200, f"only {overlap} requests overlapped the kills"
 
     wait_until(lambda: not any(proc_alive(p) for p in killed), 5, "killed workers to be gone")
     low, high, _ = sup.casualties(killed)
@@ -145,12 +156,12 @@ def test_a_hung_worker_does_not_stop_the_others(supervisor, free_port):
     before = {s: r["pid"] for s, r in sup.live_workers().items()}
     load = LoadClient(("127.0.0.1", port), threads=8, duration=13.0, response_timeout=20.0).start()
     try:
-        time.sleep(1.0)
+        load.wait_ok(50)
         os.kill(before[1], signal.SIGSTOP)
         try:
             wait_until(lambda: proc_stat(before[1])[0] == "T", 2, "the worker to stop")
             ok0 = load.oks()
-            time.sleep(10.0)
+            time.sleep(10.0)      # the hang is the scenario
             served_while_hung = load.oks() - ok0
         finally:
             os.kill(before[1], signal.SIGCONT)
@@ -171,14 +182,17 @@ def test_all_workers_killed_at_once(supervisor, free_port):
     sup, port = start_pool(supervisor, free_port)
     load = LoadClient(("127.0.0.1", port), threads=8, duration=20.0).start()
     try:
-        time.sleep(0.5)
+        load.wait_ok(50)
         victims = [r["pid"] for r in sup.live_workers().values()]
+        t0 = time.monotonic()
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         sup.wait_live_workers(4, timeout=5, exclude=set(victims))
-        time.sleep(0.5)
+        overlap = load.attempts_within(t0, time.monotonic())
+        load.wait_ok(50)                  # and service resumed
     finally:
         res = load.stop()
+    assert overlap >= 8, f"only {overlap} requests overlapped the kills"
     wait_until(lambda: not any(proc_alive(p) for p in victims), 5, "killed workers to be gone")
     low, high, per_kill = sup.casualties(victims)
     assert_no_loss(res, (low, high), f"all 4 SIGKILLed at once, counters {per_kill}")
@@ -186,19 +200,24 @@ def test_all_workers_killed_at_once(supervisor, free_port):
 
 
 def test_rolling_restart_under_load(supervisor, free_port):
-    """SIGHUP: every worker replaced, one slot at a time, and no request lost."""
+    """SIGHUP: every worker replaced (one at a time: max surge 1), and no request lost."""
     sup, port = start_pool(supervisor, free_port)
     old = {r["pid"] for r in sup.reports()}
     load = LoadClient(("127.0.0.1", port), threads=8, duration=20.0).start()
     try:
-        time.sleep(0.3)
+        load.wait_ok(50)
+        t0 = time.monotonic()
         sup.send_signal(signal.SIGHUP)
         wait_until(lambda: not any(proc_alive(p) for p in old) and
                    len(sup.live_workers()) == 4, 10, "all 4 workers replaced after SIGHUP")
-        time.sleep(0.3)
+        overlap = load.attempts_within(t0, time.monotonic())
+        load.wait_ok(50)
     finally:
         res = load.stop()
+    assert overlap >= 8, f"only {overlap} requests overlapped the roll"   # each of the 8 threads
     assert_no_loss(res, (0, 0), "rolling restart")
+    assert "reload: rolling 4 workers (max surge 1, max unavailable 0)" in sup.log(), sup.log()
+    assert sup.log().count("(reload)") == 4, sup.log()
     assert all(r["pid"] not in old for r in sup.live_workers().values())
     assert sup.stop() == 0
 
@@ -211,10 +230,13 @@ def test_graceful_stop_under_load_loses_nothing_accepted(supervisor, free_port):
     sup, port = start_pool(supervisor, free_port)
     load = LoadClient(("127.0.0.1", port), threads=8, duration=20.0).start()
     try:
-        time.sleep(0.5)
+        load.wait_ok(50)
+        t0 = time.monotonic()
         assert sup.stop(timeout=15) == 0
+        overlap = load.attempts_within(t0, time.monotonic())
     finally:
         res = load.stop()
+    assert overlap >= 8, f"only {overlap} requests overlapped the stop"
     lost = {k: v for k, v in res.counts.items() if k not in ("ok", "refused") and v}
     # A connection that completed its handshake in the backlog but was never accepted
     # is reset when bindonce closes the socket: that is the one loss a stop may cause.

@@ -2,14 +2,17 @@
 leave a slot dead, a process behind, or the wrong exit code."""
 
 import os
+import resource
+import shlex
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
+from testlib import WORKER_DEATH
 from conftest import BINDONCE, free_tcp_port, proc_alive
+from testlib import NOTIFY_WORKER, Harness, proc_children, proc_comm, wait_until
 
 
 @pytest.fixture
@@ -19,11 +22,10 @@ def shell(bindonce):
 
 
 # Ready 1.5 s after start, via READY=1 on the notify socket.
-SLOW_READY = ("exec /usr/bin/python3 -c 'import os, socket, time; time.sleep(1.5); a = os.environ[\"NOTIFY_SOCKET\"]; "
-              "a = \"\\0\" + a[1:] if a[0] == \"@\" else a; "
-              "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b\"READY=1\", a); time.sleep(1000)'")
+SLOW_READY = "exec " + shlex.join(NOTIFY_WORKER + ["sleep:1.5", "READY=1"])
 
 
+@pytest.mark.log_expected(WORKER_DEATH)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_old_worker_dies_during_a_reload_that_is_then_started_over(shell, workers):
     # The slot's old worker dies while its replacement starts; a second reload drops that
@@ -37,10 +39,14 @@ def test_old_worker_dies_during_a_reload_that_is_then_started_over(shell, worker
     try:
         b.wait_status(lambda s: s["slots"][0]["next_pid"], 5, "a replacement starting")
         os.kill(old, signal.SIGKILL)
-        time.sleep(0.2)
+        # bindonce has reaped the old worker (the state this test is about) before the
+        # second reload starts the roll over.
+        b.wait_log(r"worker 0 \(pid %d\) killed by signal KILL" % old, timeout=5)
         assert b.ctl("reload").returncode == 0
     finally:
-        reload1.wait(timeout=30)
+        out, err = reload1.communicate(timeout=30)
+    # Every waiting reload gets the outcome of the last round (ROLLING RESTART).
+    assert reload1.returncode == 0 and b"reload complete" in out, (reload1.returncode, out, err)
     st = b.wait_status(lambda s: s["ready"] == workers, 15, "every slot ready again")
     assert all(s["state"] == "running" for s in st["slots"]), st
     assert b.proc.poll() is None
@@ -97,36 +103,45 @@ def test_huge_listen_fds_is_a_broken_environment_not_out_of_memory(tmp_path):
     assert "LISTEN_FDS=2000000000" in r.stderr
 
 
-def test_bad_adopted_fd_names_are_refused(tmp_path):
+def test_bad_adopted_fd_names_are_refused(harnesses, tmp_path):
     # A real listening socket at fd 3 for bindonce's own pid, named with an empty name.
     port = free_tcp_port()
-    log = open(tmp_path / "bindonce.log", "w")
-    proc = subprocess.Popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "LISTEN_FDNAMES=",
-                             BINDONCE, "--control", "none", "--", "true"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        # systemd-socket-activate execs its command on the first connection.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        assert proc.wait(timeout=10) == 78, (tmp_path / "bindonce.log").read_text()
-        assert "LISTEN_FDNAMES" in (tmp_path / "bindonce.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    h = Harness(tmp_path / "bindonce", [r"LISTEN_FDNAMES: name 1 is not"])
+    harnesses.append(h)
+    h.popen(["systemd-socket-activate", "-l", "127.0.0.1:%d" % port, "-E", "LISTEN_FDNAMES=",
+             BINDONCE, "--control", "none", "--", "true"])
+
+    # systemd-socket-activate execs its command on the first connection.
+    def connected():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_until(connected, 5, "systemd-socket-activate to listen")
+    assert h.wait_exit(10) == 78, h.log()
+    assert "LISTEN_FDNAMES" in h.log()
 
 
-def test_workers_get_the_open_file_limit_bindonce_was_given(shell):
-    def soft(pid):
-        for line in open("/proc/%d/limits" % pid):
-            if line.startswith("Max open files"):
-                return line.split()[3]
+def limits(pid):
+    """(soft, hard) open-file limits of pid, as ints (None: unlimited)."""
+    for line in open("/proc/%d/limits" % pid):
+        if line.startswith("Max open files"):
+            return tuple(None if v == "unlimited" else int(v) for v in line.split()[3:5])
 
-    b = shell([], "exec sleep 1000")
-    worker = b.wait_status(lambda s: s["ready"] == 1, 10, "ready")["slots"][0]["pid"]
-    assert soft(worker) == soft(os.getpid())
+
+def test_workers_get_the_open_file_limit_bindonce_was_given(harnesses, tmp_path):
+    """bindonce(1), Resource limits: bindonce raises its own soft limit to the hard one (at
+    most 524288) and gives each worker the soft limit it was started with. Started with an
+    explicit soft limit of 512, below the hard one, so that both show."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard > 512, "the hard open-file limit is %d: nothing to raise" % hard
+    h = Harness(tmp_path / "bindonce")
+    harnesses.append(h)
+    control = str(tmp_path / "ctl.sock")
+    h.popen([BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "--control", control, "--", "sleep", "1000"],
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard)))
+    worker = wait_until(lambda: (proc_children(h.pid) or [None])[0], 10, "the worker")
+    wait_until(lambda: proc_comm(worker) == "sleep", 5, "the worker to exec")
+    assert limits(h.pid) == (min(hard, 524288), hard), limits(h.pid)
+    assert limits(worker) == (512, hard), limits(worker)

@@ -3,26 +3,18 @@ SIGTERM stops it cleanly."""
 
 import fcntl
 import os
-import re
 import signal
 import socket
 import subprocess
 
-import pytest
-
 from conftest import EXAMPLE_HTTPD, read_to_eof, wait_until
 from loadclient import run_load
+from testlib import httpd_answer
 
-HELLO_RE = re.compile(rb"\AHTTP/1\.[01] 200 OK\r\n(?:[^\r\n]*\r\n)*?\r\n"
-                      rb"hello from worker (\d+) \(pid (\d+)\)\n\Z")
-
-
-def hello_validator(data):
-    m = HELLO_RE.match(data)
-    return (int(m.group(2)), int(m.group(1))) if m else None
+# One parser of the example httpd's answer for every suite: testlib.httpd_answer.
+hello_validator = httpd_answer
 
 
-@pytest.mark.skipif(not os.access(EXAMPLE_HTTPD, os.X_OK), reason=f"{EXAMPLE_HTTPD} not built")
 def test_example_httpd_serves_from_every_worker(supervisor, free_port):
     port = free_port()
     sup = supervisor().start(["-w", "2", "-l", f"127.0.0.1:{port}"], [EXAMPLE_HTTPD])
@@ -67,7 +59,6 @@ def run_activated(env, *socks, serves=False, timeout=5):
     return status, proc.stderr.read().decode(), answer
 
 
-@pytest.mark.skipif(not os.access(EXAMPLE_HTTPD, os.X_OK), reason=f"{EXAMPLE_HTTPD} not built")
 def test_example_httpd_reads_the_protocol_itself():
     """httpd does without libsystemd: it must read LISTEN_* exactly as sd_listen_fds_with_names()."""
     web = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -79,7 +70,7 @@ def test_example_httpd_reads_the_protocol_itself():
         status, err, answer = run_activated({"LISTEN_FDS": "2", "LISTEN_FDNAMES": "web:dns",
                                              "BINDONCE_WORKER": "7"}, web, dns, serves=True)
         assert status == 0, err
-        assert answer and HELLO_RE.match(answer) and b"worker 7" in answer, answer
+        assert answer and httpd_answer(answer) and b"worker 7" in answer, answer
         assert "ignoring fd 4 (dns): not a listening stream socket" in err
 
         # No LISTEN_FDNAMES: each fd is "unknown".

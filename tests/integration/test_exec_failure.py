@@ -6,6 +6,10 @@ import time
 
 import pytest
 
+from testlib import WORKER_DEATH
+# Workers here die on purpose: bindonce logs their deaths as warnings.
+pytestmark = pytest.mark.log_expected(WORKER_DEATH, r"worker \d+: cannot execute ", r"giving up: every worker failed")
+
 
 def make_target(kind, d):
     if kind == "missing":

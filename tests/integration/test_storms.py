@@ -5,7 +5,13 @@ import signal
 import socket
 import time
 
+import pytest
+
 from conftest import wait_until, zombie_children
+from testlib import WORKER_DEATH
+
+# Workers here die on purpose: bindonce logs their deaths as warnings.
+pytestmark = pytest.mark.log_expected(WORKER_DEATH)
 
 
 def stop_cleanly(b):
@@ -17,9 +23,9 @@ def test_sigchld_storm_64_workers_dying_at_once(bindonce):
     # Workers that live long enough (1.1 s) for their deaths not to count as early.
     b = bindonce(["-w", "64"], ["sleep", "1000"])
     b.wait_status(lambda s: s["ready"] == 64, 10, "64 workers")
-    fds_before = len(os.listdir("/proc/%d/fd" % b.proc.pid))
+    fds_before = b.stable_fd_count()
     for round_ in range(5):
-        time.sleep(1.1)
+        time.sleep(1.1)     # a deliberate age: past 1 s, these deaths are not early
         old = {s["pid"] for s in b.status()["slots"]}
         # All 64 SIGKILLed within a millisecond: SIGCHLDs coalesce, pidfds do not.
         for pid in old:
@@ -29,13 +35,14 @@ def test_sigchld_storm_64_workers_dying_at_once(bindonce):
         assert sorted(x["slot"] for x in st["slots"]) == list(range(64))
     assert b.status()["restarts"] == 5 * 64
     assert zombie_children(b.proc.pid) == []
-    assert len(os.listdir("/proc/%d/fd" % b.proc.pid)) == fds_before
+    assert b.stable_fd_count() == fds_before
     assert "restarting in" not in b.log()
     stop_cleanly(b)
 
 
 HOARDER = r"""
 import errno, os, socket, sys, time
+
 marker = sys.argv[1]
 s = socket.socket(fileno=3)
 s.setblocking(True)
@@ -59,7 +66,7 @@ def test_a_worker_out_of_fds_does_not_touch_the_supervisor(bindonce, tmp_path):
     script.write_text(HOARDER)
     b = bindonce(["-w", "1"], ["sh", "-c", "ulimit -n 16; exec /usr/bin/python3 %s %s" % (script, marker)])
     worker = b.wait_status(lambda s: s["ready"] == 1, 10, "the worker")["slots"][0]["pid"]
-    fds_before = len(os.listdir("/proc/%d/fd" % b.proc.pid))
+    fds_before = b.stable_fd_count()
     idle = []
     try:
         # Idle clients until the worker runs out of descriptors.
@@ -68,10 +75,11 @@ def test_a_worker_out_of_fds_does_not_touch_the_supervisor(bindonce, tmp_path):
         wait_until(marker.exists, 10, "the worker to hit EMFILE")
         t0 = time.monotonic()
         st = b.status()
-        assert time.monotonic() - t0 < 3.0, "ctl status slowed down"  # stuck would be the 5 s timeout
+        # A control socket stuck behind the worker's EMFILE would answer after its 5 s timeout.
+        assert time.monotonic() - t0 < 4.5, "ctl status slowed down"
         assert st["slots"][0]["pid"] == worker and st["ready"] == 1
         assert b.proc.poll() is None
-        assert len(os.listdir("/proc/%d/fd" % b.proc.pid)) == fds_before
+        assert b.stable_fd_count() == fds_before
         # What the worker could not take waits in the queue, where bindonce can see it.
         assert st["sockets"][0]["queue"] > 0
     finally:
