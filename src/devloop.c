@@ -31,6 +31,8 @@ static void on_rolled(void *userdata, const char *error) {
                           (int) strcspn(error, ";"), error);
 }
 
+/* One line names the last file of the burst: an editor's save is several events (a
+ * temporary file, a rename), and the name the developer knows comes last. */
 static void on_changed(void *userdata, const char *last, unsigned n) {
         DevLoop *d = userdata;
         Supervisor *sup = d->sup;
@@ -45,14 +47,14 @@ static void on_changed(void *userdata, const char *last, unsigned n) {
         d->started = now_usec();
 
         if (d->restart_first) {
-                log_info("%s changed%s: restarting %u workers", d->file, n > 1 ? " (and more)" : "", sup->target);
+                log_info("%s changed: restarting %u workers", d->file, sup->target);
                 r = supervisor_restart_slot(sup, -1);
                 if (r < 0)
                         log_error_errno(r, "%s changed: cannot restart the workers: %m", d->file);
                 return;
         }
 
-        log_info("%s changed%s: rolling %u workers", d->file, n > 1 ? " (and more)" : "", sup->target);
+        log_info("%s changed: rolling %u workers", d->file, sup->target);
         /* A change during our own roll starts it over; its one waiter hears the outcome. */
         ReloadWaiter waiter = { .done = on_rolled, .userdata = d };
         r = supervisor_reload(sup, d->waiting ? NULL : &waiter);

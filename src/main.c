@@ -252,8 +252,10 @@ static int watch_prepare(WatchConfig *wc) {
                 struct stat st;
 
                 if (stat(p, &st) < 0) {
-                        log_usage("--watch '%s': %m; give an existing file or directory", p);
-                        return errno == EACCES ? EXIT_NOPERM : EXIT_USAGE;
+                        bool denied = errno == EACCES;
+                        log_usage("--watch '%s': %m; %s", p, denied ? "bindonce must be able to read it"
+                                                                   : "give an existing file or directory");
+                        return denied ? EXIT_NOPERM : EXIT_USAGE;
                 }
                 if (access(p, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) < 0) {
                         log_usage("--watch '%s': %m; bindonce must be able to read it", p);
