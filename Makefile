@@ -33,7 +33,8 @@ SYSCONFDIR ?= /etc
 DOCDIR     ?= $(PREFIX)/share/doc/bindonce
 UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
-SRCS       := src/options.c src/identity.c src/output.c src/stall.c src/activation.c src/balance.c src/control.c src/ctl.c src/notify.c src/orphans.c src/sdnotify.c src/units.c src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c src/exit_status.c src/generation.c src/pool.c src/restart.c src/roll.c src/rollout.c src/slot.c src/worker.c
+# Every .c in src/ but main.c: a new file needs no edit here.
+SRCS       := $(sort $(filter-out src/main.c,$(wildcard src/*.c)))
 MAIN       := src/main.c
 OBJS       := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))

@@ -17,7 +17,7 @@ _bindonce_takes_value() {
     -E|--setenv|--restart|--stop-timeout|--give-up|--name|--ready|--start-timeout|\
     --notify-access|--max-surge|--max-unavailable|--watchdog|--min-ready|--control|\
     --balance|--unit-dir|--stop-signal|--user|--group|--chdir|--umask|--socket-mode|\
-    --socket-user|--socket-group|--bind-to-device) return 0 ;;
+    --socket-user|--socket-group|--bind-to-device|--watch|--watch-ignore|--watch-delay) return 0 ;;
     esac
     return 1
 }
@@ -27,7 +27,8 @@ _bindonce_options="-l --listen --listen-datagram --listen-seqpacket -d --datagra
     --stop-timeout --give-up --name --ready --start-timeout --notify-access --max-surge
     --max-unavailable --watchdog --min-ready --control --nonblocking --socket-mode
     --socket-user --socket-group --ipv6-only --freebind --bind-to-device --stop-signal
-    --user --group --chdir --umask --log-prefix -h --help --version"
+    --user --group --chdir --umask --log-prefix --watch --watch-ignore --watch-delay
+    --watch-restart -h --help --version"
 
 _bindonce_ctl_commands="status reload restart scale signal stop"
 
@@ -80,7 +81,7 @@ _bindonce_value() {
     --ready)         _bindonce_reply "exec notify" "$cur" ;;
     --notify-access) _bindonce_reply "main all" "$cur" ;;
     --balance)       _bindonce_reply "shared reuseport" "$cur" ;;
-    --control)       _bindonce_files "$cur" ;;
+    --control|--watch) _bindonce_files "$cur" ;;
     --unit-dir|--chdir) _bindonce_files "$cur" -d ;;
     --user|--socket-user)   local IFS=$'\n'; COMPREPLY=($(compgen -u -- "$cur")) ;;
     --group|--socket-group) local IFS=$'\n'; COMPREPLY=($(compgen -g -- "$cur")) ;;

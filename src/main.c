@@ -244,6 +244,32 @@ static int workers_prepare(Workers *w) {
         return 0;
 }
 
+/* --watch paths exist and can be read: checked before anything is bound. Returns an exit
+ * code, or 0. */
+static int watch_prepare(WatchConfig *wc) {
+        for (size_t i = 0; i < arg.n_watch; i++) {
+                const char *p = arg.watch[i];
+                struct stat st;
+
+                if (stat(p, &st) < 0) {
+                        bool denied = errno == EACCES;
+                        log_usage("--watch '%s': %m; %s", p, denied ? "bindonce must be able to read it"
+                                                                   : "give an existing file or directory");
+                        return denied ? EXIT_NOPERM : EXIT_USAGE;
+                }
+                if (access(p, S_ISDIR(st.st_mode) ? R_OK | X_OK : R_OK) < 0) {
+                        log_usage("--watch '%s': %m; bindonce must be able to read it", p);
+                        return EXIT_NOPERM;
+                }
+        }
+        *wc = (WatchConfig) {
+                .paths = arg.watch, .n_paths = arg.n_watch,
+                .ignore = arg.watch_ignore, .n_ignore = arg.n_watch_ignore,
+                .default_ignore = true, .delay = arg.watch_delay,
+        };
+        return 0;
+}
+
 /* The sockets: systemd's, or bound here. Returns an exit code, or 0 with *ret set. */
 static int get_listeners(Listener **ret, size_t *ret_n, bool *ret_bound_here) {
         Listener *requested = NULL, *adopted = NULL;
@@ -295,7 +321,8 @@ static int get_listeners(Listener **ret, size_t *ret_n, bool *ret_bound_here) {
         return 0;
 }
 
-static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, const Workers *w) {
+static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, const Workers *w,
+                     const WatchConfig *watch) {
         const char *fdstore = getenv("FDSTORE");
         Supervisor *sup = NULL;
         SupervisorConfig config = {
@@ -322,6 +349,8 @@ static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, c
                 .backlog = (int) arg.backlog,
                 .stop_signal = arg.stop_signal,
                 .worker_setup = w->setup,
+                .watch = watch,
+                .watch_restart = arg.watch_restart,
         };
         int r;
 
@@ -343,6 +372,7 @@ static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, c
 
 static int run(int argc, char *argv[]) {
         _cleanup_(workers_done) Workers workers = {};
+        WatchConfig watch = {};
         Listener *listeners = NULL;
         size_t n_listeners = 0;
         bool bound_here = false;
@@ -384,11 +414,16 @@ static int run(int argc, char *argv[]) {
         r = workers_prepare(&workers);
         if (r > 0)
                 return r;
+        if (arg.n_watch) {
+                r = watch_prepare(&watch);
+                if (r > 0)
+                        return r;
+        }
         r = get_listeners(&listeners, &n_listeners, &bound_here);
         if (r > 0)
                 return r;
 
-        r = supervise(listeners, n_listeners, bound_here, &workers);
+        r = supervise(listeners, n_listeners, bound_here, &workers, arg.n_watch ? &watch : NULL);
 
         /* Last: the sockets outlive every worker, so no connection is refused before the end. */
         close_listeners(listeners, n_listeners);

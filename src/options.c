@@ -120,6 +120,7 @@ static int opt_listen(Options *o, const OptionSpec *spec, const char *arg);
 static int opt_fdname(Options *o, const OptionSpec *spec, const char *arg);
 static int opt_setenv(Options *o, const OptionSpec *spec, const char *arg);
 static int opt_give_up(Options *o, const OptionSpec *spec, const char *arg);
+static int opt_watch(Options *o, const OptionSpec *spec, const char *arg);
 static int opt_name(Options *o, const OptionSpec *spec, const char *arg);
 static int opt_control(Options *o, const OptionSpec *spec, const char *arg);
 static int opt_string(Options *o, const OptionSpec *spec, const char *arg);
@@ -172,6 +173,11 @@ static const OptionSpec option_table[] = {
         SECONDS("watchdog", watchdog, 0),
         SECONDS("min-ready", min_ready, 0),
         CUSTOM("control", 0, opt_control),
+
+        CUSTOM("watch", 0, opt_watch),
+        CUSTOM("watch-ignore", 0, opt_watch),
+        SECONDS("watch-delay", watch_delay, 0),
+        FLAG("watch-restart", 0, watch_restart),
 
         { .name = "install", .kind = OPT_CUSTOM, .parse = opt_install, .no_arg = true, .generate_only = true },
         { .name = "unit-dir", .kind = OPT_CUSTOM, .parse = opt_unit_dir, .generate_only = true },
@@ -291,6 +297,23 @@ static int opt_give_up(Options *o, const OptionSpec *spec, const char *arg) {
         return 1;
 }
 
+/* --watch PATH and --watch-ignore GLOB, both repeatable. */
+static int opt_watch(Options *o, const OptionSpec *spec, const char *arg) {
+        bool ignore = strcmp(spec->name, "watch-ignore") == 0;
+        char ***list = ignore ? &o->watch_ignore : &o->watch;
+        size_t *n = ignore ? &o->n_watch_ignore : &o->n_watch;
+        char **a;
+
+        if (!*arg)
+                return log_usage("--%s '': must not be empty", spec->name);
+        a = realloc(*list, (*n + 1) * sizeof *a);
+        if (!a)
+                return -ENOMEM;
+        *list = a;
+        a[(*n)++] = (char *) arg;
+        return 1;
+}
+
 static int opt_name(Options *o, const OptionSpec *spec, const char *arg) {
         if (!fdname_is_valid(arg) || strchr(arg, '/'))
                 return log_usage("--name '%s': must be 1 to 255 printable characters without ':' or '/'", arg);
@@ -401,6 +424,7 @@ static void options_init(Options *o) {
                 .start_timeout = 60 * USEC_PER_SEC,
                 .max_surge = 1,
                 .min_ready = USEC_INFINITY,
+                .watch_delay = 100 * USEC_PER_MSEC,
                 .unit_dir = "/etc/systemd/system",
         };
 }
@@ -529,6 +553,15 @@ static int check_options(Options *o) {
                 if (!fdname_is_valid(o->name))
                         o->name = "bindonce";
         }
+        if (o->n_watch == 0 && (o->n_watch_ignore || o->watch_restart))
+                return log_usage("--watch-ignore and --watch-restart go with --watch PATH");
+        if (o->n_watch) {
+                /* The developer's loop keeps the socket through any number of bad saves. */
+                if (o->give_up_explicit && o->give_up)
+                        return log_usage("--give-up %u with --watch: with --watch bindonce never gives up; "
+                                         "drop --give-up", o->give_up);
+                o->give_up = 0;
+        }
         if (o->min_ready == USEC_INFINITY)
                 o->min_ready = o->ready == READY_EXEC ? USEC_PER_SEC : 0;
         return 1;
@@ -558,6 +591,8 @@ void options_done(Options *o) {
                 free(o->fdnames[i]);
         free(o->fdnames);
         free(o->setenv);
+        free(o->watch);
+        free(o->watch_ignore);
         free(o->exec_options);
         *o = (Options) {};
 }
@@ -625,6 +660,14 @@ void options_help(void) {
                "Control:\n"
                "     --control PATH|none      Control socket (default: /run/bindonce/NAME.sock as root,\n"
                "                              else $XDG_RUNTIME_DIR/bindonce/NAME.sock); 'none': off\n"
+               "\n"
+               "Development:\n"
+               "     --watch PATH             Replace the workers when PATH (file or directory) changes;\n"
+               "                              a rolling restart: a save that fails keeps the old ones\n"
+               "     --watch-ignore GLOB      Changes to matching names do not count (besides .git,\n"
+               "                              __pycache__, node_modules, editor swap and backup files)\n"
+               "     --watch-delay SEC        Wait for this long without changes (default: 0.1)\n"
+               "     --watch-restart          Stop the workers first, then start new ones\n"
                "\n"
                "generate-units:\n"
                "     --install                Write NAME.socket and NAME.service instead of printing\n"

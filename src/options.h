@@ -57,6 +57,14 @@ typedef struct Options {
         usec_t min_ready;               /* USEC_INFINITY: 1 s with --ready exec, 0 with notify */
         const char *control;            /* NULL: default, "": none */
 
+        /* --watch: the developer's loop */
+        char **watch;
+        size_t n_watch;
+        char **watch_ignore;
+        size_t n_watch_ignore;
+        usec_t watch_delay;
+        bool watch_restart;
+
         char **argv;                    /* COMMAND [ARG...] */
 
         /* generate-units */

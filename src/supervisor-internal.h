@@ -60,6 +60,7 @@ struct Supervisor {
         unsigned fresh_from;            /* no fresh slot below this one */
         sd_event_source *fresh_start;   /* starts fresh slots, after every other pending event */
         struct Stall *stall;            /* "no worker accepts" advice */
+        struct DevLoop *devloop;        /* --watch */
 };
 
 /* Fresh slots started per loop turn: each spawn costs a copy of bindonce's fd table (a
@@ -91,6 +92,7 @@ unsigned crash_loop_threshold(const Supervisor *sup);
 void status_line(const Supervisor *sup, char *buf, size_t size);
 void notify_systemd(const Supervisor *sup, const char *extra);
 const char *signal_name(int sig);
+int supervisor_restart_slot(Supervisor *sup, int slot);        /* -1: all */
 
 /* rollout.c */
 int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "orphans.h"
 #include "sdnotify.h"
+#include "devloop.h"
 #include "stall.h"
 #include "supervisor-internal.h"
 
@@ -341,7 +342,7 @@ static int slot_range(Supervisor *sup, int slot, unsigned *from, unsigned *to) {
         return 0;
 }
 
-static int supervisor_restart_slot(Supervisor *sup, int slot) {
+int supervisor_restart_slot(Supervisor *sup, int slot) {
         unsigned from, to;
         int r;
 
@@ -665,6 +666,8 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         setup_balance(sup);
 
         r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
+        if (r >= 0 && config->watch)
+                r = devloop_new(&sup->devloop, sup, config->watch, config->watch_restart);
         if (r < 0) {
                 supervisor_free(sup);
                 return r; /* logged */
@@ -691,6 +694,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         if (!sup)
                 return NULL;
 
+        devloop_free(sup->devloop);
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
         stall_free(sup->stall);

@@ -8,6 +8,7 @@
 #include "restart.h"
 #include "slot.h"
 #include "util.h"
+#include "watch.h"
 #include "worker.h"
 
 typedef struct Supervisor Supervisor;
@@ -34,6 +35,8 @@ typedef struct SupervisorConfig {
         int backlog;                    /* for the sockets of new slots */
         int stop_signal;                /* --stop-signal: stop, reload, scale-down, restart */
         WorkerSetup worker_setup;       /* --user, --group, --chdir, --umask, output */
+        const WatchConfig *watch;       /* --watch: NULL, or the paths to watch */
+        bool watch_restart;             /* --watch-restart: stop the workers first */
 } SupervisorConfig;
 
 /* Takes the listeners (already open). Returns -errno, logged. */

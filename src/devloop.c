@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "devloop.h"
+#include "log.h"
+#include "supervisor-internal.h"
+
+struct DevLoop {
+        Supervisor *sup;
+        Watch *watch;
+        bool restart_first;
+        bool waiting;           /* a roll of ours is running: its outcome is still to be told */
+        char *file;             /* what changed, for the outcome's line */
+        usec_t started;
+};
+
+static void on_rolled(void *userdata, const char *error) {
+        DevLoop *d = userdata;
+        unsigned long long ms = (now_usec() - d->started) / USEC_PER_MSEC;
+
+        d->waiting = false;
+        if (d->sup->stopping)
+                return;
+        if (!error)
+                log_info("%s changed: reloaded in %llu ms", d->file, ms);
+        else
+                /* The first clause says it (the whole reason is on the "reload failed" line). */
+                log_error("%s changed: %.*s; still serving the previous version", d->file,
+                          (int) strcspn(error, ";"), error);
+}
+
+/* One line names the last file of the burst: an editor's save is several events (a
+ * temporary file, a rename), and the name the developer knows comes last. */
+static void on_changed(void *userdata, const char *last, unsigned n) {
+        DevLoop *d = userdata;
+        Supervisor *sup = d->sup;
+        int r;
+
+        if (sup->stopping)
+                return;
+        free(d->file);
+        d->file = strdup(last);
+        if (!d->file)
+                d->file = strdup("?");  /* small enough to be had when the path was not */
+        d->started = now_usec();
+
+        if (d->restart_first) {
+                log_info("%s changed: restarting %u workers", d->file, sup->target);
+                r = supervisor_restart_slot(sup, -1);
+                if (r < 0)
+                        log_error_errno(r, "%s changed: cannot restart the workers: %m", d->file);
+                return;
+        }
+
+        log_info("%s changed: rolling %u workers", d->file, sup->target);
+        /* A change during our own roll starts it over; its one waiter hears the outcome. */
+        ReloadWaiter waiter = { .done = on_rolled, .userdata = d };
+        r = supervisor_reload(sup, d->waiting ? NULL : &waiter);
+        if (r < 0) {
+                log_error_errno(r, "%s changed: cannot start a reload: %m", d->file);
+                return;
+        }
+        d->waiting = true;
+}
+
+int devloop_new(DevLoop **ret, Supervisor *sup, const WatchConfig *config, bool restart_first) {
+        DevLoop *d = calloc(1, sizeof *d);
+        const char *bad = NULL;
+        int r;
+
+        if (!d)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        d->sup = sup;
+        d->restart_first = restart_first;
+        r = watch_new(&d->watch, sup->event, config, on_changed, d, &bad);
+        if (r < 0) {
+                free(d);
+                return log_error_errno(r, "--watch %s: cannot watch it: %m", bad ? bad : "");
+        }
+        log_info("watching %zu directories for changes", watch_count(d->watch));
+        *ret = d;
+        return 0;
+}
+
+DevLoop *devloop_free(DevLoop *d) {
+        if (!d)
+                return NULL;
+        /* A roll still running holds our waiter: forget it, the supervisor outlives us. */
+        if (d->waiting)
+                roll_forget_waiter(&d->sup->roll, d);
+        watch_free(d->watch);
+        free(d->file);
+        free(d);
+        return NULL;
+}
