@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "address.h"
 #include "listener.h"
+#include "signals.h"
 #include "log.h"
 #include "supervisor.h"
 #include "units.h"
@@ -616,19 +617,11 @@ static int run(int argc, char *argv[]) {
         size_t n_listeners;
         bool bound_here = false;
         Supervisor *sup = NULL;
-        sigset_t mask;
         int r;
 
-        /* Before anything can fork: the signals the loop takes through signalfd are blocked,
-         * and SIGPIPE is ignored (a worker gets default dispositions back). */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGTTIN);
-        sigaddset(&mask, SIGTTOU);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
+        /* Before anything can fork: the signals the loop takes through signalfd are blocked
+         * (signals.c), and SIGPIPE is ignored (a worker gets default dispositions back). */
+        signals_block();
         signal(SIGPIPE, SIG_IGN);
 
         r = ensure_stdio();

@@ -18,6 +18,7 @@
 #include "notify.h"
 #include "orphans.h"
 #include "sdnotify.h"
+#include "signals.h"
 #include "supervisor.h"
 
 extern char **environ;
@@ -1189,6 +1190,13 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 if (sup->target > 1)
                         (void) supervisor_scale(sup, sup->target - 1);
                 break;
+        case SIGQUIT:
+                /* Stop now: no grace period, nothing left behind (signals.c). */
+                log_info("SIGQUIT received: stopping now, SIGKILL to %u workers", live_workers(sup));
+                if (!sup->stopping)
+                        supervisor_stop(sup, EXIT_SUCCESS);
+                supervisor_kill_all(sup);
+                break;
         default:
                 log_info("SIG%s received", signal_name((int) si->ssi_signo));
                 supervisor_stop(sup, EXIT_SUCCESS);
@@ -1212,7 +1220,6 @@ static char *join_names(const Listener *l, size_t n) {
 }
 
 int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *listeners, size_t n_listeners) {
-        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU };
         _cleanup_free_ char *names = NULL;
         Supervisor *sup;
         int *fds = NULL;
@@ -1247,11 +1254,9 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                 }
         }
 
-        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
-                r = sd_event_add_signal(sup->event, NULL, signals[i], on_signal, sup);
-                if (r < 0)
-                        goto fail;
-        }
+        r = signals_attach(sup->event, on_signal, sup);
+        if (r < 0)
+                goto fail;
         /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD.
          * Without /proc (CONFIG_PROC_CHILDREN), stopping still reaches every worker's
          * process group; only setsid escapes would go unseen. */
