@@ -698,6 +698,7 @@ static int run(int argc, char *argv[]) {
                 free_listeners(listeners, n_listeners);
                 return EXIT_OSERR;
         }
+        (void) log_attach_event();      /* from here on, a stalled stderr waits in log.c's buffer */
 
         /* Sockets we bound go to systemd's fd store only once bindonce is sure to run. */
         const char *fdstore = getenv("FDSTORE");
@@ -726,5 +727,6 @@ int main(int argc, char *argv[]) {
         r = run(argc, argv);
 
         free_args();
+        log_close();
         return r;
 }

@@ -155,3 +155,96 @@ def test_workers_get_a_clean_signal_state_with_everything_blocked(supervisor, fr
     assert rep["sigblk"] == "0000000000000000"
     assert rep["sigign"] == "0000000000000000"
     assert sup.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# 2. a stalled log reader
+
+O_NONBLOCK = os.O_NONBLOCK
+
+
+def full_pipe():
+    """(read end, write end) of a pipe of one page, filled up through a description of
+    our own, so that the write end's flags stay as they are."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    filler = os.open(f"/proc/self/fd/{w}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(filler, b"#" * 255 + b"\n")
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(filler)
+    return r, w
+
+
+def start_with_stderr(sup, w, args, **kw):
+    sup.start(args, preexec_fn=lambda: os.dup2(w, 2), **kw)
+    os.close(w)
+    return sup
+
+
+def fd_flags(pid, fd):
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+
+
+def drain(r, until, timeout):
+    """Read the pipe until `until` is in what was read (bounded)."""
+    os.set_blocking(r, False)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while until not in data:
+        assert time.monotonic() < deadline, f"{until!r} never came; read {len(data)} bytes"
+        try:
+            chunk = os.read(r, 65536)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_stalled_log_reader_does_not_freeze_supervision(supervisor, free_port):
+    r, w = full_pipe()
+    try:
+        sup = start_with_stderr(supervisor(), w, ["-l", f"127.0.0.1:{free_port()}", "-w", "2"],
+                                wait_workers=2)
+        # bindonce's fd 2 shares its description with ours: never made non-blocking.
+        assert not fd_flags(sup.pid, 2) & O_NONBLOCK
+        fds = baseline(sup)
+
+        victim = sup.live_workers()[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        sup.wait_live_workers(2, exclude=[victim])
+        assert_healthy(sup, fds)
+        assert sup.stop(timeout=15) == 0
+    finally:
+        os.close(r)
+
+
+def test_dropped_log_lines_are_counted_when_the_reader_returns(supervisor, free_port):
+    r, w = full_pipe()
+    try:
+        sup = start_with_stderr(supervisor(), w, ["-l", f"127.0.0.1:{free_port()}", "-w", "2"],
+                                wait_workers=2)
+        # More than the 64 KiB buffer: about 100 lines of log per round.
+        for _ in range(16):
+            assert ctl(sup, "scale", "50").returncode == 0
+            assert ctl(sup, "scale", "2").returncode == 0
+        assert sup.running()
+        data = drain(r, b"log lines dropped: stderr was not being read", timeout=20)
+        line = [l for l in data.decode().splitlines() if "log lines dropped" in l][0]
+        assert int(line.split("warning: ")[1].split()[0]) > 0, line
+        # Once the reader is back, new lines get through again.
+        victim = sup.live_workers()[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        drain(r, f"(pid {victim}) killed by signal KILL".encode(), timeout=10)
+        assert sup.stop(timeout=15) == 0
+    finally:
+        os.close(r)
