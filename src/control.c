@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "fdbudget.h"
+#include "ratelimit.h"
 #include "log.h"
 #include "supervisor.h"
 
@@ -303,6 +305,9 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
 
                 if (argc != 2 || parse_uint(argv[1], 1, WORKERS_MAX, &n) < 0)
                         return reply("ERROR usage: scale N, with N from 1 to %d\n", WORKERS_MAX);
+                char why[256];
+                if (fdbudget_scale_check(sup, (unsigned) n, why, sizeof why) < 0)
+                        return reply("ERROR cannot scale to %lu: %s\n", n, why);
                 r = supervisor_scale(sup, (unsigned) n);
                 if (r < 0)
                         return reply("ERROR cannot scale: %s\n", refusal(r));
@@ -329,6 +334,8 @@ static char *control_execute(Supervisor *sup, ControlClient *client, const char 
 
 /* ---- clients ------------------------------------------------------------------------------ */
 
+static bool accept_paused(ControlServer *server);
+
 static void client_free(ControlClient *c) {
         ControlServer *s = c->server;
 
@@ -341,14 +348,16 @@ static void client_free(ControlClient *c) {
                 }
         sd_event_source_disable_unref(c->io);
         sd_event_source_disable_unref(c->timer);
-        if (c->fd >= 0)
+        if (c->fd >= 0) {
                 (void) close(c->fd);
+                fdbudget_client_closed();
+        }
         free(c->out);
         free(c->pending);
         free(c);
 
         /* A place is free again. */
-        if (s->n_clients-- == CLIENTS_MAX && s->io && !s->resume)
+        if (s->n_clients-- == CLIENTS_MAX && s->io && !accept_paused(s))
                 (void) sd_event_source_set_enabled(s->io, SD_EVENT_ON);
 }
 
@@ -502,31 +511,47 @@ static bool peer_allowed(int fd, uid_t *uid) {
 static int on_resume(sd_event_source *s, uint64_t usec, void *userdata) {
         ControlServer *server = userdata;
 
-        server->resume = sd_event_source_disable_unref(server->resume);
+        /* A oneshot: off again by itself. */
         if (server->n_clients < CLIENTS_MAX)
                 (void) sd_event_source_set_enabled(server->io, SD_EVENT_ON);
         return 0;
+}
+
+static bool accept_paused(ControlServer *server) {
+        int enabled = SD_EVENT_OFF;
+
+        return server->resume && sd_event_source_get_enabled(server->resume, &enabled) >= 0 &&
+               enabled != SD_EVENT_OFF;
+}
+
+/* Out of fds (or at the clients' reserve): accepting pauses for 100 ms rather than spin on
+ * a listening socket that stays readable; said at most once a second. */
+static void accept_pause(ControlServer *server, int error) {
+        static RateLimit rl;
+
+        (void) log_ratelimited(&rl, LOG_WARNING, error, "control socket: cannot accept: %m; pausing for 100 ms");
+        if (sd_event_source_set_time_relative(server->resume, 100 * USEC_PER_MSEC) >= 0 &&
+            sd_event_source_set_enabled(server->resume, SD_EVENT_ONESHOT) >= 0)
+                (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
 }
 
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         ControlServer *server = userdata;
 
         while (server->n_clients < CLIENTS_MAX) {
-                int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 ControlClient *c;
                 uid_t uid = (uid_t) -1;
-                int r;
+                int cfd, r;
 
+                /* A client must not take the fds a restart needs (fdbudget.h). */
+                if (fdbudget_check_client() < 0) {
+                        accept_pause(server, -EMFILE);
+                        return 0;
+                }
+                cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (cfd < 0) {
-                        if (errno == EMFILE || errno == ENFILE) {
-                                /* Out of fds: pause accepting for a moment rather than spin. */
-                                log_warning_errno(errno, "Control socket: cannot accept: %m; pausing for 100 ms");
-                                /* Without a timer to resume it (also out of fds), keep accepting. */
-                                if (!server->resume &&
-                                    sd_event_add_time_relative(server->sup->event, &server->resume, CLOCK_MONOTONIC,
-                                                               100 * USEC_PER_MSEC, 0, on_resume, server) >= 0)
-                                        (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
-                        }
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                                accept_pause(server, -errno);
                         return 0;
                 }
 
@@ -535,6 +560,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         (void) close(cfd);
                         return 0;
                 }
+                fdbudget_client_opened();
                 c->server = server;
                 c->fd = cfd;
                 c->next = server->clients;
@@ -603,7 +629,14 @@ static int control_bind(ControlServer *s, const char *path) {
         umask(old);
         if (r < 0)
                 return r;
-        return sd_event_add_io(s->sup->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
+        r = sd_event_add_io(s->sup->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
+        if (r < 0)
+                return r;
+        /* Made now, while fds are plenty: pausing at EMFILE must not need one (a busy loop). */
+        r = sd_event_add_time_relative(s->sup->event, &s->resume, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_resume, s);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(s->resume, SD_EVENT_OFF);
 }
 
 int control_server_new(ControlServer **ret, Supervisor *sup) {

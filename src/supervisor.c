@@ -14,6 +14,7 @@
 
 #include "backoff.h"
 #include "control.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "notify.h"
 #include "orphans.h"
@@ -506,6 +507,22 @@ static int worker_watch(Worker *w) {
         return 0;
 }
 
+/* A worker could not be started (EMFILE, ENFILE, EAGAIN, ENOMEM...): a reload fails; a
+ * slot backs off and retries, alone. Not the worker's fault: never counted to --give-up. */
+static void slot_spawn_failed(Slot *slot, bool as_next, int r) {
+        if (as_next) {
+                char reason[96];
+
+                /* Said once, by the reload's failure line. */
+                snprintf(reason, sizeof reason, "worker %u: cannot start: %s", slot->index, strerror(-r));
+                roll_fail(slot->sup, reason);
+                return;
+        }
+        log_error_errno(r, "worker %u: cannot start: %m; retrying with backoff", slot->index);
+        slot->failures++;
+        slot_schedule_restart(slot);
+}
+
 /* Starts a worker for the slot: as its worker, or as `next`, the replacement of a reload. */
 static void slot_spawn(Slot *slot, bool as_next) {
         Supervisor *sup = slot->sup;
@@ -520,19 +537,13 @@ static void slot_spawn(Slot *slot, bool as_next) {
                         slot->state = SLOT_IDLE;
                 return;
         }
-        r = spawn_worker(&sup->spawn, slot->index, slot->fds ? slot->fds : sup->shared_fds, &res);
+        /* Out of fds (or memory, or processes): this slot backs off and retries, the others
+         * serve on; workers leave the control socket fds to answer with (fdbudget.h). */
+        r = fdbudget_check_spawn();
+        if (r >= 0)
+                r = spawn_worker(&sup->spawn, slot->index, slot->fds ? slot->fds : sup->shared_fds, &res);
         if (r < 0) {
-                if (as_next) {
-                        char reason[96];
-
-                        /* Said once, by the reload's failure line. */
-                        snprintf(reason, sizeof reason, "worker %u: cannot fork: %s", slot->index, strerror(-r));
-                        roll_fail(sup, reason);
-                } else {
-                        log_error_errno(r, "worker %u: cannot fork: %m", slot->index);
-                        slot->failures++;
-                        slot_schedule_restart(slot);
-                }
+                slot_spawn_failed(slot, as_next, r);
                 return;
         }
 
@@ -551,13 +562,18 @@ static void slot_spawn(Slot *slot, bool as_next) {
                 r = worker_watch(w);
         }
         if (!w || r < 0) {
-                /* Without a child source we could never reap or restart it: stop everything.
+                /* Without a child source we could never reap or restart it: it goes at once.
                  * Not yet reaped, so the pid is still this child's to signal. */
-                log_error_errno(w ? r : -ENOMEM, "worker %u: cannot watch pid %d: %m", slot->index, (int) res.pid);
+                r = w ? r : -ENOMEM;
                 (void) kill(-res.pid, SIGKILL);
                 (void) kill(res.pid, SIGKILL);
                 (void) waitpid(res.pid, NULL, 0);
                 worker_free(w);
+                if (r == -EMFILE || r == -ENFILE || r == -ENOMEM) {
+                        slot_spawn_failed(slot, as_next, r);    /* a shortage: this slot retries */
+                        return;
+                }
+                log_error_errno(r, "worker %u: cannot watch pid %d: %m", slot->index, (int) res.pid);
                 supervisor_stop(sup, EXIT_OSERR);
                 return;
         }

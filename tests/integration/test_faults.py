@@ -248,3 +248,78 @@ def test_dropped_log_lines_are_counted_when_the_reader_returns(supervisor, free_
         assert sup.stop(timeout=15) == 0
     finally:
         os.close(r)
+
+
+# ---------------------------------------------------------------------------
+# 3. running out of fds
+
+import resource  # noqa: E402
+
+
+def nofile(n):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+def test_scale_beyond_the_fd_limit_is_refused_with_the_reason(supervisor, free_port):
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}", "-w", "2"], preexec_fn=nofile(30),
+                             wait_workers=2)
+    fds = baseline(sup)
+    r = ctl(sup, "scale", "40")
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "open file limit (30," in r.stderr and "carries at most" in r.stderr, r.stderr
+    assert sup.running()
+    assert len(sup.live_workers()) == 2
+    # What the limit carries is accepted.
+    r = ctl(sup, "scale", "4")
+    assert r.returncode == 0, r.stderr
+    sup.wait_live_workers(4)
+    assert ctl(sup, "scale", "2").returncode == 0
+    wait_until(lambda: len(sup.live_workers()) == 2, 10, "the scale-down to 2")
+    assert_healthy(sup, fds)
+    assert sup.stop() == 0
+
+
+def test_idle_control_clients_cannot_starve_a_restart(supervisor, free_port):
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}", "-w", "2"], preexec_fn=nofile(30),
+                             wait_workers=2)
+    fds = baseline(sup)
+    idle = []
+    try:
+        for _ in range(60):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(sup.control_path))
+            except (BlockingIOError, ConnectionRefusedError, OSError):
+                pass
+            idle.append(s)
+        # Every fd bindonce may give to clients is taken (or they wait in the backlog).
+        wait_until(lambda: len(control_clients(sup)) >= 3, 5, "bindonce to accept the idle clients")
+        victim = sup.live_workers()[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        sup.wait_live_workers(2, exclude=[victim])
+        assert sup.running()
+    finally:
+        for s in idle:
+            s.close()
+    # The idle ones time out or go; the control socket answers again.
+    wait_until(lambda: ctl(sup, "status").returncode == 0, 15, "ctl status to answer")
+    assert_healthy(sup, fds, allowed_errors=("Control socket",))
+    assert sup.stop() == 0
+
+
+def test_spawn_out_of_fds_backs_off_that_slot_alone(supervisor, free_port):
+    from loadclient import request_once
+    port = free_port()
+    sup = supervisor().start(["-l", f"127.0.0.1:{port}", "-w", "16"], preexec_fn=nofile(30))
+    sup.wait_log("cannot start: Too many open files; retrying with backoff")
+    live = sup.wait_live_workers(8)
+    assert sup.running()
+    assert request_once(("127.0.0.1", port))[0] == "ok"
+    st = ctl(sup, "status", "--json")
+    assert st.returncode == 0, st.stderr
+    import json
+    slots = json.loads(st.stdout)["slots"]
+    assert sum(s["pid"] is not None for s in slots) >= len(live)
+    assert any(s["state"] in ("waiting", "idle") for s in slots), slots
+    assert sup.stop() == 0
