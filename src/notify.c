@@ -10,6 +10,7 @@
 #include "address.h"
 #include "log.h"
 #include "notify.h"
+#include "ratelimit.h"
 #include "util.h"
 #include "supervisor.h"
 
@@ -21,6 +22,8 @@ struct NotifyServer {
         int fd;
         sd_event_source *io;
         char address[64];
+        unsigned long dropped;          /* messages from processes that are not workers */
+        RateLimit dropped_rl, oversize_rl;
 };
 
 static bool field(const char *line, size_t len, const char *key, const char **value, size_t *value_len) {
@@ -123,17 +126,27 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                         (void) close(fds[i]);
                         }
                 }
+                /* The sender first: the socket's address is in /proc/net/unix, and what
+                 * does not come from a worker is dropped unlogged (counted), so that no
+                 * local user can fill our log. A worker's own flood is rate-limited. */
+                if (!cred || cred->pid <= 0 ||
+                    !supervisor_find_worker(n->sup, cred->pid, n->sup->config.notify_access_all)) {
+                        n->dropped++;
+                        (void) log_ratelimited(&n->dropped_rl, LOG_DEBUG, 0,
+                                               "notify messages from processes that are not workers: %lu dropped",
+                                               n->dropped);
+                        continue;
+                }
                 if (mh.msg_flags & MSG_CTRUNC) {
                         log_debug("notify message with too much control data: ignored");
                         continue;
                 }
                 if ((mh.msg_flags & MSG_TRUNC) || len > NOTIFY_MAX) {
-                        log_warning("notify message of more than %d bytes from pid %d: ignored",
-                                    NOTIFY_MAX, cred ? (int) cred->pid : 0);
+                        (void) log_ratelimited(&n->oversize_rl, LOG_WARNING, 0,
+                                               "notify message of more than %d bytes from pid %d: ignored",
+                                               NOTIFY_MAX, (int) cred->pid);
                         continue;
                 }
-                if (!cred || cred->pid <= 0)
-                        continue;
                 notify_apply(n->sup, cred->pid, buf, (size_t) len);
         }
         return 0;

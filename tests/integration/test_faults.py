@@ -323,3 +323,103 @@ def test_spawn_out_of_fds_backs_off_that_slot_alone(supervisor, free_port):
     assert sum(s["pid"] is not None for s in slots) >= len(live)
     assert any(s["state"] in ("waiting", "idle") for s in slots), slots
     assert sup.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# 4. the control socket at EMFILE: no busy loop, one warning a second
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_control_socket_out_of_fds_pauses_instead_of_spinning(supervisor, free_port):
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], preexec_fn=nofile(24), wait_workers=1)
+    idle = []
+    try:
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(sup.control_path))
+            except OSError:
+                pass
+            idle.append(s)
+        sup.wait_log("control socket: cannot accept")
+        # A window of 2 s with clients still waiting in the backlog: measured, not awaited.
+        cpu0, lines0 = cpu_seconds(sup.pid), sup.log().count("cannot accept")
+        time.sleep(2)
+        cpu1, lines1 = cpu_seconds(sup.pid), sup.log().count("cannot accept")
+        assert cpu1 - cpu0 < 0.5, f"{cpu1 - cpu0:.2f} s of CPU in 2 s: a busy loop"
+        assert lines1 - lines0 <= 3, sup.log()
+        assert sup.running()
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: ctl(sup, "status").returncode == 0, 15, "ctl status to answer")
+    assert sup.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# 5. notify floods
+
+SCM_CREDENTIALS = 2
+
+
+def notify_address(rep):
+    a = rep["env"]["NOTIFY_SOCKET"]
+    assert a.startswith("@")
+    return "\0" + a[1:]
+
+
+def flood(address, count, size, as_pid=None):
+    import struct
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    sent = 0
+    try:
+        for _ in range(count):
+            anc = []
+            if as_pid:
+                anc = [(socket.SOL_SOCKET, SCM_CREDENTIALS, struct.pack("iII", as_pid, os.getuid(), os.getgid()))]
+            try:
+                s.sendmsg([b"X" * size], anc, socket.MSG_DONTWAIT, address)
+                sent += 1
+            except BlockingIOError:
+                time.sleep(0.001)
+    finally:
+        s.close()
+    return sent
+
+
+def test_notify_flood_from_a_stranger_is_dropped_unlogged(supervisor, free_port):
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], wait_workers=1)
+    fds = baseline(sup)
+    rep = sup.reports()[0]
+    before = len(sup.log_lines())
+    sent = flood(notify_address(rep), 2000, 5000)
+    assert sent > 100
+    # A datagram from a worker after the flood: once it is seen, the flood was read.
+    worker_pid = rep["pid"]
+    flood(notify_address(rep), 1, 5000, as_pid=worker_pid)
+    sup.wait_log("notify message of more than 4096 bytes from pid")
+    assert len(sup.log_lines()) == before + 1, sup.log()
+    assert_healthy(sup, fds)
+    assert sup.stop() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sending a worker's pid in SCM_CREDENTIALS needs root")
+def test_notify_flood_from_a_worker_is_rate_limited(supervisor, free_port):
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], wait_workers=1)
+    fds = baseline(sup)
+    rep = sup.reports()[0]
+    t0 = time.monotonic()
+    sent = flood(notify_address(rep), 2000, 5000, as_pid=rep["pid"])
+    assert sent > 100
+    sup.wait_log("notify message of more than 4096 bytes")
+    elapsed = time.monotonic() - t0
+    n = sup.log().count("notify message of more than 4096 bytes")
+    assert n <= elapsed + 2, (n, elapsed)
+    assert_healthy(sup, fds)
+    assert sup.stop() == 0
