@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "escapes.h"
 #include "fdbudget.h"
 #include "ratelimit.h"
 #include "log.h"
@@ -117,11 +118,11 @@ static char *status_text(Supervisor *sup, bool json) {
                 fprintf(f, "OK\n{\"name\":");
                 json_string(f, sup->config.name);
                 fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"reloading\":%s,\"stopping\":%s,"
-                           "\"balance\":\"%s\",\"migrate_req\":%s,\"slots\":[",
+                           "\"balance\":\"%s\",\"migrate_req\":%s,\"escaped_stopped\":%u,\"slots\":[",
                         (int) getpid(), sup->target, ready, sup->total_restarts,
                         sup->roll.active ? "true" : "false", sup->stopping ? "true" : "false",
                         sup->config.balance == BALANCE_REUSEPORT ? "reuseport" : "shared",
-                        sup->migrate ? "true" : "false");
+                        sup->migrate ? "true" : "false", escapes_stopped());
                 for (unsigned i = 0; i < sup->n_slots; i++) {
                         const Slot *slot = sup->slots[i];
                         const Worker *w = slot->worker;
@@ -170,9 +171,12 @@ static char *status_text(Supervisor *sup, bool json) {
                 }
                 fputs("]}\n", f);
         } else {
-                fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s\n\n",
+                fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s",
                         sup->config.name, (int) getpid(), ready, sup->target, sup->total_restarts,
                         sup->roll.active ? ", reloading" : "", sup->stopping ? ", stopping" : "");
+                if (escapes_stopped())
+                        fprintf(f, ", %u escaped processes stopped", escapes_stopped());
+                fputs("\n\n", f);
                 fprintf(f, "%-5s %-8s %-9s %-6s %-10s %-9s %-12s %s\n",
                         "SLOT", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT", "STATUS");
                 for (unsigned i = 0; i < sup->n_slots; i++) {

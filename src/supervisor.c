@@ -14,6 +14,7 @@
 
 #include "backoff.h"
 #include "control.h"
+#include "escapes.h"
 #include "fdbudget.h"
 #include "log.h"
 #include "notify.h"
@@ -815,6 +816,7 @@ static int worker_exit(Worker *w, const siginfo_t *si) {
         /* Whatever is left of its process group would keep serving our sockets behind our
          * back. The pid is still a zombie of ours here, so the group id cannot be reused. */
         (void) kill(-w->pid, SIGKILL);
+        escapes_schedule(sup);          /* and what left the group, holding our sockets */
 
         if (!slot) {
                 retired_remove(sup, w);
@@ -1378,6 +1380,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
+        escapes_free();
         children_list_close();
         sd_event_source_disable_unref(sup->status_defer);
         sdnotify_close();

@@ -423,3 +423,38 @@ def test_notify_flood_from_a_worker_is_rate_limited(supervisor, free_port):
     assert n <= elapsed + 2, (n, elapsed)
     assert_healthy(sup, fds)
     assert sup.stop() == 0
+
+
+# ---------------------------------------------------------------------------
+# 6. escaped descendants holding the sockets
+
+from conftest import EXAMPLE_HTTPD, proc_comm  # noqa: E402
+
+
+@pytest.mark.parametrize("how", ["restart", "reload"])
+def test_escapes_holding_the_socket_are_stopped_after_their_worker(bindonce, tmp_path, how):
+    pids_file = tmp_path / "escaped"
+    # Each worker leaves one escape that inherits the listening socket and ignores SIGTERM,
+    # so the SIGKILL after --stop-timeout is needed too.
+    script = ('setsid sh -c "trap \'\' TERM; exec sleep 1001" & echo $! >> {f}; exec {httpd}'
+              .format(f=pids_file, httpd=EXAMPLE_HTTPD))
+    b = bindonce(["-w", "2", "--stop-timeout", "1"], ["sh", "-c", script])
+
+    def escaped():
+        if not pids_file.exists():
+            return None
+        pids = [int(p) for p in pids_file.read_text().split()]
+        return pids if len(pids) >= 2 and all(proc_comm(p) == "sleep" for p in pids) else None
+
+    first = wait_until(escaped, 10, "2 escapes to exec sleep")
+    if how == "restart":
+        assert b.ctl("restart", "all").returncode == 0
+    else:
+        r = b.ctl("reload")
+        assert r.returncode == 0, r.stderr
+    for pid in first:
+        wait_until(lambda: not proc_alive(pid), 10, f"escape {pid} to be stopped")
+    assert b.log().count("left behind by a worker, still holds a listening socket") >= 2
+    st = b.wait_status(lambda s: s.get("escaped_stopped", 0) >= 2, 5, "status to count the escapes")
+    assert st["ready"] == 2
+    assert b.ctl("status").stdout.count("escaped") == 1
