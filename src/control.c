@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "ownership.h"
+#include "escape.h"
 #include "escapes.h"
 #include "fdbudget.h"
 #include "ratelimit.h"
@@ -188,9 +191,14 @@ static char *status_text(Supervisor *sup, bool json) {
                                 snprintf(pid, sizeof pid, "%d", (int) w->pid);
                                 snprintf(up, sizeof up, "%.1fs", uptime_of(w));
                         }
+                        char status[ESCAPE_CONTROL_MAX(256)] = "";
+
                         last_exit_text(slot, last, sizeof last);
+                        /* A worker's text, for a terminal: no escape sequence gets through. */
+                        if (w && w->status)
+                                (void) escape_control(w->status, strlen(w->status), status, sizeof status, ESCAPE_BACKSLASH);
                         fprintf(f, "%-5u %-8s %-9s %-6s %-10s %-9u %-12s %s\n", i, pid, slot_state_name(slot),
-                                w && w->ready ? "yes" : "no", up, slot->restarts, last, w && w->status ? w->status : "");
+                                w && w->ready ? "yes" : "no", up, slot->restarts, last, status);
                 }
                 fprintf(f, "\n%-32s %-12s %-10s %-4s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
                 for (size_t i = 0; i < sup->n_listeners; i++) {
@@ -664,6 +672,11 @@ int control_server_new(ControlServer **ret, Supervisor *sup) {
                 r = mkdir_private(dir, geteuid() == 0 ? 0755 : 0700);
                 if (r < 0) {
                         log_warning_errno(r, "no control socket: cannot create %s: %m", dir);
+                        return 0;
+                }
+                char why[PATH_MAX + 128];
+                if (dir_check_private(dir, why, sizeof why) < 0) {
+                        log_warning("no control socket: %s", why);
                         return 0;
                 }
         }

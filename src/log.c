@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "escape.h"
 #include "log.h"
 #include "util.h"
 
@@ -248,16 +249,26 @@ int log_full_errno(int level, int error, const char *format, ...) {
         if (level <= log_max_level) {
                 /* One fprintf per piece into a line-buffered stream would interleave with
                  * workers writing the same stderr; build the line, then write it once. */
+                _cleanup_free_ char *msg = NULL, *esc = NULL;
                 char *line = NULL;
                 size_t size = 0;
-                FILE *f = open_memstream(&line, &size);
+                FILE *f;
+                int n;
 
+                errno = error;
+                va_start(ap, format);
+                n = vasprintf(&msg, format, ap);
+                va_end(ap);
+                if (n < 0)
+                        msg = NULL;
+                /* One event, one line: a path or name with a newline or a terminal escape
+                 * in it (from a command line, from systemd) cannot forge another line. */
+                esc = msg ? malloc(ESCAPE_CONTROL_MAX((size_t) n)) : NULL;
+                f = esc ? open_memstream(&line, &size) : NULL;
                 if (f) {
+                        (void) escape_control(msg, (size_t) n, esc, ESCAPE_CONTROL_MAX((size_t) n), ESCAPE_BACKSLASH);
                         log_prefix(f, level);
-                        errno = error;
-                        va_start(ap, format);
-                        vfprintf(f, format, ap);
-                        va_end(ap);
+                        fputs(esc, f);
                         fputc('\n', f);
                         if (fclose(f) == 0)
                                 log_queue(line, size);
@@ -285,14 +296,20 @@ int log_usage(const char *format, ...) {
         va_list ap;
 
         va_start(ap, format);
-        if (vasprintf(&msg, format, ap) >= 0) {
+        int n = vasprintf(&msg, format, ap);
+        va_end(ap);
+        if (n >= 0) {
+                /* One line, whatever the input it names holds (see log_full_errno()). */
+                _cleanup_free_ char *esc = malloc(ESCAPE_CONTROL_MAX((size_t) n));
+
+                if (esc)
+                        (void) escape_control(msg, (size_t) n, esc, ESCAPE_CONTROL_MAX((size_t) n), 0);
                 if (log_to_journal)
-                        fprintf(stderr, "<%d>bindonce: %s\n", LOG_ERR, msg);
+                        fprintf(stderr, "<%d>bindonce: %s\n", LOG_ERR, esc ? esc : msg);
                 else
-                        fprintf(stderr, "bindonce: %s\n", msg);
+                        fprintf(stderr, "bindonce: %s\n", esc ? esc : msg);
                 free(msg);
         }
-        va_end(ap);
         errno = saved;
         return -EINVAL;
 }

@@ -598,7 +598,7 @@ static int generate_units(const Listener *l, size_t n) {
         };
         int r = arg_install ? units_install(&req, arg_unit_dir) : units_print(&req, stdout);
 
-        return r < 0 ? exit_code_for(r) : EXIT_SUCCESS;
+        return r < 0 ? (r == -EINVAL ? EXIT_USAGE : exit_code_for(r)) : EXIT_SUCCESS;
 }
 
 static void log_adopted(const Listener *l, size_t n) {

@@ -458,3 +458,140 @@ def test_escapes_holding_the_socket_are_stopped_after_their_worker(bindonce, tmp
     st = b.wait_status(lambda s: s.get("escaped_stopped", 0) >= 2, 5, "status to count the escapes")
     assert st["ready"] == 2
     assert b.ctl("status").stdout.count("escaped") == 1
+
+
+# ---------------------------------------------------------------------------
+# 7. the smaller ones
+
+import threading  # noqa: E402
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sending a worker's pid in SCM_CREDENTIALS needs root")
+def test_status_text_with_terminal_escapes_is_escaped(supervisor, free_port):
+    import struct
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], wait_workers=1)
+    rep = sup.reports()[0]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    anc = [(socket.SOL_SOCKET, SCM_CREDENTIALS, struct.pack("iII", rep["pid"], 0, 0))]
+    s.sendmsg([b"STATUS=\x1b[2J\x1b[31mred\x07 \xc2\x9b1m"], anc, 0, notify_address(rep))
+    s.close()
+    out = wait_until(lambda: (lambda r: r.stdout if "red" in r.stdout else None)(ctl(sup, "status")),
+                     5, "the STATUS= in ctl status")
+    assert "\x1b" not in out and "\x07" not in out and "\xc2\x9b" not in out and "\x9b" not in out
+    assert "\\x1b[2J\\x1b[31mred\\x07 \\xc2\\x9b1m" in out, out
+    # JSON keeps the text, escaped the JSON way.
+    import json
+    st = json.loads(ctl(sup, "status", "--json").stdout)
+    assert st["slots"][0]["status"] == "\x1b[2J\x1b[31mred\x07 \u009b1m"
+    assert sup.stop() == 0
+
+
+def test_newline_in_a_unix_path_stays_in_its_log_line(supervisor, short_dir):
+    path = str(short_dir / "a\nb.sock")
+    sup = supervisor().start(["-l", path], wait_workers=1)
+    assert "listening on " + str(short_dir / "a\\x0ab.sock") in sup.log(), sup.log()
+    assert not any(l.startswith("b.sock") for l in sup.log().splitlines())
+    assert sup.stop() == 0
+
+
+@pytest.mark.parametrize("bad", ["a\nExecStartPre=/bin/touch /tmp/pwned\n.sock", "tail\\"])
+def test_generate_units_refuses_a_path_a_unit_file_cannot_carry(short_dir, bad):
+    r = subprocess.run([BINDONCE, "generate-units", "app", "-l", str(short_dir / bad), "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 64, (r.returncode, r.stdout, r.stderr)
+    assert "ExecStartPre" not in r.stdout
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert "cannot carry" in r.stderr or "line continuation" in r.stderr
+
+
+def test_generate_units_doubles_percent_in_a_path(short_dir):
+    r = subprocess.run([BINDONCE, "generate-units", "app", "-l", str(short_dir / "100%.sock"), "--", "/bin/true"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert f"ListenStream={short_dir}/100%%.sock" in r.stdout, r.stdout
+
+
+def fake_server(path, handler):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(4)
+
+    def run():
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        with c:
+            handler(c)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return srv, t
+
+
+def test_ctl_gives_up_on_a_server_that_never_answers(short_dir):
+    done = threading.Event()
+    srv, t = fake_server(short_dir / "s.sock", lambda c: done.wait(20))
+    try:
+        r = subprocess.run([BINDONCE, "ctl", "--control", str(short_dir / "s.sock"), "--timeout", "1", "status"],
+                           capture_output=True, text=True, timeout=15)
+        assert r.returncode == 69, (r.returncode, r.stderr)
+        assert "no answer" in r.stderr and "within 1 s" in r.stderr
+    finally:
+        done.set()
+        srv.close()
+
+
+def test_ctl_caps_the_answer(short_dir):
+    def flood_answer(c):
+        try:
+            c.sendall(b"OK\n" + b"x" * (17 * 1024 * 1024))
+        except OSError:
+            pass
+    srv, t = fake_server(short_dir / "s.sock", flood_answer)
+    try:
+        r = subprocess.run([BINDONCE, "ctl", "--control", str(short_dir / "s.sock"), "status"],
+                           capture_output=True, timeout=30)
+        assert r.returncode == 69, (r.returncode, r.stderr)
+        assert b"longer than 16 MiB" in r.stderr
+        assert len(r.stdout) == 0
+    finally:
+        srv.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a server as another user")
+def test_ctl_does_not_trust_a_stranger_answering(short_dir):
+    os.chmod(short_dir, 0o777)
+    path = short_dir / "s.sock"
+    code = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); "
+            "print('up', flush=True); c,_=s.accept(); c.recv(100); c.sendall(b'OK\\nstranger\\n'); c.close()")
+    srv = subprocess.Popen(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                            "/usr/bin/python3", "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "up"
+        os.chmod(path, 0o777)
+        r = subprocess.run([BINDONCE, "ctl", "--control", str(path), "status"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 77, (r.returncode, r.stdout, r.stderr)
+        assert "neither root nor you" in r.stderr
+        assert "stranger" not in r.stdout
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run bindonce as another user")
+def test_control_dir_owned_by_someone_else_is_not_used(supervisor, free_port, short_dir):
+    os.chmod(short_dir, 0o755)
+    xdg = short_dir / "xdg"
+    xdg.mkdir()
+    os.chown(xdg, 65534, 65534)
+    planted = xdg / "bindonce"
+    planted.mkdir(mode=0o777)
+    os.chmod(planted, 0o777)          # root's, and writable by all: not to be trusted
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}", "--name", "xdgtest"], control=False,
+                             wrapper=["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"],
+                             env_extra={"XDG_RUNTIME_DIR": str(xdg)}, env_remove=("RUNTIME_DIRECTORY",))
+    sup.wait_log("no control socket:")
+    assert "belongs to uid 0" in sup.log(), sup.log()
+    assert not (planted / "xdgtest.sock").exists()
+    assert sup.stop() == 0
