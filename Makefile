@@ -35,7 +35,7 @@ UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/d
 
 SRCS       := src/activation.c src/balance.c src/control.c src/ctl.c src/notify.c src/orphans.c src/sdnotify.c src/units.c src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c
 # Robustness (issue 9): signals, the log buffer, rate limits, fd budget, escaping, UTF-8.
-SRCS       += src/ratelimit.c src/signals.c src/fdbudget.c src/escapes.c src/utf8.c src/escape.c src/ownership.c
+SRCS       += src/ratelimit.c src/signals.c src/fdbudget.c src/escapes.c src/utf8.c src/escape.c src/ownership.c src/closefds.c
 MAIN       := src/main.c
 OBJS       := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))

@@ -4,11 +4,13 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "closefds.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -223,9 +225,8 @@ static _noreturn_ void child_fail(volatile ChildReport *report, SpawnStage stage
 /* Runs in the vfork() child, on the parent's memory, until exec: no allocation, no stdio,
  * nothing that takes a lock or returns into the parent's frames. Async-signal-safe calls. */
 static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
-                                  volatile ChildReport *report) {
+                                  int *cur, volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
-        int cur[p->n_fds];
         KernelSigaction dfl = { .handler = SIG_DFL };
         sigset_t none;
 
@@ -240,7 +241,7 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         if (dup2(p->devnull, STDIN_FILENO) < 0)
                 child_fail(report, SPAWN_STAGE_SETUP, errno);
 
-        memcpy(cur, fds, sizeof cur);
+        memcpy(cur, fds, p->n_fds * sizeof *cur);
         for (size_t k = 0; k < n_moves; k++) {
                 unsigned i = moves[k].index;
                 int target = SD_LISTEN_FDS_START + (int) i;
@@ -264,7 +265,8 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
 
         /* Nothing but stdio and the sockets: whatever the supervisor inherited or opened,
          * close-on-exec or not. */
-        (void) close_range((unsigned) end, ~0U, 0);
+        if (close_from(end) < 0)
+                child_fail(report, SPAWN_STAGE_SETUP, EBADF);
 
         /* LISTEN_PID must be computed here: only the child knows its pid for sure. (This
          * writes the parent's copy of the string: it is rewritten for every worker.) */
@@ -284,11 +286,16 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
 }
 
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
-        FdMove moves[2 * p->n_fds + 1];
+        /* On the heap, not the stack: thousands of sockets (from systemd) must not overflow
+         * the stack the vfork() child shares with us. */
+        _cleanup_free_ FdMove *moves = calloc(2 * p->n_fds + 1, sizeof *moves);
+        _cleanup_free_ int *cur = calloc(p->n_fds + 1, sizeof *cur);
         volatile ChildReport report = { SPAWN_STAGE_EXEC, 0 };
         int n_moves;
         pid_t pid;
 
+        if (!moves || !cur)
+                return -ENOMEM;
         /* Planned here, not in the child: the child only replays it. */
         n_moves = fd_plan(fds, p->n_fds, moves);
         if (n_moves < 0)
@@ -302,7 +309,7 @@ int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret
         if (pid < 0)
                 return -errno;
         if (pid == 0)
-                child_exec(p, fds, moves, (size_t) n_moves, &report);
+                child_exec(p, fds, moves, (size_t) n_moves, cur, &report);
 
         *ret = (SpawnResult) {
                 .pid = pid,

@@ -595,3 +595,32 @@ def test_control_dir_owned_by_someone_else_is_not_used(supervisor, free_port, sh
     assert "belongs to uid 0" in sup.log(), sup.log()
     assert not (planted / "xdgtest.sock").exists()
     assert sup.stop() == 0
+
+
+NO_CLOSE_RANGE = r'''
+#define _GNU_SOURCE
+#include <errno.h>
+int close_range(unsigned int first, unsigned int last, int flags) {
+        (void) first; (void) last; (void) flags;
+        errno = ENOSYS;         /* a kernel before 5.9, or a seccomp filter */
+        return -1;
+}
+'''
+
+
+def test_inherited_fd_never_reaches_a_worker_when_close_range_fails(supervisor, free_port, tmp_path):
+    src = tmp_path / "noclose.c"
+    src.write_text(NO_CLOSE_RANGE)
+    shim = tmp_path / "noclose.so"
+    cc = subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(src)], capture_output=True, text=True)
+    if cc.returncode != 0:
+        pytest.skip("no C compiler for the close_range() shim: " + cc.stderr)
+    # fd 9 opened by the shell for bindonce, without close-on-exec: an inherited fd.
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], wait_workers=1,
+                             wrapper=["sh", "-c", 'exec "$@" 9</dev/null', "sh"],
+                             env_extra={"LD_PRELOAD": str(shim)})
+    assert os.readlink(f"/proc/{sup.pid}/fd/9") == "/dev/null"
+    rep = sup.reports()[0]
+    fds = sorted(f["fd"] for f in rep["fds"])
+    assert fds == [0, 1, 2, 3], fds
+    assert sup.stop() == 0
