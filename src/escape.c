@@ -3,21 +3,32 @@
 #include <string.h>
 
 #include "escape.h"
+#include "utf8.h"
 
 size_t escape_control(const char *s, size_t n, char *out, size_t size, EscapeFlags flags) {
+        const unsigned char *u = (const unsigned char *) s;
         size_t o = 0;
 
         if (size == 0)
                 return 0;
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char) s[i];
-                char tmp[9];
-                size_t k;
+        for (size_t i = 0; i < n;) {
+                unsigned char c = u[i];
+                char tmp[16];
+                size_t k, used = 1;
 
-                if (c == 0xc2 && i + 1 < n && (unsigned char) s[i + 1] >= 0x80 && (unsigned char) s[i + 1] <= 0x9f) {
-                        /* A C1 control, U+0080..U+009F, in UTF-8. */
-                        k = (size_t) snprintf(tmp, sizeof tmp, "\\xc2\\x%02x", (unsigned char) s[i + 1]);
-                        i++;
+                if (c >= 0x80) {
+                        size_t len = utf8_sequence_length(u + i, n - i);
+
+                        if (len == 0)           /* not UTF-8: a lone byte, maybe 8-bit CSI */
+                                k = (size_t) snprintf(tmp, sizeof tmp, "\\x%02x", c);
+                        else if (len == 2 && c == 0xc2 && u[i + 1] <= 0x9f) {
+                                /* A C1 control, U+0080..U+009F. */
+                                k = (size_t) snprintf(tmp, sizeof tmp, "\\xc2\\x%02x", u[i + 1]);
+                                used = 2;
+                        } else {
+                                memcpy(tmp, u + i, len);
+                                k = used = len;
+                        }
                 } else if ((c == '\n' || c == '\t') && (flags & ESCAPE_KEEP_NEWLINE)) {
                         tmp[0] = (char) c;
                         k = 1;
@@ -33,6 +44,7 @@ size_t escape_control(const char *s, size_t n, char *out, size_t size, EscapeFla
                         break;
                 memcpy(out + o, tmp, k);
                 o += k;
+                i += used;
         }
         out[o] = '\0';
         return o;

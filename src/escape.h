@@ -10,9 +10,10 @@ typedef enum EscapeFlags {
 
 /* Text from outside (a worker's STATUS=, a socket path, an fd name) shown on a terminal
  * or written as one log line: control characters (C0, DEL, and the C1 range U+0080..U+009F,
- * which a terminal may take as escape sequences) become "\xNN", and a backslash "\\", so
- * that nothing can move the cursor, recolour the screen or start a new log line, and the
- * escaping stays unambiguous. Writes at most size bytes with the NUL, cutting at a whole
+ * which a terminal may take as escape sequences) and bytes that are not UTF-8 (a lone 0x9b
+ * is CSI to an 8-bit terminal) become "\xNN", and with ESCAPE_BACKSLASH a backslash "\\",
+ * so that nothing can move the cursor, recolour the screen or start a new log line. The
+ * output is valid UTF-8. Writes at most size bytes with the NUL, cutting at a whole
  * escape; returns the length written. */
 size_t escape_control(const char *s, size_t n, char *out, size_t size, EscapeFlags flags);
 
