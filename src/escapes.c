@@ -11,6 +11,7 @@
 
 #include "escapes.h"
 #include "log.h"
+#include "orphans.h"
 #include "supervisor.h"
 
 #define SCAN_DELAY_USEC (200 * USEC_PER_MSEC)   /* lets a worker's group die first */
@@ -179,8 +180,8 @@ static size_t walk(Supervisor *sup, const ino_t *inodes, size_t n_inodes, usec_t
 
                 /* A live worker answers for its own descendants; the group kill at its
                  * exit covers them, and the next walk sees what escaped it. */
-                if (supervisor_find_worker(sup, pid, false))
-                        continue;
+                if (supervisor_find_worker(sup, pid, false) || orphans_inherited(pid))
+                        continue;       /* (or was our child before any worker: not ours) */
                 if (holds_socket(pid, inodes, n_inodes) && n_seen < TRACKED_MAX)
                         escapee_stop(sup, pid, now, seen, &n_seen);
                 top += children_of(pid, stack + top, ELEMENTSOF(stack) - top);

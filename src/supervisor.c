@@ -930,9 +930,12 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
                         continue;       /* no longer our child: not ours to signal */
                 if (si.si_pid == pids[i]) {
+                        orphans_inherited_forget(pids[i]);
                         log_debug("reaped pid %d, left behind by a worker", (int) pids[i]);
                         continue;
                 }
+                if (orphans_inherited(pids[i]))
+                        continue;       /* our child from before any worker: not ours to stop */
                 /* Our child, alive and unreaped: its pid cannot have been reused. */
                 left++;
                 if (sig)

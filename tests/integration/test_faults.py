@@ -624,3 +624,22 @@ def test_inherited_fd_never_reaches_a_worker_when_close_range_fails(supervisor, 
     fds = sorted(f["fd"] for f in rep["fds"])
     assert fds == [0, 1, 2, 3], fds
     assert sup.stop() == 0
+
+
+def test_children_bindonce_did_not_start_are_left_alone_at_exit(supervisor, free_port, tmp_path):
+    pid_file = tmp_path / "bg"
+    # The shell's background job becomes bindonce's child through exec.
+    wrapper = ["sh", "-c", f'sleep 1000 & echo $! > {pid_file}; exec "$@"', "sh"]
+    sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}", "--stop-timeout", "1"], wrapper=wrapper,
+                             wait_workers=1)
+    bg = int(wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 5, "the background pid"))
+    try:
+        assert proc_alive(bg)
+        assert sup.stop() == 0
+        assert proc_alive(bg), "bindonce stopped a process it never started"
+        assert "left behind by workers" not in sup.log()
+    finally:
+        try:
+            os.kill(bg, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
