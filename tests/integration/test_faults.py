@@ -643,3 +643,44 @@ def test_children_bindonce_did_not_start_are_left_alone_at_exit(supervisor, free
             os.kill(bg, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+MANY_SOCKETS = r'''
+import os, resource, socket, sys
+n = int(sys.argv[1])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+# A small stack: what the fd plan once put there for n sockets (20 bytes each) no longer fits.
+resource.setrlimit(resource.RLIMIT_STACK, (128 * 1024, 128 * 1024))
+import fcntl
+high = []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(b"")                 # autobind: an abstract name
+    s.listen(1)
+    # Above the range first, so that moving down overwrites none of them.
+    high.append(fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 3 + n + 64))
+    s.close()
+for i, fd in enumerate(high):
+    os.dup2(fd, 3 + i, inheritable=True)
+    os.close(fd)
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = str(n)
+os.execv(sys.argv[2], sys.argv[2:])
+'''
+
+
+def test_many_sockets_do_not_overflow_the_stack(supervisor, tmp_path):
+    import resource
+    n = min(9000, (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 256) // 2)
+    if n < 7000:
+        pytest.skip(f"the open file limit allows only {n} sockets")
+    script = tmp_path / "many.py"
+    script.write_text(MANY_SOCKETS)
+    sup = supervisor().start([], raw_argv=["--", "sleep", "1000"],
+                             wrapper=["/usr/bin/python3", str(script), str(n)])
+    wait_until(lambda: "worker 0 started" in sup.log() or not sup.running(), 60, "the first worker")
+    assert sup.running(), f"bindonce died: exit {sup.proc.returncode}"
+    assert f"adopted {n} sockets" in sup.log()
+    assert sup.running()
+    assert sup.stop(timeout=30) == 0, sup.log()[-2000:]
