@@ -186,4 +186,8 @@ fuzz: fuzz-build
 		fi; \
 	done
 
-.PHONY: fuzz fuzz-build
+clean-fuzz:
+	rm -rf $(FUZZ_BUILD)
+clean: clean-fuzz
+
+.PHONY: fuzz fuzz-build clean-fuzz
