@@ -174,7 +174,10 @@ static size_t walk(Supervisor *sup, const ino_t *inodes, size_t n_inodes, usec_t
         pid_t stack[512];
         size_t top = 0, n_seen = 0;
 
-        top = children_of(getpid(), stack, ELEMENTSOF(stack));
+        /* Our own children from the children file kept open (orphans.c): in the common
+         * case, all workers, the walk opens nothing. */
+        int n = children_list(stack, ELEMENTSOF(stack));
+        top = n < 0 ? 0 : (size_t) n < ELEMENTSOF(stack) ? (size_t) n : ELEMENTSOF(stack);
         while (top > 0) {
                 pid_t pid = stack[--top];
 
