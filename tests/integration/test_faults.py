@@ -615,10 +615,16 @@ def test_inherited_fd_never_reaches_a_worker_when_close_range_fails(supervisor, 
     cc = subprocess.run(["cc", "-shared", "-fPIC", "-o", str(shim), str(src)], capture_output=True, text=True)
     if cc.returncode != 0:
         pytest.skip("no C compiler for the close_range() shim: " + cc.stderr)
+    preload = str(shim)
+    # A sanitizer build wants its runtime first in the list.
+    ldd = subprocess.run(["ldd", BINDONCE], capture_output=True, text=True).stdout
+    asan = [l.split("=>")[1].split()[0] for l in ldd.splitlines() if "libasan" in l and "=>" in l]
+    if asan:
+        preload = asan[0] + ":" + preload
     # fd 9 opened by the shell for bindonce, without close-on-exec: an inherited fd.
     sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], wait_workers=1,
                              wrapper=["sh", "-c", 'exec "$@" 9</dev/null', "sh"],
-                             env_extra={"LD_PRELOAD": str(shim)})
+                             env_extra={"LD_PRELOAD": preload})
     assert os.readlink(f"/proc/{sup.pid}/fd/9") == "/dev/null"
     rep = sup.reports()[0]
     fds = sorted(f["fd"] for f in rep["fds"])
@@ -684,3 +690,33 @@ def test_many_sockets_do_not_overflow_the_stack(supervisor, tmp_path):
     assert f"adopted {n} sockets" in sup.log()
     assert sup.running()
     assert sup.stop(timeout=30) == 0, sup.log()[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a pid namespace needs root (unshare -p)")
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGQUIT"])
+def test_pid1_takes_stray_signals_and_stops(tmp_path, stop):
+    from conftest import free_tcp_port, proc_children
+    log_path = tmp_path / "bindonce.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(["unshare", "--fork", "--pid", "--mount-proc", BINDONCE,
+                             "-l", f"127.0.0.1:{free_tcp_port()}", "--control", "none", "--stop-timeout", "30",
+                             "--", "sleep", "1000"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        pid1 = wait_until(lambda: (proc_children(proc.pid) or [None])[0], 5, "bindonce in the namespace")
+        wait_until(lambda: "worker 0 started" in log_path.read_text(), 5, "the worker")
+        worker = proc_children(pid1)[0]
+        for name in ("SIGUSR1", "SIGUSR2", "SIGALRM", "SIGWINCH", "SIGPWR"):
+            os.kill(pid1, getattr(signal, name))
+        wait_until(lambda: "SIGPWR from pid" in log_path.read_text(), 5, "the signals to be logged")
+        assert proc_alive(pid1) and proc_alive(worker)
+        os.kill(pid1, getattr(signal, stop))
+        assert proc.wait(timeout=20) == 0, log_path.read_text()
+        text = log_path.read_text()
+        assert "stopped" in text
+        if stop == "SIGQUIT":
+            assert "SIGQUIT received: stopping now" in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
