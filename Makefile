@@ -179,3 +179,48 @@ clean:
 	rm -rf build build-asan
 
 .PHONY: all deps check unit-tests unit integration demo bench soak install uninstall deb lint-man systemd-check clean
+
+# ---- Fuzzing (issue 9): libFuzzer harnesses in tests/fuzz, built with clang, ASan and UBSan,
+# in a build dir of their own. `make fuzz` runs each for FUZZ_SECONDS; a crash, a leak or a
+# failed assertion fails it (the input is kept as build-fuzz/TARGET-crash-*). New inputs
+# found go to build-fuzz/corpus/TARGET; the seeds in tests/fuzz/corpus/TARGET are read only.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_BUILD   := build-fuzz
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS  := -g -O1 -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_OBJS    := $(SRCS:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c src/*.h | $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(OWN_CFLAGS) $(SYSTEMD_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(OWN_CFLAGS) $(SYSTEMD_CFLAGS) -Isrc -o $@ $< $(FUZZ_OBJS) $(SYSTEMD_LIBS)
+
+$(FUZZ_BUILD)/obj:
+	mkdir -p $@
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+
+# -close_fd_mask=2: the code under test logs to stderr; libFuzzer and the sanitizers keep
+# their reports on a stderr of their own.
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; \
+		echo "== $$t ($(FUZZ_SECONDS) s)"; \
+		rc=0; ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -close_fd_mask=2 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/$$t- $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t \
+			> $(FUZZ_BUILD)/$$t.log 2>&1 || rc=$$?; \
+		grep -E '^stat::(number_of_executed_units|new_units_added)' $(FUZZ_BUILD)/$$t.log || true; \
+		if [ $$rc -ne 0 ] || ls $(FUZZ_BUILD)/$$t-* >/dev/null 2>&1; then \
+			tail -40 $(FUZZ_BUILD)/$$t.log; echo "$$t: FAILED (exit $$rc), see $(FUZZ_BUILD)/$$t.log"; exit 1; \
+		fi; \
+	done
+
+clean-fuzz:
+	rm -rf $(FUZZ_BUILD)
+clean: clean-fuzz
+
+.PHONY: fuzz fuzz-build clean-fuzz

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -12,6 +13,11 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "escape.h"
+#include "escapes.h"
+#include "fdbudget.h"
+#include "ownership.h"
+#include "ratelimit.h"
 #include "log.h"
 #include "slot.h"
 #include "util.h"
@@ -138,11 +144,12 @@ static void status_json(FILE *f, const StatusSnapshot *st) {
         fprintf(f, "OK\n{\"name\":");
         json_string(f, st->name);
         fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"generation\":%u,\"reloading\":%s,"
-                   "\"stopping\":%s,\"crash_loop\":%s,\"balance\":\"%s\",\"migrate_req\":%s,\"slots\":[",
+                   "\"stopping\":%s,\"crash_loop\":%s,\"balance\":\"%s\",\"migrate_req\":%s,"
+                   "\"escaped_stopped\":%u,\"slots\":[",
                 (int) getpid(), st->workers, st->ready, st->restarts, st->generation,
                 st->reloading ? "true" : "false", st->stopping ? "true" : "false",
                 st->crash_loop ? "true" : "false", st->reuseport ? "reuseport" : "shared",
-                st->migrate ? "true" : "false");
+                st->migrate ? "true" : "false", escapes_stopped());
         for (size_t i = 0; i < st->n_slots; i++) {
                 fputs(i ? "," : "", f);
                 status_json_slot(f, &st->slots[i]);
@@ -168,10 +175,13 @@ static void status_table(FILE *f, const StatusSnapshot *st) {
         char addr[ADDRESS_FORMAT_MAX], last[32];
         unsigned qlen, qmax;
 
-        fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s%s\n\n",
+        fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s%s",
                 st->name, (int) getpid(), st->ready, st->workers, st->restarts,
                 st->crash_loop ? ", every worker crash-looping" : "",
                 st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "");
+        if (escapes_stopped())
+                fprintf(f, ", %u escaped processes stopped", escapes_stopped());
+        fputs("\n\n", f);
         fprintf(f, "%-5s %-8s %-9s %-6s %-10s %-9s %-12s %s\n",
                 "SLOT", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT", "STATUS");
         for (size_t i = 0; i < st->n_slots; i++) {
@@ -182,9 +192,15 @@ static void status_table(FILE *f, const StatusSnapshot *st) {
                         snprintf(pid, sizeof pid, "%d", (int) slot->pid);
                         snprintf(up, sizeof up, "%.1fs", uptime_of(slot));
                 }
+                char status[ESCAPE_CONTROL_MAX(256)] = "";
+
                 last_exit_text(slot, last, sizeof last);
+                /* A worker's text, for a terminal: no escape sequence gets through. */
+                if (slot->status)
+                        (void) escape_control(slot->status, strlen(slot->status), status, sizeof status,
+                                              ESCAPE_BACKSLASH);
                 fprintf(f, "%-5u %-8s %-9s %-6s %-10s %-9u %-12s %s\n", slot->slot, pid, slot->state,
-                        slot->ready ? "yes" : "no", up, slot->restarts, last, slot->status ? slot->status : "");
+                        slot->ready ? "yes" : "no", up, slot->restarts, last, status);
         }
         fprintf(f, "\n%-32s %-12s %-10s %-4s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
         for (size_t i = 0; i < st->n_listeners; i++) {
@@ -374,9 +390,14 @@ static char *control_execute(ControlServer *server, ControlClient *client, const
         case CONTROL_RESTART:
                 r = ops->restart(ud, req.slot);
                 return r < 0 ? reply("ERROR cannot restart: %s\n", refusal(r)) : reply("OK\n");
-        case CONTROL_SCALE:
+        case CONTROL_SCALE: {
+                char why[256];
+
+                if (ops->scale_check(ud, req.n, why, sizeof why) < 0)
+                        return reply("ERROR cannot scale to %u: %s\n", req.n, why);
                 r = ops->scale(ud, req.n);
                 return r < 0 ? reply("ERROR cannot scale: %s\n", refusal(r)) : reply("OK\n");
+        }
         case CONTROL_SIGNAL:
                 r = ops->signal(ud, req.sig, req.slot);
                 return r < 0 ? reply("ERROR cannot signal: %s\n", strerror(-r)) : reply("OK\n");
@@ -388,6 +409,8 @@ static char *control_execute(ControlServer *server, ControlClient *client, const
 }
 
 /* ---- clients ------------------------------------------------------------------------------ */
+
+static bool accept_paused(ControlServer *server);
 
 static void client_free(ControlClient *c) {
         ControlServer *s = c->server;
@@ -401,14 +424,16 @@ static void client_free(ControlClient *c) {
                 }
         sd_event_source_disable_unref(c->io);
         sd_event_source_disable_unref(c->timer);
-        if (c->fd >= 0)
+        if (c->fd >= 0) {
                 (void) close(c->fd);
+                fdbudget_client_closed();
+        }
         free(c->out);
         free(c->pending);
         free(c);
 
         /* A place is free again. */
-        if (s->n_clients-- == CLIENTS_MAX && s->io && !s->resume)
+        if (s->n_clients-- == CLIENTS_MAX && s->io && !accept_paused(s))
                 (void) sd_event_source_set_enabled(s->io, SD_EVENT_ON);
 }
 
@@ -562,31 +587,47 @@ static bool peer_allowed(int fd, uid_t *uid) {
 static int on_resume(sd_event_source *s, uint64_t usec, void *userdata) {
         ControlServer *server = userdata;
 
-        server->resume = sd_event_source_disable_unref(server->resume);
+        /* A oneshot: off again by itself. */
         if (server->n_clients < CLIENTS_MAX)
                 (void) sd_event_source_set_enabled(server->io, SD_EVENT_ON);
         return 0;
+}
+
+static bool accept_paused(ControlServer *server) {
+        int enabled = SD_EVENT_OFF;
+
+        return server->resume && sd_event_source_get_enabled(server->resume, &enabled) >= 0 &&
+               enabled != SD_EVENT_OFF;
+}
+
+/* Out of fds (or at the clients' reserve): accepting pauses for 100 ms rather than spin on
+ * a listening socket that stays readable; said at most once a second. */
+static void accept_pause(ControlServer *server, int error) {
+        static RateLimit rl;
+
+        (void) log_ratelimited(&rl, LOG_WARNING, error, "control socket: cannot accept: %m; pausing for 100 ms");
+        if (sd_event_source_set_time_relative(server->resume, 100 * USEC_PER_MSEC) >= 0 &&
+            sd_event_source_set_enabled(server->resume, SD_EVENT_ONESHOT) >= 0)
+                (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
 }
 
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         ControlServer *server = userdata;
 
         while (server->n_clients < CLIENTS_MAX) {
-                int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 ControlClient *c;
                 uid_t uid = (uid_t) -1;
-                int r;
+                int cfd, r;
 
+                /* A client must not take the fds a restart needs (fdbudget.h). */
+                if (fdbudget_check_client() < 0) {
+                        accept_pause(server, -EMFILE);
+                        return 0;
+                }
+                cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (cfd < 0) {
-                        if (errno == EMFILE || errno == ENFILE) {
-                                /* Out of fds: pause accepting for a moment rather than spin. */
-                                log_warning_errno(errno, "Control socket: cannot accept: %m; pausing for 100 ms");
-                                /* Without a timer to resume it (also out of fds), keep accepting. */
-                                if (!server->resume &&
-                                    sd_event_add_time_relative(server->event, &server->resume, CLOCK_MONOTONIC,
-                                                               100 * USEC_PER_MSEC, 0, on_resume, server) >= 0)
-                                        (void) sd_event_source_set_enabled(server->io, SD_EVENT_OFF);
-                        }
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                                accept_pause(server, -errno);
                         return 0;
                 }
 
@@ -595,6 +636,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                         (void) close(cfd);
                         return 0;
                 }
+                fdbudget_client_opened();
                 c->server = server;
                 c->fd = cfd;
                 c->next = server->clients;
@@ -663,7 +705,14 @@ static int control_bind(ControlServer *s, const char *path) {
         umask(old);
         if (r < 0)
                 return r;
-        return sd_event_add_io(s->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
+        r = sd_event_add_io(s->event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
+        if (r < 0)
+                return r;
+        /* Made now, while fds are plenty: pausing at EMFILE must not need one (a busy loop). */
+        r = sd_event_add_time_relative(s->event, &s->resume, CLOCK_MONOTONIC, USEC_PER_SEC, 0, on_resume, s);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(s->resume, SD_EVENT_OFF);
 }
 
 int control_server_new(ControlServer **ret, sd_event *event, const char *name, const char *control_path,
@@ -687,6 +736,11 @@ int control_server_new(ControlServer **ret, sd_event *event, const char *name, c
                 r = mkdir_private(dir, geteuid() == 0 ? 0755 : 0700);
                 if (r < 0) {
                         log_warning_errno(r, "no control socket: cannot create %s: %m", dir);
+                        return 0;
+                }
+                char why[PATH_MAX + 128];
+                if (dir_check_private(dir, why, sizeof why) < 0) {
+                        log_warning("no control socket: %s", why);
                         return 0;
                 }
         }

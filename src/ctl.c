@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "control.h"
 #include "listener.h"
 #include "ctl.h"
+#include "escape.h"
 #include "log.h"
 #include "util.h"
 
@@ -23,6 +25,12 @@ enum {
         CTL_FAILED = 1,
         CTL_NO_ANSWER = 69,             /* EX_UNAVAILABLE */
 };
+
+/* No bindonce answers with more: a status of WORKERS_MAX slots is under 2 MiB. */
+#define ANSWER_MAX (16 * 1024 * 1024)
+/* Every command but reload answers at once; reload waits for the outcome, which
+ * --start-timeout and --min-ready bound on bindonce's side. */
+#define TIMEOUT_DEFAULT_SEC 30
 
 static void ctl_help(void) {
         printf("Usage: bindonce ctl [--name NAME | --control PATH] [--json] COMMAND [ARG...]\n"
@@ -34,6 +42,10 @@ static void ctl_help(void) {
                "  scale N                  Run N workers\n"
                "  signal SIG [SLOT|all]    Send SIG to the workers' process groups\n"
                "  stop                     Stop bindonce and its workers\n"
+               "\n"
+               "Options:\n"
+               "  --timeout SEC            Give up waiting for the answer after SEC seconds; 0: never\n"
+               "                           (default: 30, and never for reload)\n"
                "\n"
                "Without --name or --control, the only bindonce in the default directory answers.\n");
 }
@@ -71,6 +83,38 @@ static int find_single(char *path, size_t size) {
         return 0;
 }
 
+/* Only root or our own user may answer: a socket file in a directory somebody else could
+ * write to must not make us print, and act on, a stranger's words. */
+static int ctl_check_peer(int fd, const char *path) {
+        struct ucred cred;
+        socklen_t n = sizeof cred;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &n) < 0) {
+                int r = -errno;
+                log_usage("ctl: cannot tell who answers at %s: %m", path);
+                return r;
+        }
+        if (cred.uid != 0 && cred.uid != geteuid()) {
+                log_usage("ctl: %s is answered by uid %u, neither root nor you: not trusting it", path,
+                          (unsigned) cred.uid);
+                return -EPERM;
+        }
+        return 0;
+}
+
+/* For a terminal, nothing of the answer may be an escape sequence; JSON is printed as
+ * it came (its strings are escaped by bindonce). */
+static void ctl_print(const char *s, size_t n, bool json) {
+        _cleanup_free_ char *esc = NULL;
+
+        if (json || !(esc = malloc(ESCAPE_CONTROL_MAX(n)))) {
+                fwrite(s, 1, n, stdout);
+                return;
+        }
+        (void) escape_control(s, n, esc, ESCAPE_CONTROL_MAX(n), ESCAPE_KEEP_NEWLINE);
+        fputs(esc, stdout);
+}
+
 static int connect_to(const char *path) {
         SocketAddress a;
         const char *why;
@@ -94,6 +138,7 @@ int ctl_main(int argc, char *argv[]) {
                 { "name",    required_argument, NULL, 'n' },
                 { "control", required_argument, NULL, 'c' },
                 { "json",    no_argument,       NULL, 'j' },
+                { "timeout", required_argument, NULL, 't' },
                 { "help",    no_argument,       NULL, 'h' },
                 {}
         };
@@ -103,7 +148,8 @@ int ctl_main(int argc, char *argv[]) {
         size_t len = 0, size = 0, request_len = 0;
         bool json = false;
         _cleanup_close_ int fd = -1;
-        int c;
+        long timeout = -1;
+        int c, r;
 
         opterr = 0;
         optind = 1;
@@ -124,6 +170,16 @@ int ctl_main(int argc, char *argv[]) {
                 case 'j':
                         json = true;
                         break;
+                case 't': {
+                        unsigned long v;
+
+                        if (parse_uint(optarg, 0, 86400, &v) < 0) {
+                                log_usage("ctl --timeout '%s': must be whole seconds from 0 (never) to 86400", optarg);
+                                return EXIT_USAGE;
+                        }
+                        timeout = (long) v;
+                        break;
+                }
                 case 'h':
                         ctl_help();
                         return CTL_OK;
@@ -166,7 +222,7 @@ int ctl_main(int argc, char *argv[]) {
                         return EXIT_USAGE;
                 }
         } else {
-                int r = find_single(path, sizeof path);
+                r = find_single(path, sizeof path);
                 if (r < 0)
                         return r == -ENOENT ? CTL_NO_ANSWER : EXIT_USAGE;
         }
@@ -180,6 +236,16 @@ int ctl_main(int argc, char *argv[]) {
                 errno = -fd;
                 log_usage("ctl: no bindonce answers at %s: %m", path);
                 return CTL_NO_ANSWER;
+        }
+        r = ctl_check_peer(fd, path);
+        if (r < 0)
+                return EXIT_NOPERM;
+        if (timeout < 0)
+                timeout = strcmp(argv[optind], "reload") == 0 ? 0 : TIMEOUT_DEFAULT_SEC;
+        if (timeout > 0) {
+                struct timeval tv = { .tv_sec = timeout };
+                (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+                (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         }
         /* A refused client is answered and closed before it may finish sending: read the
          * answer anyway. */
@@ -200,10 +266,20 @@ int ctl_main(int argc, char *argv[]) {
                         answer = a;
                         size += 65536;
                 }
+                if (len >= ANSWER_MAX) {
+                        log_usage("ctl: the answer from %s is longer than %d MiB: not bindonce's", path,
+                                  ANSWER_MAX / (1024 * 1024));
+                        return CTL_NO_ANSWER;
+                }
                 ssize_t n = read(fd, answer + len, size - len - 1);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                                log_usage("ctl: no answer from %s within %ld s; bindonce may be busy or hung "
+                                          "(see --timeout)", path, timeout);
+                                return CTL_NO_ANSWER;
+                        }
                         if (errno == ECONNRESET && len > 0)
                                 break;
                         log_usage("ctl: cannot read the answer from %s: %m", path);
@@ -216,7 +292,12 @@ int ctl_main(int argc, char *argv[]) {
         answer[len] = '\0';
 
         if (strncmp(answer, "OK\n", 3) == 0) {
-                fputs(answer + 3, stdout);
+                bool as_json = json;
+
+                /* "status --json" as words of the command asks for JSON too. */
+                for (int i = optind; i < argc; i++)
+                        as_json = as_json || strcmp(argv[i], "--json") == 0;
+                ctl_print(answer + 3, len - 3, as_json);
                 return CTL_OK;
         }
         if (strncmp(answer, "ERROR ", 6) == 0) {

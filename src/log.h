@@ -7,6 +7,10 @@
 /* One line per event on stderr. Under the journal (JOURNAL_STREAM names our stderr) lines
  * carry sd-daemon "<N>" priority prefixes; elsewhere an ISO 8601 UTC timestamp. */
 void log_setup(void);
+/* Lines that could not be written at once (a stalled reader) are written from the loop
+ * when stderr takes them again (log.c), on the thread's default sd-event loop. log_close() at exit: a bounded last try. */
+int log_attach_event(void);
+void log_close(void);
 void log_set_max_level(int level);
 
 /* Logs and returns -abs(error), or 0 when error is 0. %m prints strerror(abs(error)). */

@@ -19,6 +19,7 @@
 #include "options.h"
 #include "output.h"
 #include "exit_status.h"
+#include "signals.h"
 #include "log.h"
 #include "supervisor.h"
 #include "units.h"
@@ -171,7 +172,7 @@ static int generate_units(const Listener *l, size_t n) {
         };
         int r = arg.install ? units_install(&req, arg.unit_dir) : units_print(&req, stdout);
 
-        return r < 0 ? exit_status_from_errno(r) : EXIT_SUCCESS;
+        return r < 0 ? (r == -EINVAL ? EXIT_USAGE : exit_status_from_errno(r)) : EXIT_SUCCESS;
 }
 
 static void log_adopted(const Listener *l, size_t n) {
@@ -357,6 +358,7 @@ static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, c
         r = supervisor_new(&sup, &config, listeners, n_listeners);
         if (r < 0)
                 return EXIT_OSERR;
+        (void) log_attach_event();      /* from here on, a stalled stderr waits in log.c's buffer */
 
         /* Sockets we bound go to systemd's fd store only once bindonce is sure to run. */
         if (bound_here && (arg.fd_store || (fdstore && strcmp(fdstore, "0") != 0))) {
@@ -376,19 +378,11 @@ static int run(int argc, char *argv[]) {
         Listener *listeners = NULL;
         size_t n_listeners = 0;
         bool bound_here = false;
-        sigset_t mask;
         int r;
 
-        /* Before anything can fork: the signals the loop takes through signalfd are blocked,
-         * and SIGPIPE is ignored (a worker gets default dispositions back). */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGTTIN);
-        sigaddset(&mask, SIGTTOU);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
+        /* Before anything can fork: the signals the loop takes through signalfd are blocked
+         * (signals.c), and SIGPIPE is ignored (a worker gets default dispositions back). */
+        signals_block();
         signal(SIGPIPE, SIG_IGN);
 
         r = ensure_stdio();
@@ -441,5 +435,6 @@ int main(int argc, char *argv[]) {
         r = run(argc, argv);
 
         options_done(&arg);
+        log_close();
         return r;
 }

@@ -10,17 +10,21 @@
 #include "address.h"
 #include "log.h"
 #include "notify.h"
+#include "ratelimit.h"
 #include "util.h"
 
 /* systemd takes datagrams of up to PIPE_BUF for sd_notify(); anything longer is not ours. */
 #define NOTIFY_MAX 4096
 
 struct NotifyServer {
+        NotifySenderCheck check;
         NotifyHandler handler;
         void *userdata;
         int fd;
         sd_event_source *io;
         char address[64];
+        unsigned long dropped;          /* messages from processes that are not workers */
+        RateLimit dropped_rl, oversize_rl;
 };
 
 static bool field(const char *line, size_t len, const char *key, const char **value, size_t *value_len) {
@@ -117,17 +121,27 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
                                         (void) close(fds[i]);
                         }
                 }
+                /* The sender first: the socket's address is in /proc/net/unix, and what
+                 * does not come from a worker is dropped unlogged (counted), so that no
+                 * local user can fill our log. A worker's own flood is rate-limited. */
+                if (!cred || cred->pid <= 0 ||
+                    !n->check(n->userdata, cred->pid)) {
+                        n->dropped++;
+                        (void) log_ratelimited(&n->dropped_rl, LOG_DEBUG, 0,
+                                               "notify messages from processes that are not workers: %lu dropped",
+                                               n->dropped);
+                        continue;
+                }
                 if (mh.msg_flags & MSG_CTRUNC) {
                         log_debug("notify message with too much control data: ignored");
                         continue;
                 }
                 if ((mh.msg_flags & MSG_TRUNC) || len > NOTIFY_MAX) {
-                        log_warning("notify message of more than %d bytes from pid %d: ignored",
-                                    NOTIFY_MAX, cred ? (int) cred->pid : 0);
+                        (void) log_ratelimited(&n->oversize_rl, LOG_WARNING, 0,
+                                               "notify message of more than %d bytes from pid %d: ignored",
+                                               NOTIFY_MAX, (int) cred->pid);
                         continue;
                 }
-                if (!cred || cred->pid <= 0)
-                        continue;
                 NotifyMessage m;
                 notify_parse(buf, (size_t) len, &m);
                 n->handler(n->userdata, cred->pid, &m);
@@ -135,7 +149,8 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-int notify_server_new(NotifyServer **ret, sd_event *event, NotifyHandler handler, void *userdata) {
+int notify_server_new(NotifyServer **ret, sd_event *event, NotifySenderCheck check, NotifyHandler handler,
+                      void *userdata) {
         NotifyServer *n = calloc(1, sizeof *n);
         SocketAddress a;
         const char *why;
@@ -143,6 +158,7 @@ int notify_server_new(NotifyServer **ret, sd_event *event, NotifyHandler handler
 
         if (!n)
                 return -ENOMEM;
+        n->check = check;
         n->handler = handler;
         n->userdata = userdata;
         n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

@@ -22,12 +22,17 @@ typedef struct NotifyMessage {
 /* Pure: the unit tests feed it datagrams. */
 void notify_parse(const char *msg, size_t len, NotifyMessage *ret);
 
-/* Called for every well-formed datagram, with the sender the kernel vouches for. */
+/* Asked first, before anything about a datagram is logged: may this sender (the pid the
+ * kernel vouches for) notify at all? What it refuses is dropped and counted, unlogged. */
+typedef bool (*NotifySenderCheck)(void *userdata, pid_t sender);
+
+/* Called for every well-formed datagram of an accepted sender. */
 typedef void (*NotifyHandler)(void *userdata, pid_t sender, const NotifyMessage *m);
 
 /* The workers' NOTIFY_SOCKET: one abstract unix datagram socket, senders identified by the
  * kernel's SCM_CREDENTIALS, never by what they say. Returns -errno. */
-int notify_server_new(NotifyServer **ret, sd_event *event, NotifyHandler handler, void *userdata);
+int notify_server_new(NotifyServer **ret, sd_event *event, NotifySenderCheck check, NotifyHandler handler,
+                      void *userdata);
 NotifyServer *notify_server_free(NotifyServer *n);
 
 /* "@bindonce/PID/RANDOM", for NOTIFY_SOCKET=. */

@@ -9,10 +9,46 @@
 #include "util.h"
 
 static int children_fd = -1;
+/* Children this process had before it started any worker: a shell's `cmd & exec bindonce`
+ * leaves its background job as our child. They are not ours to stop. */
+static pid_t *inherited;
+static size_t n_inherited;
 
 void children_list_close(void) {
         closep(&children_fd);
         children_fd = -1;
+        free(inherited);
+        inherited = NULL;
+        n_inherited = 0;
+}
+
+
+bool orphans_inherited(pid_t pid) {
+        for (size_t i = 0; i < n_inherited; i++)
+                if (inherited[i] == pid)
+                        return true;
+        return false;
+}
+
+void orphans_inherited_forget(pid_t pid) {
+        for (size_t i = 0; i < n_inherited; i++)
+                if (inherited[i] == pid) {
+                        /* Reaped: its pid may come back as an orphan of ours. */
+                        inherited[i] = inherited[--n_inherited];
+                        return;
+                }
+}
+
+static void note_inherited(void) {
+        int n = children_list(NULL, 0);
+
+        if (n <= 0)
+                return;
+        inherited = calloc((size_t) n, sizeof *inherited);
+        if (!inherited)
+                return;
+        n = children_list(inherited, (size_t) n);
+        n_inherited = n > 0 ? (size_t) n : 0;
 }
 
 int children_list_open(void) {
@@ -23,7 +59,10 @@ int children_list_open(void) {
         /* Single-threaded: our one task is the process itself. */
         snprintf(path, sizeof path, "/proc/self/task/%d/children", (int) getpid());
         children_fd = open(path, O_RDONLY | O_CLOEXEC);
-        return children_fd < 0 ? -errno : 0;
+        if (children_fd < 0)
+                return -errno;
+        note_inherited();
+        return 0;
 }
 
 int children_list(pid_t *pids, size_t max) {

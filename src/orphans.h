@@ -16,3 +16,8 @@ int children_list(pid_t *pids, size_t max);
 /* Opened once at setup, so that bindonce's fd count is constant for its whole life. */
 int children_list_open(void);
 void children_list_close(void);
+
+/* The children we had before any worker (noted by children_list_open(), before the
+ * first spawn): never signalled, not waited for at exit. Forgotten once reaped. */
+bool orphans_inherited(pid_t pid);
+void orphans_inherited_forget(pid_t pid);

@@ -9,6 +9,8 @@
 
 #include "exit_status.h"
 #include "log.h"
+#include "escapes.h"
+#include "fdbudget.h"
 #include "stall.h"
 #include "supervisor-internal.h"
 
@@ -207,7 +209,11 @@ static void slot_spawn(Supervisor *sup, Slot *slot, const Cause *c, bool as_next
                         slot_set_state(slot, SLOT_IDLE);
                 return;
         }
-        r = worker_start(&w, sup, sup->event, &sup->rules, gen, slot, slot->fds ? slot->fds : sup->shared_fds,
+        /* Out of fds (or memory, or processes): this slot backs off and retries, the others
+         * serve on; workers leave the control socket fds to answer with (fdbudget.h). */
+        r = fdbudget_check_spawn();
+        if (r >= 0)
+                r = worker_start(&w, sup, sup->event, &sup->rules, gen, slot, slot->fds ? slot->fds : sup->shared_fds,
                          sup->followup, on_worker_exit, &child_errno, &stage);
         if (r < 0) {
                 char reason[96];
@@ -520,6 +526,7 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         /* Whatever is left of its process group would keep serving our sockets behind our
          * back. The pid is still a zombie of ours here, so the group id cannot be reused. */
         (void) kill(-w->pid, SIGKILL);
+        escapes_schedule(sup);          /* and what left the group, holding our sockets */
 
         if (!slot) {
                 retired_remove(sup, w);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "output.h"
+#include "closefds.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -296,9 +298,8 @@ static void child_setup(const WorkerSetup *s, volatile ChildReport *report) {
 /* Runs in the vfork() child, on the parent's memory, until exec: no allocation, no stdio,
  * nothing that takes a lock or returns into the parent's frames. Async-signal-safe calls. */
 static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
-                                  int output_fd, volatile ChildReport *report) {
+                                  int output_fd, int *cur, volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
-        int cur[p->n_fds];
         KernelSigaction dfl = { .handler = SIG_DFL };
         sigset_t none;
 
@@ -319,7 +320,7 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         if (output_fd > STDERR_FILENO)
                 (void) close(output_fd);
 
-        memcpy(cur, fds, sizeof cur);
+        memcpy(cur, fds, p->n_fds * sizeof *cur);
         for (size_t k = 0; k < n_moves; k++) {
                 unsigned i = moves[k].index;
                 int target = SD_LISTEN_FDS_START + (int) i;
@@ -343,7 +344,8 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
 
         /* Nothing but stdio and the sockets: whatever the supervisor inherited or opened,
          * close-on-exec or not. */
-        (void) close_range((unsigned) end, ~0U, 0);
+        if (close_from(end) < 0)
+                child_fail(report, SPAWN_STAGE_SETUP, EBADF);
 
         /* LISTEN_PID must be computed here: only the child knows its pid for sure. (This
          * writes the parent's copy of the string: it is rewritten for every worker.) */
@@ -367,11 +369,16 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
 }
 
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
-        FdMove moves[2 * p->n_fds + 1];
+        /* On the heap, not the stack: thousands of sockets (from systemd) must not overflow
+         * the stack the vfork() child shares with us. */
+        _cleanup_free_ FdMove *moves = calloc(2 * p->n_fds + 1, sizeof *moves);
+        _cleanup_free_ int *cur = calloc(p->n_fds + 1, sizeof *cur);
         volatile ChildReport report = { SPAWN_STAGE_EXEC, 0 };
         int n_moves, output_fd;
         pid_t pid;
 
+        if (!moves || !cur)
+                return -ENOMEM;
         /* Planned here, not in the child: the child only replays it. */
         n_moves = fd_plan(fds, p->n_fds, moves);
         if (n_moves < 0)
@@ -387,7 +394,7 @@ int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret
          * once the child has exec'd or exited, so the report below is final. */
         pid = vfork();
         if (pid == 0)
-                child_exec(p, fds, moves, (size_t) n_moves, output_fd, &report);
+                child_exec(p, fds, moves, (size_t) n_moves, output_fd, cur, &report);
         if (p->setup.output)
                 worker_output_started(p->setup.output, pid);
         if (pid < 0)

@@ -51,6 +51,8 @@ typedef struct ControlOps {
         int (*reload)(void *userdata, const ReloadWaiter *waiter);
         void (*forget_waiter)(void *userdata, void *client);
         int (*scale)(void *userdata, unsigned n);
+        /* Whether n workers fit the fd limit; <0 with the reason in why. */
+        int (*scale_check)(void *userdata, unsigned n, char *why, size_t size);
         int (*restart)(void *userdata, int slot);              /* -1: all */
         int (*signal)(void *userdata, int sig, int slot);      /* -1: all */
         void (*stop)(void *userdata);

@@ -14,6 +14,9 @@
 #include "orphans.h"
 #include "sdnotify.h"
 #include "devloop.h"
+#include "escapes.h"
+#include "fdbudget.h"
+#include "signals.h"
 #include "stall.h"
 #include "supervisor-internal.h"
 
@@ -183,9 +186,12 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
                         continue;       /* no longer our child: not ours to signal */
                 if (si.si_pid == pids[i]) {
+                        orphans_inherited_forget(pids[i]);
                         log_debug("reaped pid %d, left behind by a worker", (int) pids[i]);
                         continue;
                 }
+                if (orphans_inherited(pids[i]))
+                        continue;       /* our child from before any worker: not ours to stop */
                 /* Our child, alive and unreaped: its pid cannot have been reused. */
                 left++;
                 if (sig)
@@ -441,6 +447,10 @@ static int op_scale(void *userdata, unsigned n) {
         return supervisor_scale(userdata, n);
 }
 
+static int op_scale_check(void *userdata, unsigned n, char *why, size_t size) {
+        return fdbudget_scale_check(userdata, n, why, size);
+}
+
 static int op_restart(void *userdata, int slot) {
         return supervisor_restart_slot(userdata, slot);
 }
@@ -459,6 +469,7 @@ static const ControlOps control_ops = {
         .reload = op_reload,
         .forget_waiter = op_forget_waiter,
         .scale = op_scale,
+        .scale_check = op_scale_check,
         .restart = op_restart,
         .signal = op_signal,
         .stop = op_stop,
@@ -475,6 +486,13 @@ static void worker_ready(Supervisor *sup, Worker *w) {
         worker_mark_ready(w);
         log_info("worker %u (pid %d) is ready", w->index, (int) w->pid);
         supervisor_wake(sup);
+}
+
+/* Asked before anything about a notify datagram is logged: is it from one of ours? */
+static bool is_worker_sender(void *userdata, pid_t sender) {
+        Supervisor *sup = userdata;
+
+        return find_worker(sup, sender, sup->config.notify_access_all) != NULL;
 }
 
 static void on_notify_message(void *userdata, pid_t sender, const NotifyMessage *m) {
@@ -516,6 +534,13 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 if (sup->target > 1)
                         (void) supervisor_scale(sup, sup->target - 1);
                 break;
+        case SIGQUIT:
+                /* Stop now: no grace period, nothing left behind (signals.c). */
+                log_info("SIGQUIT received: stopping now, SIGKILL to %u workers", live_workers(sup));
+                if (!sup->stopping)
+                        supervisor_stop(sup, EXIT_SUCCESS);
+                supervisor_kill_all(sup);
+                break;
         default:
                 log_info("SIG%s received", signal_name((int) si->ssi_signo));
                 supervisor_stop(sup, EXIT_SUCCESS);
@@ -538,7 +563,6 @@ static char *join_names(const Listener *l, size_t n) {
 }
 
 static int setup_events(Supervisor *sup) {
-        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU };
         int r;
 
         r = sd_event_default(&sup->event);
@@ -561,11 +585,9 @@ static int setup_events(Supervisor *sup) {
                         log_warning_errno(r, "Cannot connect to NOTIFY_SOCKET for status updates: %m");
                 sup->status_socket = r > 0;
         }
-        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
-                r = sd_event_add_signal(sup->event, NULL, signals[i], on_signal, sup);
-                if (r < 0)
-                        return r;
-        }
+        r = signals_attach(sup->event, on_signal, sup);
+        if (r < 0)
+                return r;
         /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD.
          * Without /proc (CONFIG_PROC_CHILDREN), stopping still reaches every worker's
          * process group; only setsid escapes would go unseen. */
@@ -653,7 +675,7 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 
         r = setup_events(sup);
         if (r >= 0)
-                r = notify_server_new(&sup->notify_server, sup->event, on_notify_message, sup);
+                r = notify_server_new(&sup->notify_server, sup->event, is_worker_sender, on_notify_message, sup);
         if (r >= 0)
                 r = setup_spawn(sup);
         if (r >= 0)
@@ -698,6 +720,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
         stall_free(sup->stall);
+        escapes_free();
         children_list_close();
         sd_event_source_disable_unref(sup->followup);
         sd_event_source_disable_unref(sup->fresh_start);

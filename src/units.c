@@ -154,8 +154,12 @@ static void print_socket_unit(const UnitsRequest *req, const SocketUnit *u, FILE
                 /* A bare port stays a bare port: systemd's own dual-stack rule. */
                 if (l->address.port_only)
                         fprintf(f, "%s=%u\n", listen_directive(l->address.type), address_port(&l->address));
-                else
-                        fprintf(f, "%s=%s\n", listen_directive(l->address.type), address_format(&l->address, buf));
+                else {
+                        /* Specifiers expand here too: a '%' in a path is written '%%'. */
+                        fprintf(f, "%s=", listen_directive(l->address.type));
+                        put_value(f, address_format(&l->address, buf));
+                        fputc('\n', f);
+                }
         }
         fprintf(f, "FileDescriptorName=");
         put_value(f, u->fdname);
@@ -222,10 +226,40 @@ static int print_service_unit(const UnitsRequest *req, const SocketUnit *u, size
         return 0;
 }
 
+/* A unit file value is one line, and a backslash at its end joins the next: a path with a
+ * control character, or ending in a backslash, cannot be written as a Listen*= value
+ * (systemd does not unescape them), and must never become a line of its own (a newline
+ * in -l once injected an ExecStartPre=). Refused, with the reason. */
+static int listen_values_check(const UnitsRequest *req) {
+        for (size_t i = 0; i < req->n_listeners; i++) {
+                const Listener *l = &req->listeners[i];
+                char buf[ADDRESS_FORMAT_MAX];
+                const char *text;
+                size_t n;
+
+                if (l->address.port_only)
+                        continue;
+                text = address_format(&l->address, buf);
+                n = strlen(text);
+                for (size_t j = 0; j < n; j++)
+                        if ((unsigned char) text[j] < 0x20 || text[j] == 0x7f)
+                                return log_usage("generate-units: the address '%s' has a control character, which a "
+                                                 "unit file cannot carry; choose another path", text);
+                if (n > 0 && text[n - 1] == '\\')
+                        return log_usage("generate-units: the address '%s' ends in a backslash, which a unit file "
+                                         "reads as a line continuation; choose another path", text);
+        }
+        return 0;
+}
+
 int units_print(const UnitsRequest *req, FILE *f) {
         SocketUnit *u;
         size_t n;
         int r;
+
+        r = listen_values_check(req);
+        if (r < 0)
+                return r;
 
         r = socket_units(req, &u, &n);
         if (r < 0)
@@ -272,6 +306,9 @@ int units_install(const UnitsRequest *req, const char *dir) {
         char tmpname[32];
         int r;
 
+        r = listen_values_check(req);
+        if (r < 0)
+                return r;
         snprintf(tmpname, sizeof tmpname, "%d.tmp", (int) getpid());
         r = socket_units(req, &u, &n);
         if (r < 0)

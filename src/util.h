@@ -51,29 +51,8 @@ enum {
         EXIT_CONFIG = 78,     /* EX_CONFIG: bad activation environment */
 };
 
-/* Well-formed UTF-8 sequences of one to four bytes; enough to refuse binary garbage. */
-static inline bool utf8_valid(const unsigned char *s, size_t n) {
-        for (size_t i = 0; i < n;) {
-                unsigned char c = s[i];
-                size_t k;
-
-                if (c < 0x80)
-                        k = 0;
-                else if (c >= 0xc2 && c <= 0xdf)
-                        k = 1;
-                else if ((c & 0xf0) == 0xe0)
-                        k = 2;
-                else if (c >= 0xf0 && c <= 0xf4)
-                        k = 3;
-                else
-                        return false;
-                for (size_t j = 1; j <= k; j++)
-                        if (i + j >= n || (s[i + j] & 0xc0) != 0x80)
-                                return false;
-                i += k + 1;
-        }
-        return true;
-}
+/* utf8_valid(): strict, in utf8.c. */
+#include "utf8.h"
 
 /* A whole decimal number in [min, max], digits only (no sign, no space): -EINVAL, -ERANGE. */
 static inline int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *ret) {
