@@ -14,6 +14,7 @@
 #include "control.h"
 #include "listener.h"
 #include "ctl.h"
+#include "events.h"
 #include "log.h"
 #include "util.h"
 
@@ -34,6 +35,8 @@ static void ctl_help(void) {
                "  scale N                  Run N workers\n"
                "  signal SIG [SLOT|all]    Send SIG to the workers' process groups\n"
                "  stop                     Stop bindonce and its workers\n"
+               "  events [--json]          Follow the workers' lives, one line per event, until\n"
+               "                           bindonce stops (or drops a follower too slow to read)\n"
                "\n"
                "Without --name or --control, the only bindonce in the default directory answers.\n");
 }
@@ -89,6 +92,43 @@ static int connect_to(const char *path) {
         return fd;
 }
 
+/* `events`, after "OK\n": every line as it comes (`pending` holds what came with the
+ * "OK\n"), until bindonce closes the connection. Exits 1 when bindonce dropped us for
+ * reading too slowly: its last line says so. */
+static int follow_events(int fd, const char *path, const char *pending, size_t len) {
+        char buf[16384], line[EVENT_LINE_MAX + 1] = "", last[EVENT_LINE_MAX + 1] = "";
+        size_t line_len = 0;
+
+        memcpy(buf, pending, len);
+        for (;;) {
+                for (size_t i = 0; i < len; i++) {
+                        if (buf[i] == '\n') {
+                                line[line_len] = '\0';
+                                memcpy(last, line, line_len + 1);
+                                line_len = 0;
+                        } else if (line_len < EVENT_LINE_MAX)
+                                line[line_len++] = buf[i];
+                }
+                if (len > 0 && (fwrite(buf, 1, len, stdout) != len || fflush(stdout) != 0))
+                        return CTL_FAILED;      /* stdout closed: nobody reads us any more */
+                ssize_t n = read(fd, buf, sizeof buf);
+                if (n < 0 && errno == EINTR) {
+                        len = 0;
+                        continue;
+                }
+                if (n < 0 && errno != ECONNRESET)
+                        log_usage("ctl: cannot read events from %s: %m", path);
+                if (n <= 0)
+                        break;
+                len = (size_t) n;
+        }
+        if (strstr(last, " dropped: ") || strstr(last, "\"event\":\"dropped\"")) {
+                fprintf(stderr, "bindonce ctl: bindonce dropped this follower: it read too slowly\n");
+                return CTL_FAILED;
+        }
+        return CTL_OK;
+}
+
 int ctl_main(int argc, char *argv[]) {
         static const struct option options[] = {
                 { "name",    required_argument, NULL, 'n' },
@@ -101,7 +141,7 @@ int ctl_main(int argc, char *argv[]) {
         char path[256], dir[256], request[CONTROL_REQUEST_MAX + 2];
         _cleanup_free_ char *answer = NULL;
         size_t len = 0, size = 0, request_len = 0;
-        bool json = false;
+        bool json = false, follow;
         _cleanup_close_ int fd = -1;
         int c;
 
@@ -189,6 +229,7 @@ int ctl_main(int argc, char *argv[]) {
                 return CTL_NO_ANSWER;
         }
         (void) shutdown(fd, SHUT_WR);
+        follow = strcmp(argv[optind], "events") == 0;
 
         for (;;) {
                 if (size - len < 4096) {
@@ -212,6 +253,8 @@ int ctl_main(int argc, char *argv[]) {
                 if (n == 0)
                         break;
                 len += (size_t) n;
+                if (follow && len >= 3 && strncmp(answer, "OK\n", 3) == 0)
+                        return follow_events(fd, path, answer + 3, len - 3);
         }
         answer[len] = '\0';
 
