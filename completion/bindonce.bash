@@ -26,7 +26,7 @@ _bindonce_options="-l --listen --listen-datagram --listen-seqpacket -d --datagra
     --stop-timeout --give-up --name --ready --start-timeout --notify-access --max-surge
     --max-unavailable --watchdog --min-ready --control -h --help --version"
 
-_bindonce_ctl_commands="status reload restart scale signal stop"
+_bindonce_ctl_commands="status reload restart scale signal stop events"
 
 # What parse_signal() in src/control.c accepts by name (sigabbrev_np), without "SIG".
 _bindonce_signals="HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM
@@ -112,7 +112,7 @@ _bindonce_ctl() {       # index of "ctl" in words
         return
     fi
     case $command:$nargs in
-    status:0)  _bindonce_reply "--json" "$cur" ;;
+    status:0|events:0) _bindonce_reply "--json" "$cur" ;;
     restart:0) _bindonce_reply "all" "$cur" ;;
     signal:0)
         if [[ $cur == SIG* ]]; then
