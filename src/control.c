@@ -227,16 +227,35 @@ static void status_table_slots(FILE *f, const StatusSnapshot *st) {
         }
 }
 
+/* "bindonce NAME (pid N): 2/2 workers ready, 0 restarts" and what is going on (crash
+ * loop, reload, stop): on one line when it fits 80 columns, else on a second one; a name
+ * too long for the line is cut. */
+static void status_head(FILE *f, const StatusSnapshot *st) {
+        char head[512], flags[96], line[80 * 4 + 4];
+
+        snprintf(flags, sizeof flags, "%s%s%s", st->crash_loop ? ", every worker crash-looping" : "",
+                 st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "");
+        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts%s", st->name,
+                 (int) getpid(), st->ready, st->workers, st->restarts, flags);
+        if (strlen(head) <= 80) {
+                fprintf(f, "%s\n", head);
+                return;
+        }
+        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts", st->name,
+                 (int) getpid(), st->ready, st->workers, st->restarts);
+        fit(head, 80, line, sizeof line);
+        fprintf(f, "%s\n", line);
+        if (*flags)
+                fprintf(f, "%s\n", flags + 2);
+}
+
 static void status_table(FILE *f, const StatusSnapshot *st) {
-        char addr[ADDRESS_FORMAT_MAX], head[256], line[96 * 4];
+        char addr[ADDRESS_FORMAT_MAX];
         unsigned qlen, qmax;
 
-        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s%s",
-                 st->name, (int) getpid(), st->ready, st->workers, st->restarts,
-                 st->crash_loop ? ", every worker crash-looping" : "",
-                 st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "");
-        fit(head, 80, line, sizeof line);
-        fprintf(f, "OK\n%s\n\n", line);
+        fputs("OK\n", f);
+        status_head(f, st);
+        fputc('\n', f);
         status_table_slots(f, st);
         fprintf(f, "\n%-38s %-16s %-9s %-3s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
         for (size_t i = 0; i < st->n_listeners; i++) {
