@@ -258,7 +258,9 @@ def test_events_many_followers_then_refused(instances):
 
 
 def test_status_table_fits_80_columns(instances):
-    inst = instances("table", workers=8, args=["--ready", "notify"])
+    # A long name too: the summary line and the socket's NAME are cut to fit.
+    name = "table-" + "n" * 70
+    inst = instances(name, workers=8, args=["--ready", "notify"])
     long_status = "x" * 50 + " tail"
     # Every worker's STATUS= is long: a worker of lifecycle_worker sends "serving version=...
     # mode=...", made long by the version file.
@@ -271,6 +273,8 @@ def test_status_table_fits_80_columns(instances):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")
     assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert lines[0].startswith("bindonce table-nnn") and lines[0].endswith("\u2026"), lines[0]
+    assert re.match(r"^127\.0\.0\.1:%d +table-n{9}\u2026 +stream +3 +0/\d+$" % inst.port, lines[-2]), lines[-3:]
     assert re.match(r"^SLOT\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+LAST EXIT\s+STATUS$", lines[2]), lines[:3]
     rows = [line for line in lines if re.match(r"^\d+\s", line)]
     assert len(rows) == 8, lines
