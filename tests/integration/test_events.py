@@ -305,3 +305,34 @@ def test_events_watchdog_and_backoff(instances):
         assert inst.pids()[0] == pids[0]
     finally:
         f.close()
+
+
+def test_ctl_events_exit_status(tmp_path):
+    """ctl events ends with 0 when bindonce closes the stream, 1 (and says why) when the
+    last line is the drop notice; a stand-in server sends the lines."""
+    path = str(tmp_path / "s.sock")
+    for last, code in ((b"12:00:01.000 bindonce stopping\n", 0),
+                       (b"12:00:01.000 dropped: read too slowly; run 'bindonce ctl events' again\n", 1),
+                       (b'{"time":1.000,"event":"dropped","reason":"read too slowly"}\n', 1)):
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(1)
+        p = subprocess.Popen([BINDONCE, "ctl", "--control", path, "events"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            srv.settimeout(10)
+            c, _ = srv.accept()
+            c.settimeout(10)
+            assert c.recv(100) == b"events\n"
+            c.sendall(b"OK\n12:00:00.000 worker 0 ready, pid 1\n" + last)
+            c.close()
+            out, err = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            srv.close()
+            os.unlink(path)
+        assert p.returncode == code, (last, p.returncode, err)
+        assert out == b"12:00:00.000 worker 0 ready, pid 1\n" + last
+        assert (b"dropped this follower" in err) == (code == 1), err
