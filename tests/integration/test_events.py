@@ -7,7 +7,6 @@ And `ctl status` without --json is a table that fits 80 columns.
 import json
 import os
 import re
-import selectors
 import socket
 import subprocess
 import time
@@ -128,7 +127,6 @@ def test_events_kill_reload_scale_in_order(instances):
 
 def test_events_json_fields_and_stop(instances):
     inst = instances("evjson", workers=2)
-    base = inst.fd_count()
     pids = inst.pids()
     f = Follower(inst, json_mode=True)
     try:
