@@ -334,3 +334,24 @@ def test_ctl_events_exit_status(tmp_path):
         assert p.returncode == code, (last, p.returncode, err)
         assert out == b"12:00:00.000 worker 0 ready, pid 1\n" + last
         assert (b"dropped this follower" in err) == (code == 1), err
+
+
+def test_events_failed_reload(instances):
+    inst = instances("evfail", workers=2, args=["--ready", "notify"])
+    pids = inst.pids()
+    f = Follower(inst)
+    try:
+        following(inst, f, 2)
+        inst.set_mode("ok\ng1: crash-at-start 3")
+        r = inst.ctl("reload")
+        assert r.returncode == 1, (r.returncode, r.stderr)
+        lines = in_order(f, [r"reload: rolling 2 workers to generation 1$",
+                             r"worker (\d) started, pid (\d+), generation 1 \(reload\)$",
+                             r"new worker \d \(pid \d+\) exited with status 3$",
+                             r"reload: worker \d \(pid \d+\) exited with status 3 .*; rolling back to generation 0$",
+                             r"reload failed: worker \d \(pid \d+\) exited with status 3"])
+        slot, pid = re.search(r"worker (\d) started, pid (\d+)", lines[1]).groups()
+        assert "new worker %s (pid %s)" % (slot, pid) in lines[2], lines
+        assert inst.pids() == pids
+    finally:
+        f.close()
