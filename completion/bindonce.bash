@@ -30,7 +30,7 @@ _bindonce_options="-l --listen --listen-datagram --listen-seqpacket -d --datagra
     --user --group --chdir --umask --log-prefix --watch --watch-ignore --watch-delay
     --watch-restart -h --help --version"
 
-_bindonce_ctl_commands="status reload restart scale signal stop"
+_bindonce_ctl_commands="status reload restart scale signal stop events"
 
 # What parse_signal() in src/control.c accepts by name (sigabbrev_np), without "SIG".
 _bindonce_signals="HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM
@@ -120,7 +120,7 @@ _bindonce_ctl() {       # index of "ctl" in words
         return
     fi
     case $command:$nargs in
-    status:0)  _bindonce_reply "--json" "$cur" ;;
+    status:0|events:0) _bindonce_reply "--json" "$cur" ;;
     restart:0) _bindonce_reply "all" "$cur" ;;
     signal:0)
         if [[ $cur == SIG* ]]; then

@@ -18,6 +18,7 @@
 #include "fdbudget.h"
 #include "ownership.h"
 #include "ratelimit.h"
+#include "events.h"
 #include "log.h"
 #include "slot.h"
 #include "util.h"
@@ -92,11 +93,25 @@ static bool socket_queue(const Listener *l, unsigned *len, unsigned *max) {
         return listen_queue(l->fd, len, max);
 }
 
-static double uptime_of(const SlotSnapshot *w) {
+/* "12.3s", "4m05s", "3h07m", "12d04h": at most 7 columns. */
+static void uptime_text(double since, char *buf, size_t size) {
         struct timespec ts;
+        double up;
+        unsigned long s;
 
         clock_gettime(CLOCK_REALTIME, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9 - w->since;
+        up = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9 - since;
+        if (up < 0)
+                up = 0;
+        s = (unsigned long) up;
+        if (up < 60)
+                snprintf(buf, size, "%.1fs", up);
+        else if (s < 3600)
+                snprintf(buf, size, "%lum%02lus", s / 60, s % 60);
+        else if (s < 86400)
+                snprintf(buf, size, "%luh%02lum", s / 3600, s % 3600 / 60);
+        else
+                snprintf(buf, size, "%lud%02luh", s / 86400, s % 86400 / 3600);
 }
 
 static void last_exit_text(const SlotSnapshot *slot, char *buf, size_t size) {
@@ -106,6 +121,33 @@ static void last_exit_text(const SlotSnapshot *slot, char *buf, size_t size) {
                 snprintf(buf, size, "status %d", slot->last_status);
         else
                 snprintf(buf, size, "SIG%s", sigabbrev_np(slot->last_status) ?: "?");
+}
+
+/* At most `width` characters of s (UTF-8 counted by code points), control characters as
+ * '?', and "…" where it was cut. */
+static void fit(const char *s, size_t width, char *buf, size_t size) {
+        const unsigned char *p = (const unsigned char *) (s ?: "");
+        size_t cols = 0, n = 0;
+
+        for (; *p && n + 4 < size; p++) {
+                bool start = (*p & 0xc0) != 0x80;
+
+                if (start && cols == width - 1) {
+                        /* One column left: the rest, if it is one character, else "…". */
+                        const unsigned char *q = p + 1;
+                        while (*q && (*q & 0xc0) == 0x80)
+                                q++;
+                        if (*q) {
+                                memcpy(buf + n, "\xe2\x80\xa6", 3);
+                                n += 3;
+                                break;
+                        }
+                }
+                if (start)
+                        cols++;
+                buf[n++] = *p < 0x20 || *p == 0x7f ? '?' : (char) *p;
+        }
+        buf[n] = '\0';
 }
 
 static void json_pid(FILE *f, pid_t pid) {
@@ -171,47 +213,75 @@ static void status_json(FILE *f, const StatusSnapshot *st) {
         fputs("]}\n", f);
 }
 
-static void status_table(FILE *f, const StatusSnapshot *st) {
-        char addr[ADDRESS_FORMAT_MAX], last[32];
-        unsigned qlen, qmax;
+/* The table fits 80 columns: the slot columns take 52, STATUS= the other 28, cut with "…". */
+#define STATUS_COLUMNS 28
 
-        fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s%s",
-                st->name, (int) getpid(), st->ready, st->workers, st->restarts,
-                st->crash_loop ? ", every worker crash-looping" : "",
-                st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "");
-        if (escapes_stopped())
-                fprintf(f, ", %u escaped processes stopped", escapes_stopped());
-        fputs("\n\n", f);
-        fprintf(f, "%-5s %-8s %-9s %-6s %-10s %-9s %-12s %s\n",
-                "SLOT", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT", "STATUS");
+static void status_table_slots(FILE *f, const StatusSnapshot *st) {
+        fprintf(f, "%-5s %-7s %-9s %-7s %-8s %-10s %s\n", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS",
+                "LAST EXIT", "STATUS");
         for (size_t i = 0; i < st->n_slots; i++) {
                 const SlotSnapshot *slot = &st->slots[i];
-                char pid[16] = "-", up[24] = "-";
+                char pid[16] = "-", up[24] = "-", last[32], status[STATUS_COLUMNS * 4 + 4];
 
                 if (slot->pid) {
                         snprintf(pid, sizeof pid, "%d", (int) slot->pid);
-                        snprintf(up, sizeof up, "%.1fs", uptime_of(slot));
+                        uptime_text(slot->since, up, sizeof up);
                 }
-                char status[ESCAPE_CONTROL_MAX(256)] = "";
+                char escaped[ESCAPE_CONTROL_MAX(256)] = "";
 
                 last_exit_text(slot, last, sizeof last);
                 /* A worker's text, for a terminal: no escape sequence gets through. */
                 if (slot->status)
-                        (void) escape_control(slot->status, strlen(slot->status), status, sizeof status,
+                        (void) escape_control(slot->status, strlen(slot->status), escaped, sizeof escaped,
                                               ESCAPE_BACKSLASH);
-                fprintf(f, "%-5u %-8s %-9s %-6s %-10s %-9u %-12s %s\n", slot->slot, pid, slot->state,
-                        slot->ready ? "yes" : "no", up, slot->restarts, last, status);
+                fit(escaped, STATUS_COLUMNS, status, sizeof status);
+                fprintf(f, "%-5u %-7s %-9s %-7s %-8u %-10s %s\n", slot->slot, pid, slot->state, up, slot->restarts,
+                        last, status);
         }
-        fprintf(f, "\n%-32s %-12s %-10s %-4s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
+}
+
+/* "bindonce NAME (pid N): 2/2 workers ready, 0 restarts" and what is going on (crash
+ * loop, reload, stop): on one line when it fits 80 columns, else on a second one; a name
+ * too long for the line is cut. */
+static void status_head(FILE *f, const StatusSnapshot *st) {
+        char head[512], flags[160], escaped[64] = "", line[80 * 4 + 4];
+
+        if (escapes_stopped())
+                snprintf(escaped, sizeof escaped, ", %u escaped processes stopped", escapes_stopped());
+        snprintf(flags, sizeof flags, "%s%s%s%s", st->crash_loop ? ", every worker crash-looping" : "",
+                 st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "", escaped);
+        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts%s", st->name,
+                 (int) getpid(), st->ready, st->workers, st->restarts, flags);
+        if (strlen(head) <= 80) {
+                fprintf(f, "%s\n", head);
+                return;
+        }
+        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts", st->name,
+                 (int) getpid(), st->ready, st->workers, st->restarts);
+        fit(head, 80, line, sizeof line);
+        fprintf(f, "%s\n", line);
+        if (*flags)
+                fprintf(f, "%s\n", flags + 2);
+}
+
+static void status_table(FILE *f, const StatusSnapshot *st) {
+        char addr[ADDRESS_FORMAT_MAX];
+        unsigned qlen, qmax;
+
+        fputs("OK\n", f);
+        status_head(f, st);
+        fputc('\n', f);
+        status_table_slots(f, st);
+        fprintf(f, "\n%-38s %-16s %-9s %-3s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");
         for (size_t i = 0; i < st->n_listeners; i++) {
                 const Listener *l = &st->listeners[i];
-                char queue[32] = "-";
+                char queue[32] = "-", a[38 * 4 + 4], name[16 * 4 + 4];
 
                 if (socket_queue(l, &qlen, &qmax))
                         snprintf(queue, sizeof queue, "%u/%u", qlen, qmax);
-                fprintf(f, "%-32s %-12s %-10s %-4zu %s\n",
-                        l->address.size ? address_format(&l->address, addr) : "?", l->name,
-                        socket_type_name(l->address.type), 3 + i, queue);
+                fit(l->address.size ? address_format(&l->address, addr) : "?", 38, a, sizeof a);
+                fit(l->name, 16, name, sizeof name);
+                fprintf(f, "%-38s %-16s %-9s %-3zu %s\n", a, name, socket_type_name(l->address.type), 3 + i, queue);
         }
 }
 
@@ -345,14 +415,37 @@ int control_request_parse(const char *line, size_t len, unsigned workers, Contro
                 req.command = CONTROL_STOP;
                 if (argc != 1)
                         return fail(err, size, "ERROR usage: stop\n");
+        } else if (strcmp(cmd, "events") == 0) {
+                req.command = CONTROL_EVENTS;
+                req.json = argc == 2 && strcmp(argv[1], "--json") == 0;
+                if (argc > 2 || (argc == 2 && !req.json))
+                        return fail(err, size, "ERROR usage: events [--json]\n");
         } else
                 return fail(err, size, "ERROR unknown command '%.64s'; commands: status [--json], reload, "
-                            "restart SLOT|all, scale N, signal SIG [SLOT|all], stop\n", cmd);
+                            "restart SLOT|all, scale N, signal SIG [SLOT|all], stop, events [--json]\n", cmd);
         *ret = req;
         return 0;
 }
 
 static void client_reload_done(void *userdata, const char *error);
+static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+/* `events`: the connection goes to the supervisor's followers (one io source per fd: this
+ * one goes first). Returns NULL when handed over (client_handle() then frees the rest). */
+static char *client_follow(ControlServer *server, ControlClient *c, bool json) {
+        int r;
+
+        c->io = sd_event_source_disable_unref(c->io);
+        r = server->ops->follow(server->userdata, c->fd, json);
+        if (r >= 0) {
+                c->fd = -1;
+                return NULL;
+        }
+        if (sd_event_add_io(server->event, &c->io, c->fd, EPOLLIN | EPOLLRDHUP, on_client_io, c) < 0)
+                return NULL;    /* fd still ours: client_handle() closes it */
+        return r == -EBUSY ? reply("ERROR cannot follow: %d followers already; try again later\n", FOLLOWERS_MAX)
+                           : reply("ERROR cannot follow: %s\n", strerror(-r));
+}
 
 /* Why the supervisor refused a command, for an ERROR reply. */
 static const char *refusal(int r) {
@@ -404,6 +497,8 @@ static char *control_execute(ControlServer *server, ControlClient *client, const
         case CONTROL_STOP:
                 ops->stop(ud);
                 return reply("OK\n");
+        case CONTROL_EVENTS:
+                return client_follow(server, client, req.json);
         }
         return reply("ERROR unknown command\n");
 }
@@ -508,6 +603,11 @@ static void client_handle(ControlClient *c, size_t len) {
         c->handling = true;
         text = control_execute(c->server, c, c->in, len);
         c->handling = false;
+        if (!c->io) {
+                /* `events`: the fd was handed over (or could not be watched again). */
+                client_free(c);
+                return;
+        }
         if (!text && !c->waiting)
                 text = TAKE_PTR(c->pending);
 

@@ -31,11 +31,12 @@ typedef enum ControlCommand {
         CONTROL_SCALE,
         CONTROL_SIGNAL,
         CONTROL_STOP,
+        CONTROL_EVENTS,
 } ControlCommand;
 
 typedef struct ControlRequest {
         ControlCommand command;
-        bool json;                      /* status --json */
+        bool json;                      /* status --json, events --json */
         int slot;                       /* restart, signal: -1 for all */
         unsigned n;                     /* scale */
         int sig;                        /* signal */

@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "ctl.h"
 #include "escape.h"
+#include "events.h"
 #include "log.h"
 #include "util.h"
 
@@ -42,6 +43,8 @@ static void ctl_help(void) {
                "  scale N                  Run N workers\n"
                "  signal SIG [SLOT|all]    Send SIG to the workers' process groups\n"
                "  stop                     Stop bindonce and its workers\n"
+               "  events [--json]          Follow the workers' lives, one line per event, until\n"
+               "                           bindonce stops (or drops a follower too slow to read)\n"
                "\n"
                "Options:\n"
                "  --timeout SEC            Give up waiting for the answer after SEC seconds; 0: never\n"
@@ -133,6 +136,111 @@ static int connect_to(const char *path) {
         return fd;
 }
 
+/* Copies what came to stdout and keeps the last whole line in `last`. */
+static int events_out(const char *data, size_t len, char *line, size_t *line_len, char *last) {
+        for (size_t i = 0; i < len; i++) {
+                if (data[i] == '\n') {
+                        line[*line_len] = '\0';
+                        memcpy(last, line, *line_len + 1);
+                        *line_len = 0;
+                } else if (*line_len < EVENT_LINE_MAX)
+                        line[(*line_len)++] = data[i];
+        }
+        if (len > 0 && (fwrite(data, 1, len, stdout) != len || fflush(stdout) != 0))
+                return -EPIPE;          /* stdout closed: nobody reads us any more */
+        return 0;
+}
+
+/* `events`, after "OK\n": every line as it comes (`pending` is what came with the "OK\n"),
+ * until bindonce closes the connection. Exits 1 when bindonce dropped us for reading too
+ * slowly: its last line says so. */
+static int follow_events(int fd, const char *path, const char *pending, size_t len) {
+        char buf[16384], line[EVENT_LINE_MAX + 1] = "", last[EVENT_LINE_MAX + 1] = "";
+        size_t line_len = 0;
+
+        if (events_out(pending, len, line, &line_len, last) < 0)
+                return CTL_FAILED;
+        for (;;) {
+                ssize_t n = read(fd, buf, sizeof buf);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno != ECONNRESET)
+                        log_usage("ctl: cannot read events from %s: %m", path);
+                if (n <= 0)
+                        break;
+                if (events_out(buf, (size_t) n, line, &line_len, last) < 0)
+                        return CTL_FAILED;
+        }
+        if (strstr(last, " dropped: ") || strstr(last, "\"event\":\"dropped\"")) {
+                fprintf(stderr, "bindonce ctl: bindonce dropped this follower: it read too slowly\n");
+                return CTL_FAILED;
+        }
+        return CTL_OK;
+}
+
+/* The whole answer, to EOF; for `events` (follow), the lines as they come once it is OK. */
+/* The answer: "OK\n" and the body, or "ERROR ...\n". `follow` (ctl events): from "OK" on,
+ * events until bindonce closes, with no timeout. */
+static int read_answer(int fd, const char *path, bool follow, bool json, long timeout) {
+        _cleanup_free_ char *answer = NULL;
+        size_t len = 0, size = 0;
+
+        for (;;) {
+                if (size - len < 4096) {
+                        char *a = realloc(answer, size + 65536);
+                        if (!a) {
+                                log_usage("ctl: out of memory reading the answer from %s", path);
+                                return EXIT_OSERR;
+                        }
+                        answer = a;
+                        size += 65536;
+                }
+                if (len >= ANSWER_MAX) {
+                        log_usage("ctl: the answer from %s is longer than %d MiB: not bindonce's", path,
+                                  ANSWER_MAX / (1024 * 1024));
+                        return CTL_NO_ANSWER;
+                }
+                ssize_t n = read(fd, answer + len, size - len - 1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                                log_usage("ctl: no answer from %s within %ld s; bindonce may be busy or hung "
+                                          "(see --timeout)", path, timeout);
+                                return CTL_NO_ANSWER;
+                        }
+                        if (errno == ECONNRESET && len > 0)
+                                break;
+                        log_usage("ctl: cannot read the answer from %s: %m", path);
+                        return CTL_NO_ANSWER;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+                if (follow && len >= 3 && strncmp(answer, "OK\n", 3) == 0) {
+                        struct timeval none = {};
+
+                        /* Events come when they come: no timeout from here on. */
+                        (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+                        return follow_events(fd, path, answer + 3, len - 3);
+                }
+        }
+        answer[len] = '\0';
+
+        if (strncmp(answer, "OK\n", 3) == 0) {
+                ctl_print(answer + 3, len - 3, json);
+                return CTL_OK;
+        }
+        if (strncmp(answer, "ERROR ", 6) == 0) {
+                fprintf(stderr, "bindonce ctl: %s", answer + 6);
+                if (len == 0 || answer[len - 1] != '\n')
+                        fputc('\n', stderr);
+                return strstr(answer, "permission denied") ? EXIT_NOPERM : CTL_FAILED;
+        }
+        log_usage("ctl: %s closed the connection without an answer", path);
+        return CTL_NO_ANSWER;
+}
+
 int ctl_main(int argc, char *argv[]) {
         static const struct option options[] = {
                 { "name",    required_argument, NULL, 'n' },
@@ -144,8 +252,7 @@ int ctl_main(int argc, char *argv[]) {
         };
         const char *name = NULL, *control = NULL;
         char path[256], dir[256], request[CONTROL_REQUEST_MAX + 2];
-        _cleanup_free_ char *answer = NULL;
-        size_t len = 0, size = 0, request_len = 0;
+        size_t request_len = 0;
         bool json = false;
         _cleanup_close_ int fd = -1;
         long timeout = -1;
@@ -255,57 +362,10 @@ int ctl_main(int argc, char *argv[]) {
                 return CTL_NO_ANSWER;
         }
         (void) shutdown(fd, SHUT_WR);
+        bool as_json = json;
 
-        for (;;) {
-                if (size - len < 4096) {
-                        char *a = realloc(answer, size + 65536);
-                        if (!a) {
-                                log_usage("ctl: out of memory reading the answer from %s", path);
-                                return EXIT_OSERR;
-                        }
-                        answer = a;
-                        size += 65536;
-                }
-                if (len >= ANSWER_MAX) {
-                        log_usage("ctl: the answer from %s is longer than %d MiB: not bindonce's", path,
-                                  ANSWER_MAX / (1024 * 1024));
-                        return CTL_NO_ANSWER;
-                }
-                ssize_t n = read(fd, answer + len, size - len - 1);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                                log_usage("ctl: no answer from %s within %ld s; bindonce may be busy or hung "
-                                          "(see --timeout)", path, timeout);
-                                return CTL_NO_ANSWER;
-                        }
-                        if (errno == ECONNRESET && len > 0)
-                                break;
-                        log_usage("ctl: cannot read the answer from %s: %m", path);
-                        return CTL_NO_ANSWER;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-        }
-        answer[len] = '\0';
-
-        if (strncmp(answer, "OK\n", 3) == 0) {
-                bool as_json = json;
-
-                /* "status --json" as words of the command asks for JSON too. */
-                for (int i = optind; i < argc; i++)
-                        as_json = as_json || strcmp(argv[i], "--json") == 0;
-                ctl_print(answer + 3, len - 3, as_json);
-                return CTL_OK;
-        }
-        if (strncmp(answer, "ERROR ", 6) == 0) {
-                fprintf(stderr, "bindonce ctl: %s", answer + 6);
-                if (len == 0 || answer[len - 1] != '\n')
-                        fputc('\n', stderr);
-                return strstr(answer, "permission denied") ? EXIT_NOPERM : CTL_FAILED;
-        }
-        log_usage("ctl: %s closed the connection without an answer", path);
-        return CTL_NO_ANSWER;
+        /* "status --json" as words of the command asks for JSON too. */
+        for (int i = optind; i < argc; i++)
+                as_json = as_json || strcmp(argv[i], "--json") == 0;
+        return read_answer(fd, path, strcmp(argv[optind], "events") == 0, as_json, timeout);
 }

@@ -175,6 +175,8 @@ static void slot_backoff(Supervisor *sup, Slot *slot) {
 
         log_info("worker %u restarting in %llu ms (%u early exits in a row)",
                  slot->index, (unsigned long long) (delay / USEC_PER_MSEC), slot->counts.failures);
+        events_emit(sup->events, &(Event) { .kind = EVENT_BACKOFF, .slot = (int) slot->index, .delay = delay,
+                                            .n = slot->counts.failures });
         r = sd_event_add_time_relative(sup->event, &slot->timer, CLOCK_MONOTONIC, delay, USEC_PER_MSEC,
                                        on_backoff_timer, slot);
         if (r < 0) {
@@ -188,8 +190,11 @@ static void slot_backoff(Supervisor *sup, Slot *slot) {
 
 static void log_started(const Supervisor *sup, const Slot *slot, const Worker *w, int child_errno, int stage) {
         errno = child_errno;
-        if (child_errno == 0)
+        if (child_errno == 0) {
                 log_info("worker %u started, pid %d%s", slot->index, (int) w->pid, w->candidate ? " (reload)" : "");
+                events_emit(sup->events, &(Event) { .kind = EVENT_STARTED, .slot = (int) slot->index, .pid = w->pid,
+                                                    .generation = w->gen->id, .n = w->candidate });
+        }
         else if (stage == SPAWN_STAGE_EXEC)
                 log_error_errno(child_errno, "worker %u: cannot execute '%s': %m", slot->index, sup->config.argv[0]);
         else
@@ -405,6 +410,9 @@ static void action_take_over(Supervisor *sup, Slot *slot) {
         slot->worker->candidate = false;
         worker_retire(sup, old);
         sup->roll.replaced++;
+        events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .step = "replaced", .slot = (int) slot->index,
+                                            .pid = slot->worker->pid, .generation = slot->worker->gen->id,
+                                            .n = sup->roll.replaced, .m = sup->target });
         slot_set_state(slot, SLOT_RUNNING);
 }
 
@@ -433,6 +441,7 @@ static void action_ready(Supervisor *sup, Slot *slot) {
         worker_mark_ready(w);
         if (sup->config.ready == READY_NOTIFY)
                 log_info("worker %u (pid %d) is ready", w->index, (int) w->pid);
+        events_emit(sup->events, &(Event) { .kind = EVENT_READY, .slot = (int) w->index, .pid = w->pid });
         slot_set_state(slot, SLOT_RUNNING);
 }
 
@@ -523,6 +532,9 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         if (!is_failing_candidate(sup, w))
                 log_death(w, si, (w->stopping && !w->failed) || w->exec_failed ||
                                          (si->si_code == CLD_EXITED && si->si_status == 0));
+        events_emit(sup->events, &(Event) { .kind = EVENT_EXITED, .slot = (int) w->index, .pid = w->pid,
+                                            .code = si->si_code, .status = si->si_status,
+                                            .text = !slot ? "retired worker" : slot->next == w ? "new worker" : "worker" });
         /* Whatever is left of its process group would keep serving our sockets behind our
          * back. The pid is still a zombie of ours here, so the group id cannot be reused. */
         (void) kill(-w->pid, SIGKILL);

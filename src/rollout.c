@@ -13,6 +13,9 @@ extern char **environ;
 void roll_finish(Supervisor *sup, const char *error) {
         Roll *roll = &sup->roll;
 
+        events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .slot = -1, .step = error ? "failed" : "complete",
+                                            .generation = error ? sup->good->id : roll->target->id,
+                                            .n = roll->replaced, .m = sup->target, .text = error });
         if (error)
                 log_error("reload failed: %s", error);
         else {
@@ -69,6 +72,8 @@ void roll_fail(Supervisor *sup, const char *reason) {
                 return;
         }
         log_warning("reload: %s; rolling back to generation %u", reason, sup->good->id);
+        events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .slot = -1, .step = "rollback", .generation = sup->good->id,
+                                            .n = roll->replaced, .m = sup->target, .text = reason });
         free(roll->error);
         roll->error = strdup(reason);
         roll->rolling_back = true;
@@ -114,6 +119,9 @@ void roll_drive(Supervisor *sup) {
                 if (slot->worker && slot->worker->candidate && slot->worker->proven) {
                         slot->worker->candidate = false;
                         roll->replaced++;
+                        events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .step = "replaced", .slot = (int) i,
+                                                            .pid = slot->worker->pid, .generation = slot->worker->gen->id,
+                                                            .n = roll->replaced, .m = n });
                 }
         }
         views = calloc(n ? n : 1, sizeof *views);
@@ -181,6 +189,8 @@ int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
         roll->target = gen;
         log_info("reload: rolling %u workers to generation %u (max surge %u, max unavailable %u)",
                  sup->target, gen->id, sup->config.max_surge, sup->config.max_unavailable);
+        events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .slot = -1, .step = "start", .generation = gen->id,
+                                            .m = sup->target });
         if (sup->notify)
                 (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
         supervisor_wake(sup);

@@ -56,6 +56,8 @@ typedef struct ControlOps {
         int (*restart)(void *userdata, int slot);              /* -1: all */
         int (*signal)(void *userdata, int sig, int slot);      /* -1: all */
         void (*stop)(void *userdata);
+        /* The client on fd follows the events from now on (it takes fd), or -EBUSY. */
+        int (*follow)(void *userdata, int fd, bool json);
 } ControlOps;
 
 void status_snapshot_done(StatusSnapshot *s);

@@ -14,6 +14,7 @@
 #include <signal.h>
 
 #include "control.h"
+#include "events.h"
 #include "notify.h"
 #include "roll.h"
 #include "supervisor.h"
@@ -51,6 +52,7 @@ struct Supervisor {
         usec_t crash_loop_logged;
         NotifyServer *notify_server;
         ControlServer *control;
+        Events *events;                 /* `ctl events` followers */
         sd_event_source *orphan_kill;   /* stopping: SIGKILL to orphans left after SIGTERM */
         int orphan_signal;              /* 0, then SIGTERM, then SIGKILL after --stop-timeout */
         pid_t dispatching;              /* the worker whose exit sd-event is dispatching */

@@ -272,6 +272,7 @@ static void supervisor_stop(Supervisor *sup, int exit_code) {
         sup->stopping = true;
         sup->exit_code = exit_code;
         log_info("stopping %u workers", live_workers(sup));
+        events_emit(sup->events, &(Event) { .kind = EVENT_STOPPING, .slot = -1 });
         if (sup->roll.active)
                 roll_finish(sup, "bindonce is stopping");
         notify_systemd(sup, "STOPPING=1");
@@ -320,6 +321,7 @@ static int supervisor_scale(Supervisor *sup, unsigned n) {
                 return r;
         sup->target = n;
         log_info("scaling from %u to %u workers", old, n);
+        events_emit(sup->events, &(Event) { .kind = EVENT_SCALE, .slot = -1, .n = old, .m = n });
         supervisor_steer(sup);
         /* Surplus slots stop gracefully, the highest first; those coming back before their
          * drain ended keep their worker; new slots start (one still stopping from an earlier
@@ -463,6 +465,10 @@ static void op_stop(void *userdata) {
         supervisor_stop(userdata, EXIT_SUCCESS);
 }
 
+static int op_follow(void *userdata, int fd, bool json) {
+        return events_follow(((Supervisor *) userdata)->events, fd, json);
+}
+
 static const ControlOps control_ops = {
         .snapshot = op_snapshot,
         .workers = op_workers,
@@ -473,6 +479,7 @@ static const ControlOps control_ops = {
         .restart = op_restart,
         .signal = op_signal,
         .stop = op_stop,
+        .follow = op_follow,
 };
 
 /* READY=1 of a slot's worker is a slot event; of a replacement, the start of its proof. */
@@ -485,6 +492,7 @@ static void worker_ready(Supervisor *sup, Worker *w) {
         }
         worker_mark_ready(w);
         log_info("worker %u (pid %d) is ready", w->index, (int) w->pid);
+        events_emit(sup->events, &(Event) { .kind = EVENT_READY, .slot = (int) w->index, .pid = w->pid });
         supervisor_wake(sup);
 }
 
@@ -513,6 +521,8 @@ static void on_notify_message(void *userdata, pid_t sender, const NotifyMessage 
                 worker_watchdog_ping(w);
         if (m->watchdog_trigger && !w->stopping) {
                 log_warning("worker %u (pid %d) triggered its watchdog", w->index, (int) w->pid);
+                events_emit(sup->events, &(Event) { .kind = EVENT_WATCHDOG, .slot = (int) w->index, .pid = w->pid,
+                                                    .text = "WATCHDOG=trigger, sending SIGABRT" });
                 worker_watchdog_trigger(w);
         }
 }
@@ -675,6 +685,9 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 
         r = setup_events(sup);
         if (r >= 0)
+                r = events_new(&sup->events, sup->event);
+        sup->rules.events = sup->events;
+        if (r >= 0)
                 r = notify_server_new(&sup->notify_server, sup->event, is_worker_sender, on_notify_message, sup);
         if (r >= 0)
                 r = setup_spawn(sup);
@@ -718,6 +731,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         devloop_free(sup->devloop);
         control_server_free(sup->control);
+        events_free(sup->events);
         notify_server_free(sup->notify_server);
         stall_free(sup->stall);
         escapes_free();

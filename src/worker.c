@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "worker.h"
+#include "events.h"
 
 usec_t now_usec(void) {
         struct timespec ts;
@@ -113,6 +114,8 @@ static int on_watchdog_timer(sd_event_source *s, uint64_t usec, void *userdata) 
 
         log_warning("worker %u (pid %d) missed its watchdog deadline (%.1f s): sending SIGABRT",
                     w->index, (int) w->pid, (double) w->rules->watchdog / USEC_PER_SEC);
+        events_emit(w->rules->events, &(Event) { .kind = EVENT_WATCHDOG, .slot = (int) w->index, .pid = w->pid,
+                                                 .text = "missed its deadline, sending SIGABRT" });
         worker_watchdog_trigger(w);
         return 0;
 }

@@ -22,6 +22,7 @@ typedef struct WorkerRules {
         usec_t watchdog;                /* 0: off */
         usec_t min_ready;               /* a roll's replacement proves itself this long */
         int stop_signal;                /* --stop-signal */
+        struct Events *events;          /* not owned: `ctl events` (the watchdog) */
 } WorkerRules;
 
 /* One process we started. While it is a slot's `worker` (or its `next`) it belongs to the

@@ -198,8 +198,9 @@ def with_bc(request):
 
 def test_completion_offers_the_ctl_commands(with_bc):
     assert sorted(complete("bindonce ctl ", with_bash_completion=with_bc)) == \
-        ["reload", "restart", "scale", "signal", "status", "stop"]
+        ["events", "reload", "restart", "scale", "signal", "status", "stop"]
     assert complete("bindonce ctl --json re", with_bash_completion=with_bc) == ["reload", "restart"]
+    assert complete("bindonce ctl events --", with_bash_completion=with_bc) == ["--json"]
     assert complete("bindonce ctl st", with_bash_completion=with_bc) == ["status", "stop"]
 
 
