@@ -14,7 +14,47 @@ static int children_fd = -1;
 static pid_t *inherited;
 static size_t n_inherited;
 
+#define SWEEP_INTERVAL_USEC (100 * USEC_PER_MSEC)
+
+static sd_event_source *sweep_timer;
+static usec_t sweep_last;
+static OrphansSweepFn sweep_fn;
+static void *sweep_userdata;
+
+static int on_sweep_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &sweep_last);
+        sweep_fn(sweep_userdata);
+        return 0;
+}
+
+void orphans_sweep_throttled(sd_event *e, OrphansSweepFn sweep, void *userdata) {
+        int enabled = SD_EVENT_OFF;
+        usec_t now;
+
+        sweep_fn = sweep;
+        sweep_userdata = userdata;
+        if (sweep_timer && sd_event_source_get_enabled(sweep_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF)
+                return;         /* a sweep is due anyway */
+        if (sd_event_now(e, CLOCK_MONOTONIC, &now) < 0 || now - sweep_last >= SWEEP_INTERVAL_USEC) {
+                sweep_last = now;
+                sweep(userdata);
+                return;
+        }
+        if (!sweep_timer) {
+                if (sd_event_add_time(e, &sweep_timer, CLOCK_MONOTONIC, sweep_last + SWEEP_INTERVAL_USEC,
+                                      10 * USEC_PER_MSEC, on_sweep_timer, NULL) < 0) {
+                        sweep(userdata);        /* no timer: sweep now rather than leave zombies */
+                        return;
+                }
+                (void) sd_event_source_set_enabled(sweep_timer, SD_EVENT_ONESHOT);
+                return;
+        }
+        (void) sd_event_source_set_time(sweep_timer, sweep_last + SWEEP_INTERVAL_USEC);
+        (void) sd_event_source_set_enabled(sweep_timer, SD_EVENT_ONESHOT);
+}
+
 void children_list_close(void) {
+        sweep_timer = sd_event_source_disable_unref(sweep_timer);
         closep(&children_fd);
         children_fd = -1;
         free(inherited);

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <systemd/sd-event.h>
 
 /* bindonce is a subreaper (and may be PID 1 of a pid namespace): what a worker leaves
  * behind after it escaped its process group (setsid, a daemonizing helper) becomes our
@@ -21,3 +22,9 @@ void children_list_close(void);
  * first spawn): never signalled, not waited for at exit. Forgotten once reaped. */
 bool orphans_inherited(pid_t pid);
 void orphans_inherited_forget(pid_t pid);
+
+/* A storm of SIGCHLDs (thousands of escapes ending) must not cost a sweep of every child
+ * per signal: at most one sweep per 100 ms; the SIGCHLDs in between get one more at its
+ * end, so no zombie waits longer than that. sweep(userdata) does the work. */
+typedef void (*OrphansSweepFn)(void *userdata);
+void orphans_sweep_throttled(sd_event *e, OrphansSweepFn sweep, void *userdata);

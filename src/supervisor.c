@@ -212,10 +212,15 @@ static int on_orphan_kill(sd_event_source *s, uint64_t usec, void *userdata) {
         supervisor_maybe_exit(sup);
         return 0;
 }
+
+static void orphans_reap(void *userdata) {
+        (void) orphans_sweep(userdata, 0);
+}
+
 static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Supervisor *sup = userdata;
 
-        (void) orphans_sweep(sup, 0);
+        orphans_sweep_throttled(sup->event, orphans_reap, sup);   /* O(children): not per SIGCHLD */
         if (sup->stopping || sup->orphan_signal)
                 supervisor_maybe_exit(sup);
         return 0;
