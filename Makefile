@@ -101,7 +101,9 @@ demo: deps
 	$(MAKE) $(BUILD)/bindonce $(BUILD)/httpd
 	docs/examples/demo.sh $(BUILD)/bindonce $(BUILD)/httpd
 
-# Benchmarks: medians and ratios, written to docs/PERFORMANCE.md; never a pass/fail test.
+# Benchmarks: medians and ratios, written to docs/PERFORMANCE.md, and the pictures beside
+# it (docs/*.svg, drawn with matplotlib); never a pass/fail test.
+bench: DEPS += python3-matplotlib
 bench: deps all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
@@ -113,27 +115,57 @@ soak: all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	$(PYTHON) tests/bench/soak.py $(if $(SOAK_MINUTES),--minutes $(SOAK_MINUTES))
 
+# bash-completion loads completions/bindonce from every share/ of XDG_DATA_DIRS, which
+# holds /usr/local/share and /usr/share by default.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 install: $(BUILD)/bindonce $(BUILD)/httpd
 	install -D -m 0755 $(BUILD)/bindonce $(DESTDIR)$(BINDIR)/bindonce
 	install -D -m 0755 $(BUILD)/httpd $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
 	install -D -m 0644 docs/bindonce.1 $(DESTDIR)$(MANDIR)/man1/bindonce.1
-	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -D -m 0644 completion/bindonce.bash $(DESTDIR)$(BASHCOMPDIR)/bindonce
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
 	for u in $(UNITS); do \
 		sed -e 's|/usr/local/bin/bindonce|$(BINDIR)/bindonce|g' \
 		    -e 's|/usr/local/lib/bindonce|$(LIBDIR)/bindonce|g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 	done
-	install -m 0644 units/bindonce-instance.conf.example README.md docs/GUIDE.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md docs/GUIDE.md $(DESTDIR)$(DOCDIR)/
+	# The example worker's source beside the instance configuration that runs it, whose
+	# BINDONCE_COMMAND names the worker where this install puts it.
+	install -m 0644 docs/examples/httpd.c $(DESTDIR)$(DOCDIR)/examples/
+	sed -e 's|/usr/local/lib/bindonce|$(LIBDIR)/bindonce|g' units/bindonce-instance.conf.example \
+		> $(DESTDIR)$(DOCDIR)/examples/bindonce-instance.conf.example
+	chmod 0644 $(DESTDIR)$(DOCDIR)/examples/bindonce-instance.conf.example
 	# The instance `bindonce@example` runs; an operator's own copy is never overwritten.
 	test -e $(DESTDIR)$(SYSCONFDIR)/bindonce/example.conf || \
-		install -D -m 0644 units/bindonce-instance.conf.example $(DESTDIR)$(SYSCONFDIR)/bindonce/example.conf
+		install -D -m 0644 $(DESTDIR)$(DOCDIR)/examples/bindonce-instance.conf.example \
+			$(DESTDIR)$(SYSCONFDIR)/bindonce/example.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/bindonce $(DESTDIR)$(MANDIR)/man1/bindonce.1
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/bindonce
 	rm -f $(DESTDIR)$(LIBDIR)/bindonce/example-httpd
 	-rmdir $(DESTDIR)$(LIBDIR)/bindonce 2>/dev/null
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
 	rm -rf $(DESTDIR)$(DOCDIR)
+
+# The Debian package (debian/, debhelper): build/deb/bindonce_$(VERSION)_$(DEB_ARCH).deb.
+# dpkg-buildpackage writes beside the source directory, so it builds a copy of this tree
+# (without build outputs or .git) in $(DEB_DIR), and the results land there too.
+DEB_DIR  ?= $(CURDIR)/build/deb
+DEB_ARCH  = $(shell dpkg --print-architecture 2>/dev/null)
+deb: DEPS += dpkg-dev debhelper
+deb: deps
+	@v=$$(dpkg-parsechangelog -l debian/changelog -S Version); test "$$v" = "$(VERSION)" || \
+		{ echo "debian/changelog is at $$v but the Makefile's VERSION is $(VERSION): add an entry (dch -v $(VERSION))"; exit 1; }
+	rm -rf $(DEB_DIR)/bindonce-$(VERSION) $(DEB_DIR)/bindonce_$(VERSION)_* $(DEB_DIR)/bindonce-dbgsym_$(VERSION)_*
+	mkdir -p $(DEB_DIR)/bindonce-$(VERSION)
+	tar -c --exclude=./build --exclude=./build-asan --exclude=./.git --exclude=./.cache \
+		--exclude=__pycache__ --exclude=./debian/bindonce --exclude=./debian/.debhelper . | \
+		tar -x -C $(DEB_DIR)/bindonce-$(VERSION)
+	cd $(DEB_DIR)/bindonce-$(VERSION) && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS dpkg-buildpackage -us -uc -b
+	rm -rf $(DEB_DIR)/bindonce-$(VERSION)
+	@echo "Built $(DEB_DIR)/bindonce_$(VERSION)_$(DEB_ARCH).deb"
 
 # The man page, linted as CI does.
 lint-man:
@@ -143,4 +175,4 @@ lint-man:
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps check unit-tests unit integration demo bench soak install uninstall lint-man systemd-check clean
+.PHONY: all deps check unit-tests unit integration demo bench soak install uninstall deb lint-man systemd-check clean

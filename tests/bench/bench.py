@@ -5,11 +5,14 @@ and writes docs/PERFORMANCE.md. Medians over repeated runs; never pass/fail.
     make bench                          # everything, about 5 minutes on 2 cores
     make bench BENCH_ARGS="--rows 2,3"  # some rows only (the file says which were run)
     make bench BENCH_ARGS="--quick"     # shorter runs, fewer samples: to try changes out
+    make bench BENCH_ARGS="--plots-only" # only the pictures (docs/*.svg), from short runs of
+                                        # rows 2, 3a and 6; PERFORMANCE.md is left alone
 
 Environment (set by make): BINDONCE, TESTWORKER, EXAMPLE_HTTPD. Loopback only. Every
 process started here is ended here, by its pid; every load loop is bounded in count and time.
 Needs: gcc, wrk; for the alternatives supervisor, gunicorn, systemd (systemd-socket-activate);
-a missing one makes its column n/a.
+a missing one makes its column n/a. The pictures (tests/bench/plots.py) need python3-matplotlib;
+without it they are left out and the report says so.
 """
 import argparse
 import datetime
@@ -229,6 +232,8 @@ class Bench:
         self.cells = {}         # (row, column) -> text
         self.details = {}       # row -> list of text lines
         self.summary = []       # computed sentences for the top of PERFORMANCE.md
+        self.plots = {}         # what the pictures are drawn from: "chaos", "restart", "reload"
+        self.pictures = []      # [(file name in docs/, what it shows)] written by this run
         self.seq = 0
 
     def record(self, label, argv, env=None):
@@ -782,6 +787,9 @@ def row_restart(bench):
     floors = {e["key"][1]: e["samples"] for e in plan if "floor" in e}
     for e in plan:
         row, k = e["key"]
+        bench.plots.setdefault("restart", {}).setdefault(row, {})[k] = [r["latency_us"] for r in e["samples"]]
+    for e in plan:
+        row, k = e["key"]
         if row == "floor":
             continue
         col = "bindonce" if k.startswith("bindonce") else k
@@ -899,12 +907,23 @@ def count_files(d):
     return acc, comp, per_pid
 
 
-def kill_run(bench, server, every_ms, seconds, conc=8):
+def kill_run(bench, server, every_ms, seconds, conc=8, trace=None):
     args = ["load", "--port", server.port, "--concurrency", conc, "--duration-ms", seconds * 1000,
             "--timeout-ms", 5000, "--kill-every-ms", every_ms, "--kill-children-of",
             ",".join(str(p) for p in server.parents())]
     bench.record("row3 load", [bench.tools["loadclient"]] + [str(a) for a in args[:-1]] + ["PARENT_PIDS"])
+    if trace:
+        args += ["--trace", trace]
     return loadclient(bench, *args, timeout=seconds + 60)
+
+
+def chaos_trace(bench, row, column, every_ms, seconds):
+    """Row 3a's runs keep every attempt and kill for the timeline picture (--trace)."""
+    if row != "3a":
+        return None
+    path = bench.path("trace-3a-%s.txt" % column)
+    bench.plots.setdefault("chaos", {})[column] = {"trace": path, "every_ms": every_ms, "seconds": seconds}
+    return path
 
 
 def row_kills(bench):
@@ -913,7 +932,8 @@ def row_kills(bench):
     print("row 3: SIGKILL one of 4 workers every 100 ms / 20 ms for %d s, connection-per-request load" % seconds,
           flush=True)
     bench.row3_cpu = []
-    for row, every in (("3a", 100), ("3b", 20)):
+    # --plots-only: the 100 ms run alone, which the timeline shows.
+    for row, every in (("3a", 100),) if bench.args.plots_only else (("3a", 100), ("3b", 20)):
         # bindonce with testworker: what the killed workers had accepted is known exactly.
         twdir = bench.path("tw-%d" % every)
         os.makedirs(twdir)
@@ -924,7 +944,7 @@ def row_kills(bench):
             time.sleep(1.2)     # every first run stable, as in production
             st0 = s.status()
             c0 = cpu_ns(s.pid)
-            res = kill_run(bench, s, every, seconds)
+            res = kill_run(bench, s, every, seconds, trace=chaos_trace(bench, row, "bindonce", every, seconds))
             c1 = cpu_ns(s.pid)
             time.sleep(0.3)
             st1 = s.status()
@@ -951,6 +971,9 @@ def row_kills(bench):
                               fmt_ms(res["latency_us"]["max"]), others, (c1 - c0) / 1e6,
                               (c1 - c0) / 1e3 / max(1, restarts)))
         bench.row3_cpu.append(((c1 - c0) / max(1, restarts), restarts))
+        if row == "3a":
+            bench.plots["chaos"]["bindonce"]["note"] = ", all accepted by the killed workers: losses %d" % losses \
+                if fails and not losses else "; losses %d" % losses if fails else ""
         line = ("SIGKILL of one of 4 workers every %d ms: refused %d, losses %d (failures beyond what the killed "
                 "workers had accepted); %s ok/s, %.2f workers alive on average at a kill tick" % (
                     every, res["classes"]["refused"], losses, fmt_int(res["rate"]), res["alive_at_kills"]))
@@ -970,7 +993,8 @@ def row_kills(bench):
             bench.record("row3 %s" % a.label, a.argv)
             try:
                 start_all([a])
-                res = kill_run(bench, a, every, alt_seconds)
+                res = kill_run(bench, a, every, alt_seconds,
+                               trace=chaos_trace(bench, row, a.column, every, alt_seconds))
             finally:
                 a.stop()
             fails = failures_of(res)
@@ -1139,6 +1163,56 @@ def row_scale(bench):
 
 # ---- row 6: rolling restart -----------------------------------------------------------------
 
+class WorkerSampler:
+    """For the rolling-restart picture: how many children bindonce has (alive) and how many
+    slots `status --json` calls ready, asked on the control socket directly (a `bindonce ctl`
+    process each time would load the 2 CPUs more than bindonce). Every 2 ms while `fast` is
+    set (around a reload, which takes tens of ms), every 20 ms otherwise."""
+
+    def __init__(self, server, period=0.02, fast_period=0.002):
+        self.server, self.period, self.fast_period = server, period, fast_period
+        self.samples = []       # (monotonic s, alive, ready)
+        self.done = threading.Event()
+        self.fast = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.done.set()
+        if self.thread.ident is not None:
+            self.thread.join(10)
+
+    def ready(self):
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(1.0)
+            c.connect(self.server.control)
+            c.sendall(b"status --json\n")
+            c.shutdown(socket.SHUT_WR)
+            data = b""
+            while len(data) < 1 << 20:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        text = data.decode(errors="replace")
+        return json.loads(text[3:])["ready"] if text.startswith("OK\n") else None
+
+    def run(self):
+        tick = now()
+        while not self.done.is_set():
+            t = now()
+            try:
+                ready = self.ready()
+            except (OSError, ValueError, KeyError):
+                ready = None
+            if ready is not None:
+                self.samples.append((t, len(children(self.server.pid)), ready))
+            tick = max(tick + (self.fast_period if self.fast.is_set() else self.period), now())
+            self.done.wait(max(0.0, tick - now()))
+
+
 def row_reload(bench):
     q = bench.args.quick
     reloads = 2 if q else 3
@@ -1149,6 +1223,9 @@ def row_reload(bench):
     bench.record("row6 bindonce", s.argv, env={"TW_DIR": "DIR"})
     bench.record("row6 reload", [BINDONCE, "ctl", "--control", "PATH", "reload"])
     walls = []
+    # The picture: every request (--trace), workers alive and ready, the reloads' times.
+    picture = {"trace": bench.path("trace-6-bindonce.txt"), "reloads": [], "workers": 16}
+    sampler = WorkerSampler(s)
     try:
         start_all([s])
         time.sleep(1.2)
@@ -1156,18 +1233,27 @@ def row_reload(bench):
         total_ms = 1500 * (reloads + 1)
         t = threading.Thread(target=lambda: res_box.update(loadclient(
             bench, "load", "--port", s.port, "--concurrency", 8, "--duration-ms", total_ms, "--timeout-ms", 5000,
-            timeout=60)))
+            "--trace", picture["trace"], timeout=60)))
+        sampler.start()
         t.start()
         for _ in range(reloads):
-            time.sleep(1.0)
+            time.sleep(0.95)
+            sampler.fast.set()
+            time.sleep(0.05)
             t0 = now()
             r = s.ctl("reload")
             walls.append(now() - t0)
+            picture["reloads"].append((t0, now()))
+            time.sleep(0.1)
+            sampler.fast.clear()
             if r.returncode != 0:
                 bench.notes.append("row 6: ctl reload failed: %s" % r.stderr.strip())
         t.join(90)
     finally:
+        sampler.stop()
         s.stop()
+    picture["samples"] = sampler.samples
+    bench.plots["reload"] = picture
     res = res_box
     acc, comp, _ = count_files(twdir)
     logged = [int(x) for x in re.findall(r"reload complete: \d+ workers replaced in (\d+) ms", s.log_text())]
@@ -1489,6 +1575,11 @@ def write_report(bench, info, rows_run, started, load0, load1, elapsed):
     w("## Results\n")
     w(table(bench))
     w("")
+    if bench.pictures:
+        w("## Pictures (from this run)\n")
+        for name, _ in bench.pictures:
+            w("![%s](%s)\n" % (PICTURE_TEXT.get(name, name).split(":")[0], name))
+            w(PICTURE_TEXT.get(name, "") + "\n")
     w("Columns: **bindonce** `-l 127.0.0.1:PORT -w N -- build/httpd` (rows 3 and 6: build/testworker, "
       "which counts what it accepted and completed); **httpd binds itself**: `httpd --bind 127.0.0.1:PORT "
       "--reuse-port`, N processes with their own SO_REUSEPORT sockets; **naive shell loop**: `while :; do "
@@ -1579,7 +1670,8 @@ METHOD = """\
 6. **Rolling restart.** `bindonce -w 16 -- testworker`; `bindonce ctl reload` timed by its wall
    clock, 3 times, under the load of row 3 without kills. gunicorn: SIGHUP, timed until 16 new
    worker pids; supervisord: `supervisorctl restart httpd:*` (it stops all, then starts);
-   2 times each.
+   2 times each. For the picture, a thread asks bindonce for `status --json` on its control
+   socket every 10 ms and counts its children, and the load client keeps every request.
 8. **--balance.** 4 httpd workers under `loadclient load` with 16 in flight; the answers name
    the pid, so the spread over workers is exact. Scale-down: `ctl scale 2` under load with
    testworker (graceful: SIGTERM, the in-hand request finishes), so every failed connection is
@@ -1591,6 +1683,47 @@ METHOD = """\
 """
 
 
+# ---- pictures ------------------------------------------------------------------------------------
+
+PICTURE_TEXT = {
+    "chaos-timeline.svg": "Row 3a, one run per peer: every connection attempt is a mark at its start "
+                          "time and the time it took (green ok, red refused, orange failed), every SIGKILL "
+                          "a grey line. A failure is a connection the killed worker had accepted or, for "
+                          "the naive loops (a SO_REUSEPORT socket each), one still queued on its socket; "
+                          "with one socket shared by all workers, nothing queued is lost.",
+    "restart-latency.svg": "Row 2, every sample: from SIGKILL to the first answer of the replacement, "
+                           "per peer, against the floor of the same kill, reap and exec with nothing else.",
+    "rolling-restart.svg": "Row 6, bindonce: its children (new, old and exiting workers) and its ready slots, "
+                           "sampled every 2 ms around each reload, and the requests answered per 10 ms while "
+                           "`ctl reload` replaces the 16 workers one by one (shaded).",
+}
+
+
+def draw_pictures(bench, info):
+    """The SVGs of this run's rows 2, 3a and 6 into --plots-dir (tests/bench/plots.py)."""
+    if not any(bench.plots.get(k) for k in ("chaos", "restart", "reload")):
+        return
+    try:
+        import plots
+    except ImportError as e:
+        bench.notes.append("pictures not drawn: %s (apt-get install python3-matplotlib)" % e)
+        print("    pictures not drawn: %s" % e, flush=True)
+        return
+    run = "%s, %s%s" % ("bench.py --plots-only" if bench.args.plots_only else "make bench", info["date"][:10],
+                        ", short runs" if bench.args.quick else "")
+    os.makedirs(bench.args.plots_dir, exist_ok=True)
+    # What they are drawn from, kept with --keep: `plots.py $TMP/plots.json` draws them again.
+    with open(bench.path("plots.json"), "w") as f:
+        json.dump({"plots": bench.plots, "titles": COLUMN_TITLES, "run": run}, f)
+    try:
+        bench.pictures = plots.write_all(bench.plots, COLUMN_TITLES, bench.args.plots_dir, run)
+    except Exception as e:      # a picture is never worth the report: say so and go on
+        bench.notes.append("pictures not drawn: %r" % e)
+        print("    pictures not drawn: %r" % e, flush=True)
+    for name, what in bench.pictures:
+        print("    picture: %s (%s)" % (os.path.join(bench.args.plots_dir, name), what), flush=True)
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def main():
@@ -1599,14 +1732,20 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short runs, few samples (for trying changes)")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/PERFORMANCE.md alone")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
+    ap.add_argument("--plots-only", action="store_true",
+                    help="only the pictures: short runs of rows 2, 3a and 6; PERFORMANCE.md is left alone")
+    ap.add_argument("--no-plots", action="store_true", help="no pictures (docs/*.svg are left alone)")
+    ap.add_argument("--plots-dir", default=os.path.join(REPO, "docs"), help="where the SVGs go (default: docs/)")
     args = ap.parse_args()
+    if args.plots_only:
+        args.rows, args.quick, args.no_write = "2,3,6", True, True
 
     for exe in (BINDONCE, TESTWORKER, HTTPD):
         if not have(exe):
             sys.exit("bench.py: %s is missing; run 'make all' first" % exe)
-    if not shutil.which("wrk"):
-        sys.exit("bench.py: wrk is missing (apt-get install wrk)")
     rows = {"1", "2", "3", "5", "6", "8"} if args.rows == "all" else set(args.rows.split(","))
+    if "1" in rows and not shutil.which("wrk"):
+        sys.exit("bench.py: wrk is missing (apt-get install wrk)")
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -1628,6 +1767,8 @@ def main():
                 fn(bench)
                 bench.timings.append("row %s%s: %.0f s" % (key, " (and 4)" if key == "2" else "", now() - t0))
                 print("    (%s)" % bench.timings[-1], flush=True)
+        if not args.no_plots:
+            draw_pictures(bench, info)
     finally:
         for p in bench.procs:
             if p.poll() is None:

@@ -12,11 +12,17 @@
  *
  *   loadclient load --port P [--concurrency C] [--duration-ms D] [--max-requests N]
  *                   [--timeout-ms T] [--kill-every-ms K --kill-children-of PID[,PID...]]
+ *                   [--trace FILE]
  *       C connections in flight (epoll, non-blocking), each a fresh connection that
  *       sends "GET / HTTP/1.0" and reads to EOF. Stops starting new ones after D ms or N
  *       attempts, then waits for those in flight (each bounded by T ms). With --kill-every-ms
  *       it SIGKILLs one child, chosen at random, of the given pids every K ms, and lists the
  *       pids it killed, so that the caller can add up what those workers had accepted.
+ *       --trace FILE writes every attempt and every kill there once the run is over (kept in
+ *       memory meanwhile, so that tracing costs the run nothing but the memory), one a line:
+ *         T0 <CLOCK_MONOTONIC µs at the start>
+ *         A <start µs> <end µs> <class>      (µs since the start)
+ *         K <µs> <pid>
  *
  *   loadclient restart --port P --kill PID [--hold N] [--timeout-ms T]
  *       Restart latency: opens N idle connections first (one is accepted by each of the N
@@ -213,8 +219,46 @@ static int64_t t_begin;
 static char bad_sample[200];
 static size_t bad_sample_len;
 
+/* --trace: every attempt (start, end, class) and every kill (time, pid), µs since t_begin. */
+struct trace_event { int64_t start, end; long what; };   /* what: class, or -pid for a kill */
+static const char *trace_path;
+static struct trace_event *trace;
+static size_t n_trace, cap_trace;
+
+static void trace_add(int64_t start, int64_t end, long what) {
+        if (!trace_path)
+                return;
+        if (n_trace == cap_trace) {
+                cap_trace = cap_trace ? cap_trace * 2 : 65536;
+                trace = realloc(trace, cap_trace * sizeof *trace);
+                if (!trace)
+                        die("out of memory");
+        }
+        trace[n_trace++] = (struct trace_event) { start - t_begin, end - t_begin, what };
+}
+
+static void trace_write(void) {
+        FILE *f;
+
+        if (!trace_path)
+                return;
+        f = fopen(trace_path, "we");
+        if (!f)
+                die("cannot write the --trace file");
+        fprintf(f, "T0 %lld\n", (long long) t_begin);
+        for (size_t i = 0; i < n_trace; i++)
+                if (trace[i].what < 0)
+                        fprintf(f, "K %lld %ld\n", (long long) trace[i].start, -trace[i].what);
+                else
+                        fprintf(f, "A %lld %lld %s\n", (long long) trace[i].start, (long long) trace[i].end,
+                                cls_name[trace[i].what]);
+        if (fclose(f) != 0)
+                die("cannot write the --trace file");
+}
+
 static void finish(struct conn *c, enum cls k, long pid) {
         counts[k]++;
+        trace_add(c->started, now_us(), k);
         if (k == C_OK) {
                 pid_count(pid);
                 if (n_lat == cap_lat) {
@@ -384,6 +428,7 @@ static void kill_one(void) {
                         die("out of memory");
         }
         killed[n_killed++] = victim;
+        trace_add(now_us(), 0, -victim);
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -465,6 +510,7 @@ static int run_load(int concurrency, long duration_ms, long max_requests, long k
         }
         int64_t elapsed = now_us() - t_begin;
 
+        trace_write();
         qsort(lat, n_lat, sizeof *lat, cmp_u32);
         printf("{\"attempts\": %ld, \"elapsed_s\": %.3f, \"rate\": %.1f, \"classes\": {",
                attempts, elapsed / 1e6, counts[C_OK] / (elapsed / 1e6));
@@ -758,6 +804,8 @@ int main(int argc, char **argv) {
                         samples = (int) num(v, 1, 10000, o);
                 else if (!strcmp(o, "--hold"))
                         holds = (int) num(v, 0, MAX_CONCURRENCY, o);
+                else if (!strcmp(o, "--trace"))
+                        trace_path = v;
                 else {
                         fprintf(stderr, "loadclient: unknown option %s\n", o);
                         return 64;
