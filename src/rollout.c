@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "supervisor-internal.h"
+
+extern char **environ;
+
+void roll_finish(Supervisor *sup, const char *error) {
+        Roll *roll = &sup->roll;
+
+        if (error)
+                log_error("reload failed: %s", error);
+        else {
+                log_info("reload complete: %u workers replaced in %llu ms", roll->replaced,
+                         (unsigned long long) ((now_usec() - roll->started) / USEC_PER_MSEC));
+                /* The new generation is what slots start by themselves from now on. */
+                generation_unref(sup->good);
+                sup->good = generation_ref(roll->target);
+        }
+        roll_end(roll, error);
+        /* The end of a reload, for systemd; not while stopping, nor before the first READY=1. */
+        if (sup->ready_sent && !sup->stopping)
+                notify_systemd(sup, "READY=1");
+        supervisor_wake(sup);
+}
+
+/* Drops the roll's replacements that did not prove themselves: those next to a worker
+ * are stopped; one in the place of a stopped worker makes way for a worker of `back`
+ * (NULL: it stays, no longer a candidate). */
+static void roll_drop_candidates(Supervisor *sup, Generation *back) {
+        for (unsigned i = 0; i < sup->n_slots; i++) {
+                Slot *slot = sup->slots[i];
+                Worker *w = slot->worker;
+
+                if (slot->next)
+                        slot_dispatch(sup, slot, SLOT_EV_DROP_NEXT, NULL);
+                if (!w || !w->candidate || w->proven)
+                        continue;
+                if (back && slot_wanted(sup, slot)) {
+                        Cause c = { .gen = back };
+                        slot_dispatch(sup, slot, SLOT_EV_REPLACE_IN_PLACE, &c);
+                } else
+                        w->candidate = false;
+        }
+}
+
+/* A replacement failed before it proved itself: no further old worker is retired, the
+ * failed new ones go, and the slots already handed to the new generation get the last
+ * good one back, by the same roll in reverse. The waiting clients hear the reason once
+ * that is done. A failure while rolling back ends it there: the restart contract takes
+ * over. */
+void roll_fail(Supervisor *sup, const char *reason) {
+        Roll *roll = &sup->roll;
+        char *error;
+
+        if (!roll->active)
+                return;
+        if (roll->rolling_back) {
+                if (asprintf(&error, "%s; rolling back to generation %u failed too: %s",
+                             roll->error ? roll->error : "?", sup->good->id, reason) < 0)
+                        error = NULL;
+                roll_finish(sup, error ? error : reason);
+                free(error);
+                return;
+        }
+        log_warning("reload: %s; rolling back to generation %u", reason, sup->good->id);
+        free(roll->error);
+        roll->error = strdup(reason);
+        roll->rolling_back = true;
+        generation_unref(roll->target);
+        roll->target = generation_ref(sup->good);
+        roll_drop_candidates(sup, sup->good);
+        supervisor_wake(sup);
+}
+
+static void roll_move(Supervisor *sup, Slot *slot, RollMove move) {
+        Cause c = { .gen = sup->roll.target, .candidate = true };
+
+        switch (move) {
+        case ROLL_SURGE:
+                slot_dispatch(sup, slot, SLOT_EV_REPLACE, &c);
+                break;
+        case ROLL_IN_PLACE:
+                slot_dispatch(sup, slot, SLOT_EV_REPLACE_IN_PLACE, &c);
+                break;
+        case ROLL_START:
+                slot_dispatch(sup, slot, SLOT_EV_START, &c);
+                break;
+        case ROLL_KEEP:
+                break;
+        }
+}
+
+/* A follow-up: takes the proven replacements, then starts as many new ones as --max-surge
+ * and --max-unavailable allow, and ends the roll when nothing is left to replace. */
+void roll_drive(Supervisor *sup) {
+        Roll *roll = &sup->roll;
+        unsigned n = sup->target;
+        _cleanup_free_ RollView *views = NULL;
+        _cleanup_free_ RollMove *moves = NULL;
+
+        if (!roll->active || sup->stopping)
+                return;
+        for (unsigned i = 0; i < n; i++) {
+                Slot *slot = sup->slots[i];
+
+                if (slot->next && slot->next->proven)
+                        slot_dispatch(sup, slot, SLOT_EV_NEXT_PROVEN, NULL);
+                if (slot->worker && slot->worker->candidate && slot->worker->proven) {
+                        slot->worker->candidate = false;
+                        roll->replaced++;
+                }
+        }
+        views = calloc(n ? n : 1, sizeof *views);
+        moves = calloc(n ? n : 1, sizeof *moves);
+        if (!views || !moves) {
+                roll_fail(sup, "out of memory");
+                return;
+        }
+        for (unsigned i = 0; i < n; i++) {
+                const Slot *slot = sup->slots[i];
+                const Worker *w = slot->worker;
+
+                views[i] = (RollView) {
+                        .state = slot->state,
+                        .current = w && w->gen == roll->target,
+                        .unproven = w && w->candidate,
+                        .has_next = slot->next != NULL,
+                };
+        }
+        if (roll_plan(views, n, sup->config.max_surge, sup->config.max_unavailable, moves)) {
+                roll_finish(sup, roll->error);
+                return;
+        }
+        for (unsigned i = 0; i < n && roll->active; i++)
+                roll_move(sup, sup->slots[i], moves[i]);
+}
+
+int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
+        Roll *roll = &sup->roll;
+        GenerationTemplate t = {
+                .spawn = &sup->spawn,
+                .base_env = environ,
+                .setenv = sup->config.setenv,
+                .n_setenv = sup->config.n_setenv,
+                .fdnames = sup->fdnames,
+                .notify_socket = notify_server_address(sup->notify_server),
+                .watchdog_usec = sup->config.watchdog,
+        };
+        Generation *gen;
+        int r;
+
+        if (sup->stopping)
+                return -ESHUTDOWN;
+        r = generation_new(&gen, sup->last_generation + 1, &t);
+        if (r < 0)
+                return r;
+        if (waiter && roll_add_waiter(roll, waiter) < 0) {
+                generation_unref(gen);
+                return -ENOMEM;
+        }
+        sup->last_generation++;
+        if (roll->active) {
+                /* Start over: what the last request started may already be outdated. */
+                log_info("reload requested during a reload: starting over");
+                roll_drop_candidates(sup, NULL);
+                generation_unref(roll->target);
+                free(roll->error);
+                roll->error = NULL;
+                roll->rolling_back = false;
+        } else {
+                roll->active = true;
+                roll->started = now_usec();
+                roll->replaced = 0;
+        }
+        roll->target = gen;
+        log_info("reload: rolling %u workers to generation %u (max surge %u, max unavailable %u)",
+                 sup->target, gen->id, sup->config.max_surge, sup->config.max_unavailable);
+        if (sup->notify)
+                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
+        supervisor_wake(sup);
+        return 0;
+}
+
