@@ -34,6 +34,7 @@ static void ctl_help(void) {
                "  scale N                  Run N workers\n"
                "  signal SIG [SLOT|all]    Send SIG to the workers' process groups\n"
                "  stop                     Stop bindonce and its workers\n"
+               "  upgrade [--exe PATH]     Execute a new bindonce in place; waits for the outcome\n"
                "\n"
                "Without --name or --control, the only bindonce in the default directory answers.\n");
 }
@@ -137,6 +138,18 @@ int ctl_main(int argc, char *argv[]) {
         if (optind >= argc) {
                 log_usage("ctl: no command; see 'bindonce ctl --help'");
                 return EXIT_USAGE;
+        }
+
+        /* upgrade --exe PATH: relative to ctl's directory, not bindonce's. */
+        _cleanup_free_ char *exe = NULL;
+        if (argc - optind == 3 && strcmp(argv[optind], "upgrade") == 0 && strcmp(argv[optind + 1], "--exe") == 0 &&
+            argv[optind + 2][0] != '/') {
+                exe = realpath(argv[optind + 2], NULL);
+                if (!exe) {
+                        log_usage("ctl upgrade --exe '%s': %m", argv[optind + 2]);
+                        return EXIT_USAGE;
+                }
+                argv[optind + 2] = exe;
         }
 
         /* One line: the words joined by spaces. */

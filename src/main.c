@@ -17,6 +17,7 @@
 #include "log.h"
 #include "supervisor.h"
 #include "units.h"
+#include "upgrade.h"
 #include "util.h"
 
 #ifndef BINDONCE_VERSION
@@ -614,6 +615,7 @@ static void log_adopted(const Listener *l, size_t n) {
 static int run(int argc, char *argv[]) {
         Listener *listeners = NULL, *requested = NULL;
         size_t n_listeners;
+        int n_upgraded;
         bool bound_here = false;
         Supervisor *sup = NULL;
         sigset_t mask;
@@ -628,6 +630,7 @@ static int run(int argc, char *argv[]) {
         sigaddset(&mask, SIGHUP);
         sigaddset(&mask, SIGTTIN);
         sigaddset(&mask, SIGTTOU);
+        sigaddset(&mask, SIGUSR2);
         sigprocmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
@@ -636,9 +639,19 @@ static int run(int argc, char *argv[]) {
                 return EXIT_OSERR;
         log_setup();
 
+        /* NEW --upgrade-check OPTIONS: the bindonce about to execute this binary asks. */
+        if (argc >= 2 && strcmp(argv[1], "--upgrade-check") == 0) {
+                argv[1] = argv[0];
+                return upgrade_check_report(parse_argv(argc - 1, argv + 1));
+        }
+        /* An upgrade in place: the previous bindonce's state, before anything else. */
+        (void) upgrade_incoming_open();
+
         r = parse_argv(argc, argv);
-        if (r <= 0)
+        if (r <= 0) {
+                upgrade_incoming_abort("it refuses the command line");
                 return r < 0 ? (r == -ENOMEM ? EXIT_OSERR : EXIT_USAGE) : EXIT_SUCCESS;
+        }
 
         /* Every -l is checked, even when systemd passes the sockets: a typo shows at once. */
         r = parse_listeners(&requested);
@@ -651,7 +664,8 @@ static int run(int argc, char *argv[]) {
                 return r;
         }
 
-        r = activation_adopt(&listeners);
+        n_upgraded = upgrade_take_listeners(&listeners);
+        r = n_upgraded != 0 ? n_upgraded : activation_adopt(&listeners);
         if (r < 0) {
                 free_listeners(requested, arg_n_listen);
                 return r == -EBADMSG ? EXIT_CONFIG : EXIT_OSERR;
@@ -659,7 +673,8 @@ static int run(int argc, char *argv[]) {
         if (r > 0) {
                 n_listeners = (size_t) r;
                 free_listeners(requested, arg_n_listen);
-                log_adopted(listeners, n_listeners);
+                if (n_upgraded == 0)
+                        log_adopted(listeners, n_listeners);
         } else {
                 if (arg_n_listen == 0) {
                         free_listeners(requested, arg_n_listen);
@@ -701,6 +716,7 @@ static int run(int argc, char *argv[]) {
                 .balance = arg_balance,
                 .backlog = arg_backlog,
         };
+        upgrade_apply_config(&config);
         r = supervisor_new(&sup, &config, listeners, n_listeners);
         if (r < 0) {
                 close_listeners(listeners, n_listeners);
@@ -732,6 +748,7 @@ int main(int argc, char *argv[]) {
                 signal(SIGPIPE, SIG_IGN);
                 return ctl_main(argc - 1, argv + 1);
         }
+        upgrade_init(argv);
         r = run(argc, argv);
 
         free_args();

@@ -54,6 +54,10 @@ typedef struct ControlOps {
         int (*restart)(void *userdata, int slot);              /* -1: all */
         int (*signal)(void *userdata, int sig, int slot);      /* -1: all */
         void (*stop)(void *userdata);
+        /* Upgrade in place to exe (NULL: the path bindonce runs from). The waiter hears a
+         * failure; success is answered by the new bindonce, on client_fd, which crosses the
+         * exec. -EBUSY while a reload runs, -EALREADY while an upgrade is being checked. */
+        int (*upgrade)(void *userdata, const char *exe, const ReloadWaiter *waiter, int client_fd);
 } ControlOps;
 
 void status_snapshot_done(StatusSnapshot *s);

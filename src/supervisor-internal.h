@@ -57,6 +57,7 @@ struct Supervisor {
         /* What the slots ask of the layers above, done by the next follow-up: */
         char *roll_failure;             /* the first replacement that failed its roll */
         int stop_request;               /* an exit status: give up (69), or an OS error (71) */
+        struct Upgrade *upgrade;        /* an upgrade in place being checked (upgrade.c) */
 };
 
 /* Why a slot event happens, for the actions that need to know. */
@@ -89,3 +90,9 @@ int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter);
 void roll_drive(Supervisor *sup);
 void roll_fail(Supervisor *sup, const char *reason);
 void roll_finish(Supervisor *sup, const char *error);
+
+/* pool.c, for an upgrade in place (upgrade_state.c): the sources of what the previous
+ * bindonce had armed. */
+WorkerExitHandler pool_worker_exit_handler(void);
+int pool_arm_backoff(Slot *slot, usec_t at);
+int pool_arm_drain(Slot *slot);

@@ -13,6 +13,7 @@
 #include "orphans.h"
 #include "sdnotify.h"
 #include "supervisor-internal.h"
+#include "upgrade.h"
 
 extern char **environ;
 
@@ -143,7 +144,7 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 siginfo_t si = {};
 
                 /* The worker whose exit is being dispatched is sd-event's to reap. */
-                if (pids[i] == sup->dispatching || find_worker(sup, pids[i], false))
+                if (pids[i] == sup->dispatching || find_worker(sup, pids[i], false) || upgrade_owns_pid(sup, pids[i]))
                         continue;
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
                         continue;       /* no longer our child: not ours to signal */
@@ -233,6 +234,7 @@ static void supervisor_stop(Supervisor *sup, int exit_code) {
         log_info("stopping %u workers", live_workers(sup));
         if (sup->roll.active)
                 roll_finish(sup, "bindonce is stopping");
+        upgrade_cancel(sup, "bindonce is stopping");
         notify_systemd(sup, "STOPPING=1");
 
         for (unsigned i = 0; i < sup->n_slots; i++)
@@ -398,6 +400,7 @@ static int op_reload(void *userdata, const ReloadWaiter *waiter) {
 
 static void op_forget_waiter(void *userdata, void *client) {
         roll_forget_waiter(&((Supervisor *) userdata)->roll, client);
+        upgrade_forget_waiter(userdata, client);
 }
 
 static int op_scale(void *userdata, unsigned n) {
@@ -416,6 +419,10 @@ static void op_stop(void *userdata) {
         supervisor_stop(userdata, EXIT_SUCCESS);
 }
 
+static int op_upgrade(void *userdata, const char *exe, const ReloadWaiter *waiter, int client_fd) {
+        return upgrade_start(userdata, exe, waiter, client_fd);
+}
+
 static const ControlOps control_ops = {
         .snapshot = op_snapshot,
         .workers = op_workers,
@@ -425,6 +432,7 @@ static const ControlOps control_ops = {
         .restart = op_restart,
         .signal = op_signal,
         .stop = op_stop,
+        .upgrade = op_upgrade,
 };
 
 /* READY=1 of a slot's worker is a slot event; of a replacement, the start of its proof. */
@@ -479,6 +487,10 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 if (sup->target > 1)
                         (void) supervisor_scale(sup, sup->target - 1);
                 break;
+        case SIGUSR2:
+                log_info("SIGUSR2: upgrade in place");
+                (void) upgrade_start(sup, NULL, NULL, -1);
+                break;
         default:
                 log_info("SIG%s received", signal_name((int) si->ssi_signo));
                 supervisor_stop(sup, EXIT_SUCCESS);
@@ -501,7 +513,7 @@ static char *join_names(const Listener *l, size_t n) {
 }
 
 static int setup_events(Supervisor *sup) {
-        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU };
+        static const int signals[] = { SIGTERM, SIGINT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2 };
         int r;
 
         r = sd_event_default(&sup->event);
@@ -602,20 +614,29 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 
         r = setup_events(sup);
         if (r >= 0)
-                r = notify_server_new(&sup->notify_server, sup->event, on_notify_message, sup);
+                r = config->resume ? notify_server_adopt(&sup->notify_server, sup->event, config->resume->notify_fd,
+                                                         config->resume->notify_address, on_notify_message, sup)
+                                   : notify_server_new(&sup->notify_server, sup->event, on_notify_message, sup);
         if (r >= 0)
                 r = setup_spawn(sup);
         if (r >= 0)
-                r = scale_add_slots(sup, config->n_workers);
+                r = config->resume ? upgrade_restore(sup, config->resume) : scale_add_slots(sup, config->n_workers);
         if (r < 0) {
+                /* Nothing that came across an upgrade's exec may be closed: it goes back. */
+                upgrade_incoming_abort("cannot set up the supervisor: %s", strerror(-r));
                 supervisor_free(sup);
                 return log_error_errno(r, "Cannot set up the supervisor: %m");
         }
         sup->target = config->n_workers;
         setup_balance(sup);
 
-        r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
+        if (config->resume && config->resume->control.fd >= 0) {
+                Listener l = config->resume->control;
+                r = control_server_adopt(&sup->control, sup->event, &l, &control_ops, sup);
+        } else
+                r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
         if (r < 0) {
+                upgrade_incoming_abort("cannot set up the control socket: %s", strerror(-r));
                 supervisor_free(sup);
                 return r; /* logged */
         }
@@ -626,8 +647,10 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        for (unsigned i = 0; i < sup->target; i++)
+        /* After an upgrade in place, the slots are as the previous bindonce left them. */
+        for (unsigned i = 0; !sup->config.resume && i < sup->target; i++)
                 slot_dispatch(sup, sup->slots[i], SLOT_EV_START, NULL);
+        upgrade_resumed(sup);
 
         r = sd_event_loop(sup->event);
         if (r < 0) {
@@ -642,6 +665,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         if (!sup)
                 return NULL;
 
+        upgrade_free(sup->upgrade);
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
         children_list_close();

@@ -32,6 +32,7 @@ typedef struct SupervisorConfig {
         const char *control_path;       /* NULL: the default, "": none */
         Balance balance;
         int backlog;                    /* for the sockets of new slots */
+        const struct UpgradeState *resume; /* an upgrade in place: what the previous bindonce left */
 } SupervisorConfig;
 
 /* Takes the listeners (already open). Returns -errno, logged. */
