@@ -1,0 +1,249 @@
+"""Issue 11: bindonce upgrades itself in place (bindonce(1) UPGRADE IN PLACE).
+
+`ctl upgrade` (or SIGUSR2) checks the new binary with --upgrade-check, then executes it in
+the same process: same pid, same workers, the sockets held throughout, nothing refused. A
+binary that fails the check never takes over; one that cannot read the state hands it back
+to the old binary.
+
+bindonce runs from a copy of the build in the test's directory, so that the test can
+replace that file (as `make install` does) and see /proc/PID/exe follow.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import conftest
+from conftest import TESTWORKER, proc_stat, wait_until, zombie_children
+from loadclient import LoadClient, request_once
+
+UPGRADES = 20
+
+
+@pytest.fixture
+def binary(tmp_path, monkeypatch):
+    """bindonce as a file of its own, which the `supervisor` fixture then starts."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    path = d / "bindonce"
+    shutil.copy2(conftest.BINDONCE, path)
+    monkeypatch.setattr(conftest, "BINDONCE", str(path))
+    return path
+
+
+def replace_file(path, source):
+    """As `make install` does: a new file at the path, the running one unlinked."""
+    tmp = path.with_name(path.name + ".new")
+    shutil.copy2(source, tmp)
+    os.rename(tmp, path)
+
+
+def script(path, text, mode=0o755):
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def ctl(sup, *args, timeout=30):
+    return subprocess.run([conftest.BINDONCE, "ctl", "--control", str(sup.control_path), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def status(sup):
+    r = ctl(sup, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def workers_of(st):
+    """{slot: (pid, since, restarts)} of the wanted slots."""
+    return {s["slot"]: (s["pid"], s["since"], s["restarts"]) for s in st["slots"][:st["workers"]]}
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def start(supervisor, port, workers=4, args=()):
+    sup = supervisor().start(["-w", str(workers), "-l", f"127.0.0.1:{port}", *args],
+                             [TESTWORKER, "--delay-ms", "2"], wait_workers=workers)
+    sup.wait_live_workers(workers)
+    wait_until(lambda: status(sup)["ready"] == workers, 10, f"{workers} workers ready")
+    return sup
+
+
+def assert_serving(port):
+    cls, ident, detail = request_once(("127.0.0.1", port))
+    assert cls == "ok", f"{cls}: {detail}"
+
+
+def test_upgrade_under_load_changes_nothing_but_the_binary(supervisor, binary):
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port)
+    before = workers_of(status(sup))
+    fds = fd_count(sup.pid)
+    load = LoadClient(("127.0.0.1", port), threads=4, duration=90).start()
+    try:
+        wait_until(lambda: load.oks() >= 50, 10, "the load to get going")
+        for i in range(UPGRADES):
+            replace_file(binary, conftest.REPO / "build" / "bindonce" if i % 2 else binary.with_name("bindonce"))
+            r = ctl(sup, "upgrade")
+            assert r.returncode == 0, f"upgrade {i + 1}: {r.stderr}\n{sup.log()}"
+            assert r.stdout == f"upgraded to 0.1 (pid {sup.pid})\n"
+            assert sup.running()
+            # The answered ctl client lingers until it has read its EOF: then the count is back.
+            wait_until(lambda: fd_count(sup.pid) == fds, 5,
+                       lambda: f"bindonce's fds back to {fds} after upgrade {i + 1}: {os.listdir(f'/proc/{sup.pid}/fd')}")
+        oks_during = load.oks()
+    finally:
+        res = load.stop()
+    assert res.counts["client_error"] == 0, res.summary()
+    assert res.counts["refused"] == 0 and res.attempts == res.ok, res.summary()
+    assert oks_during > 50, res.summary()
+    after = status(sup)
+    assert workers_of(after) == before, "the same workers, uptimes and restart counts"
+    assert after["pid"] == sup.pid
+    assert os.readlink(f"/proc/{sup.pid}/exe") == str(binary), "the new file, not a deleted one"
+    assert sup.log().count("upgraded in place") == UPGRADES
+    assert zombie_children(sup.pid) == []
+
+
+def test_sigusr2_upgrades_in_place(supervisor, binary):
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=2)
+    before = workers_of(status(sup))
+    replace_file(binary, conftest.BINDONCE)
+    sup.send_signal(signal.SIGUSR2)
+    sup.wait_log("upgraded in place")
+    assert workers_of(status(sup)) == before
+    assert os.readlink(f"/proc/{sup.pid}/exe") == str(binary)
+    assert_serving(port)
+
+
+BROKEN = [
+    ("exits-1", "#!/bin/sh\nexit 1\n", 0o755, "exited with status 1"),
+    ("not-executable", "#!/bin/sh\nexit 0\n", 0o644, "Permission denied"),
+    ("state-format-from-the-future", '#!/bin/sh\nBINDONCE_TEST_STATE_VERSION=99 exec "{real}" "$@"\n', 0o755,
+     "reads state format 99, this bindonce writes format 1"),
+    ("no-state-format", "#!/bin/sh\necho hello\n", 0o755, "reads state format (none)"),
+]
+
+
+@pytest.mark.parametrize("text,mode,why", [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_broken_binary_never_takes_over(supervisor, binary, tmp_path, text, mode, why):
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=2)
+    before = workers_of(status(sup))
+    exe = os.readlink(f"/proc/{sup.pid}/exe")
+    bad = script(tmp_path / "new-bindonce", text.format(real=conftest.REPO / "build" / "bindonce"), mode)
+
+    r = ctl(sup, "upgrade", "--exe", str(bad))
+    assert r.returncode == 1, r.stdout
+    assert r.stderr.startswith("bindonce ctl: upgrade failed: ") and why in r.stderr, r.stderr
+    assert sup.running() and os.readlink(f"/proc/{sup.pid}/exe") == exe
+    assert workers_of(status(sup)) == before
+    assert_serving(port)
+    assert "upgrade refused: " in sup.log()
+    # Nothing is left of the attempt: the next upgrade goes through.
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr
+    assert workers_of(status(sup)) == before
+
+
+def test_new_binary_that_cannot_read_the_state_hands_it_back(supervisor, binary, tmp_path):
+    """The check passes, the exec succeeds, and the new process then refuses the state:
+    the old binary (kept as an fd, its file replaced meanwhile) comes back with it."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=2)
+    before = workers_of(status(sup))
+    real = conftest.REPO / "build" / "bindonce"
+    wrapper = script(tmp_path / "new-bindonce",
+                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || export BINDONCE_TEST_FAIL_RESTORE=1\n'
+                     f'exec "{real}" "$@"\n')
+    replace_file(binary, real)
+
+    r = ctl(sup, "upgrade", "--exe", str(wrapper))
+    assert r.returncode == 1, r.stdout
+    assert "could not take over: BINDONCE_TEST_FAIL_RESTORE is set" in r.stderr, r.stderr
+    assert f"bindonce 0.1 continues (pid {sup.pid})" in r.stderr, r.stderr
+    assert sup.running()
+    assert os.readlink(f"/proc/{sup.pid}/exe") == str(binary) + " (deleted)", "the old binary, by its fd"
+    assert workers_of(status(sup)) == before
+    assert_serving(port)
+    # And it still upgrades, from the path it was started from.
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr
+    assert os.readlink(f"/proc/{sup.pid}/exe") == str(binary)
+    assert workers_of(status(sup)) == before
+
+
+def test_worker_killed_during_the_exec_is_restarted(supervisor, binary, tmp_path):
+    """The new binary's first instructions (a wrapper script, running as bindonce's pid
+    after the exec) SIGKILL a worker: it dies while no bindonce runs, and the new process
+    reaps it through the pidfd it opens and restarts its slot."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=4)
+    before = workers_of(status(sup))
+    victim = before[1][0]
+    real = conftest.REPO / "build" / "bindonce"
+    wrapper = script(tmp_path / "new-bindonce",
+                     f'#!/bin/sh\n[ "$1" = --upgrade-check ] || kill -KILL {victim}\nexec "{real}" "$@"\n')
+
+    r = ctl(sup, "upgrade", "--exe", str(wrapper))
+    assert r.returncode == 0, r.stderr + sup.log()
+    sup.wait_log(f"worker 1 (pid {victim}) killed by signal KILL")
+    st = wait_until(lambda: (lambda s: s if s["slots"][1]["pid"] not in (None, victim) and s["ready"] == 4 else None)(status(sup)),
+                    10, "slot 1 restarted")
+    after = workers_of(st)
+    assert after[1][2] == before[1][2] + 1, "one restart"
+    assert {k: v for k, v in after.items() if k != 1} == {k: v for k, v in before.items() if k != 1}
+    assert proc_stat(victim) is None, "reaped"
+    assert_serving(port)
+
+
+def test_upgrade_is_refused_while_a_reload_runs(supervisor, binary):
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=2, args=["--min-ready", "3"])
+    reload = subprocess.Popen([conftest.BINDONCE, "ctl", "--control", str(sup.control_path), "reload"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: status(sup)["reloading"], 10, "the reload to start")
+        r = ctl(sup, "upgrade")
+        assert r.returncode == 1
+        assert "cannot upgrade: a reload is in progress; upgrade once it has ended" in r.stderr, r.stderr
+    finally:
+        out, err = reload.communicate(timeout=30)
+    assert reload.returncode == 0, err
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr
+
+
+def log_time(line):
+    """The monotonic-free timestamp of a log line, in seconds (ISO 8601 UTC, ms)."""
+    from datetime import datetime
+    return datetime.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
+def test_pending_restart_keeps_its_deadline(supervisor, binary):
+    """A slot backing off when the upgrade comes starts again when it was due: not at
+    once (the deadline is an absolute CLOCK_MONOTONIC time in the state)."""
+    port = conftest.free_tcp_port()
+    sup = supervisor().start(["-w", "1", "-l", f"127.0.0.1:{port}", "--give-up", "0"],
+                             [TESTWORKER, "--exit-at-start", "3"])
+    # The 4th early exit in a row waits 400 ms (jittered into [200, 400]).
+    sup.wait_log("(4 early exits in a row)")
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr
+    lines = sup.log_lines()
+    due = [l for l in lines if "(4 early exits in a row)" in l][0]
+    delay_ms = int(due.split("restarting in ")[1].split(" ms")[0])
+    upgraded = [i for i, l in enumerate(lines) if "upgraded in place" in l][0]
+    assert "worker 0 started" not in " ".join(lines[upgraded:]), "nothing started at the upgrade"
+    sup.wait_log("(5 early exits in a row)", timeout=15)
+    started = [l for l in sup.log_lines() if "worker 0 started" in l][4]
+    assert log_time(started) >= log_time(due) + delay_ms / 1000 - 0.002, (due, started)
