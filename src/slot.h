@@ -14,8 +14,9 @@
  * supervisor turns fds and timers into events and runs the actions; slot_set_state() is
  * the only place a slot's state changes. */
 
-/* Slots at most: each worker costs a pidfd and a few timers of bindonce's fds. */
-#define WORKERS_MAX 4096
+/* Slots at most: each worker costs bindonce one fd (its pidfd) and about 1 kB; 16384 fit the
+ * common open-file limits (bindonce raises its own soft limit to the hard one). */
+#define WORKERS_MAX 16384
 
 typedef enum SlotState {
         SLOT_IDLE,              /* no worker, none to start: scaled away, ended, stopped */

@@ -36,7 +36,7 @@ CASES = [
     ("workers-0", ["-w", "0", "-l", "{port}"], 64, "'0'"),
     ("workers-neg", ["-w", "-3", "-l", "{port}"], 64, "-3"),
     ("workers-1e9", ["-w", "1e9", "-l", "{port}"], 64, "1e9"),
-    ("workers-4097", ["-w", "4097", "-l", "{port}"], 64, "4097"),
+    ("workers-16385", ["-w", "16385", "-l", "{port}"], 64, "16385"),
     ("workers-empty", ["-w", "", "-l", "{port}"], 64, "--workers"),
     ("stop-timeout-neg", ["--stop-timeout", "-1", "-l", "{port}"], 64, "-1"),
     ("stop-timeout-huge", ["--stop-timeout", "86401", "-l", "{port}"], 64, "86401"),

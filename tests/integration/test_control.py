@@ -292,7 +292,7 @@ BAD_REQUESTS = [
     ("extra-arg-restart", b"restart 0 1\n"),
     ("extra-arg-signal", b"signal TERM 0 1\n"),
     ("scale-0", b"scale 0\n"),
-    ("scale-4097", b"scale 4097\n"),
+    ("scale-16385", b"scale 16385\n"),
     ("scale-negative", b"scale -1\n"),
     ("scale-garbage", b"scale 2x\n"),
     ("scale-plus-sign", b"scale +3\n"),

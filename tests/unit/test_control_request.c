@@ -36,7 +36,7 @@ static const struct {
         { "scale 16", 0, NULL, CONTROL_SCALE, -1, 0, 16, false },
         { "scale 0", 0, "ERROR usage: scale N", 0, 0, 0, 0, false },
         { "scale +3", 0, "ERROR usage: scale N", 0, 0, 0, 0, false },
-        { "scale 4097", 0, "ERROR usage: scale N, with N from 1 to 4096", 0, 0, 0, 0, false },
+        { "scale 16385", 0, "ERROR usage: scale N, with N from 1 to 16384", 0, 0, 0, 0, false },
         { "signal HUP", 0, NULL, CONTROL_SIGNAL, -1, SIGHUP, 0, false },
         { "signal SIGUSR1 2", 0, NULL, CONTROL_SIGNAL, 2, SIGUSR1, 0, false },
         { "signal 9 all", 0, NULL, CONTROL_SIGNAL, -1, 9, 0, false },
