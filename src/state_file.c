@@ -566,10 +566,16 @@ void state_done(UpgradeState *s) {
         *s = (UpgradeState) { .control.fd = -1, .notify_fd = -1, .client_fd = -1 };
 }
 
-size_t state_fds(const UpgradeState *s, int *fds, size_t max) {
-        size_t n = 0;
+int state_fds(const UpgradeState *s, size_t extra, int **ret) {
+        size_t n = 0, max = s->n_listeners + 3 + extra;
+        int *fds;
 
-#define ADD(fd) do { if ((fd) >= 0 && n < max) fds[n++] = (fd); } while (0)
+        for (size_t i = 0; i < s->n_slots; i++)
+                max += s->slots[i].n_fds;
+        fds = calloc(max, sizeof *fds);
+        if (!fds)
+                return -ENOMEM;
+#define ADD(fd) do { if ((fd) >= 0) fds[n++] = (fd); } while (0)
         for (size_t i = 0; i < s->n_listeners; i++)
                 ADD(s->listeners[i].fd);
         ADD(s->control.fd);
@@ -581,5 +587,6 @@ size_t state_fds(const UpgradeState *s, int *fds, size_t max) {
                         if (s->slots[i].fds[j] != s->listeners[j].fd)
                                 ADD(s->slots[i].fds[j]);
 #undef ADD
-        return n;
+        *ret = fds;
+        return (int) n;
 }

@@ -95,6 +95,6 @@ int state_read(const char *buf, size_t len, UpgradeState *ret, unsigned *ret_for
 
 void state_done(UpgradeState *s);
 
-/* Every fd the state names, for close-on-exec on either side of the exec. Returns how
- * many were written (at most max). */
-size_t state_fds(const UpgradeState *s, int *fds, size_t max);
+/* Every fd the state names, for close-on-exec on either side of the exec, with room for
+ * `extra` more at the end: how many (*ret allocated), or -ENOMEM. */
+int state_fds(const UpgradeState *s, size_t extra, int **ret);

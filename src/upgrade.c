@@ -122,8 +122,8 @@ static int env_fd(const char *name) {
 
 void upgrade_incoming_abort(const char *fmt, ...) {
         _cleanup_free_ char *reason = NULL, *failed = NULL, *state = NULL;
-        int fds[WORKERS_MAX * 2 + 64];
-        size_t n;
+        _cleanup_free_ int *fds = NULL;
+        int n;
         va_list ap;
 
         if (!incoming.active)
@@ -147,9 +147,11 @@ void upgrade_incoming_abort(const char *fmt, ...) {
         _cleanup_free_ char **env = upgrade_env(extra);
         if (!env)
                 return;
-        n = state_fds(&incoming.state, fds, ELEMENTSOF(fds) - 1);
+        n = state_fds(&incoming.state, 1, &fds);
+        if (n < 0)
+                return;
         fds[n++] = incoming.state_fd;
-        set_cloexec(fds, n, false);
+        set_cloexec(fds, (size_t) n, false);
         fexecve(incoming.old_exe_fd, self_argv, env);
         log_error_errno(errno, "upgrade: cannot execute the previous binary again: %m; exiting: the workers keep "
                         "serving, unsupervised");
@@ -183,13 +185,15 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
 /* Every fd the state names must be open here: it came across the exec. Ours now, so
  * close-on-exec again. */
 static int check_fds(const UpgradeState *s) {
-        int fds[WORKERS_MAX * 2 + 64];
-        size_t n = state_fds(s, fds, ELEMENTSOF(fds));
+        _cleanup_free_ int *fds = NULL;
+        int n = state_fds(s, 0, &fds);
 
-        for (size_t i = 0; i < n; i++)
+        if (n < 0)
+                return -2;
+        for (int i = 0; i < n; i++)
                 if (fcntl(fds[i], F_GETFD) < 0)
                         return fds[i];
-        set_cloexec(fds, n, true);
+        set_cloexec(fds, (size_t) n, true);
         return -1;
 }
 
@@ -231,6 +235,10 @@ const UpgradeState *upgrade_incoming_open(void) {
                 exit(EXIT_OSERR);
         }
         fd = check_fds(&incoming.state);
+        if (fd == -2) {
+                upgrade_incoming_abort("out of memory");
+                exit(EXIT_OSERR);
+        }
         if (fd >= 0) {
                 upgrade_incoming_abort("fd %d named by the state did not come across the exec", fd);
                 exit(EXIT_OSERR);
@@ -397,7 +405,7 @@ static int write_state(Supervisor *sup, int client_fd, UpgradeState *st) {
 static int upgrade_exec(Supervisor *sup, Upgrade *u) {
         _cleanup_free_ char *state_env = NULL, *old_env = NULL;
         _cleanup_close_ int state_fd = -1, old_fd = -1;
-        int fds[WORKERS_MAX * 2 + 64];
+        _cleanup_free_ int *fds = NULL;
         UpgradeState st = {};
         size_t n;
         int r;
@@ -421,10 +429,13 @@ static int upgrade_exec(Supervisor *sup, Upgrade *u) {
                 state_done(&st);
                 return -ENOMEM;
         }
-        n = state_fds(&st, fds, ELEMENTSOF(fds) - 2);
+        r = state_fds(&st, 2, &fds);
+        state_done(&st);
+        if (r < 0)
+                return r;
+        n = (size_t) r;
         fds[n++] = state_fd;
         fds[n++] = old_fd;
-        state_done(&st);
 
         log_info("upgrade: executing %s (bindonce %s), %u workers carried over", u->exe, u->version, sup->target);
         if (sup->notify)
