@@ -16,6 +16,10 @@
 #include "slot.h"
 #include "util.h"
 
+#ifndef BINDONCE_VERSION
+#define BINDONCE_VERSION "0.1"
+#endif
+
 #define CLIENTS_MAX 64
 #define CLIENT_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
@@ -137,6 +141,7 @@ static void status_json(FILE *f, const StatusSnapshot *st) {
 
         fprintf(f, "OK\n{\"name\":");
         json_string(f, st->name);
+        fprintf(f, ",\"version\":\"%s\"", BINDONCE_VERSION);
         fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"generation\":%u,\"reloading\":%s,"
                    "\"stopping\":%s,\"crash_loop\":%s,\"balance\":\"%s\",\"migrate_req\":%s,\"slots\":[",
                 (int) getpid(), st->workers, st->ready, st->restarts, st->generation,
@@ -168,8 +173,8 @@ static void status_table(FILE *f, const StatusSnapshot *st) {
         char addr[ADDRESS_FORMAT_MAX], last[32];
         unsigned qlen, qmax;
 
-        fprintf(f, "OK\nbindonce %s (pid %d): %u/%u workers ready, %u restarts%s%s%s\n\n",
-                st->name, (int) getpid(), st->ready, st->workers, st->restarts,
+        fprintf(f, "OK\nbindonce %s (pid %d, version %s): %u/%u workers ready, %u restarts%s%s%s\n\n",
+                st->name, (int) getpid(), BINDONCE_VERSION, st->ready, st->workers, st->restarts,
                 st->crash_loop ? ", every worker crash-looping" : "",
                 st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "");
         fprintf(f, "%-5s %-8s %-9s %-6s %-10s %-9s %-12s %s\n",
