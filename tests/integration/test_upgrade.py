@@ -107,7 +107,7 @@ def test_upgrade_under_load_changes_nothing_but_the_binary(supervisor, binary):
     assert oks_during > 50, res.summary()
     after = status(sup)
     assert workers_of(after) == before, "the same workers, uptimes and restart counts"
-    assert after["pid"] == sup.pid
+    assert after["pid"] == sup.pid and after["version"] == "0.1"
     assert os.readlink(f"/proc/{sup.pid}/exe") == str(binary), "the new file, not a deleted one"
     assert sup.log().count("upgraded in place") == UPGRADES
     assert zombie_children(sup.pid) == []
@@ -235,15 +235,16 @@ def test_pending_restart_keeps_its_deadline(supervisor, binary):
     port = conftest.free_tcp_port()
     sup = supervisor().start(["-w", "1", "-l", f"127.0.0.1:{port}", "--give-up", "0"],
                              [TESTWORKER, "--exit-at-start", "3"])
-    # The 4th early exit in a row waits 400 ms (jittered into [200, 400]).
-    sup.wait_log("(4 early exits in a row)")
+    # The 6th early exit in a row waits 1.6 s (jittered into [0.8, 1.6]).
+    sup.wait_log("(6 early exits in a row)")
     r = ctl(sup, "upgrade")
     assert r.returncode == 0, r.stderr
+    sup.wait_log("(7 early exits in a row)", timeout=15)
     lines = sup.log_lines()
-    due = [l for l in lines if "(4 early exits in a row)" in l][0]
-    delay_ms = int(due.split("restarting in ")[1].split(" ms")[0])
-    upgraded = [i for i, l in enumerate(lines) if "upgraded in place" in l][0]
-    assert "worker 0 started" not in " ".join(lines[upgraded:]), "nothing started at the upgrade"
-    sup.wait_log("(5 early exits in a row)", timeout=15)
-    started = [l for l in sup.log_lines() if "worker 0 started" in l][4]
-    assert log_time(started) >= log_time(due) + delay_ms / 1000 - 0.002, (due, started)
+    due = [l for l in lines if "(6 early exits in a row)" in l][0]
+    deadline = log_time(due) + int(due.split("restarting in ")[1].split(" ms")[0]) / 1000
+    upgraded = [l for l in lines if "upgraded in place" in l][0]
+    started = [l for l in lines if "worker 0 started" in l][6]
+    if log_time(upgraded) >= deadline:
+        pytest.skip("the upgrade came after the backoff had ended: nothing to show")
+    assert log_time(started) >= deadline - 0.002, (due, upgraded, started)
