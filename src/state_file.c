@@ -435,12 +435,16 @@ static int read_argv(char *words, UpgradeState *s, char *err, size_t size) {
         return n > 0 ? 0 : bad(err, size, "argv: empty");
 }
 
-/* Grows an array of records by one, zeroed; the new element in *ret. */
+/* Grows an array of records by one, zeroed; the new element in *ret. The room doubles
+ * (at every power of two), so that 16384 workers cost no quadratic copying. */
 static int grow(void **array, size_t *n, size_t elem, void **ret) {
-        char *a = realloc(*array, (*n + 1) * elem);
+        char *a = *array;
 
-        if (!a)
-                return -ENOMEM;
+        if ((*n & (*n - 1)) == 0) {
+                a = realloc(*array, (*n ? 2 * *n : 1) * elem);
+                if (!a)
+                        return -ENOMEM;
+        }
         memset(a + *n * elem, 0, elem);
         *array = a;
         *ret = a + *n * elem;

@@ -248,3 +248,22 @@ def test_pending_restart_keeps_its_deadline(supervisor, binary):
     if log_time(upgraded) >= deadline:
         pytest.skip("the upgrade came after the backoff had ended: nothing to show")
     assert log_time(started) >= deadline - 0.002, (due, upgraded, started)
+
+
+def test_reuseport_sockets_cross_the_exec(supervisor, binary):
+    """--balance reuseport: each slot's own socket (a member of the port's group) is carried
+    across, not opened again: the same sockets, by inode, and every slot still served."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=3, args=["--balance", "reuseport"])
+
+    def sockets():
+        return sorted(t for t, _ in conftest.proc_fds(sup.pid).values() if t.startswith("socket:"))
+
+    before, pids = sockets(), workers_of(status(sup))
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: sockets() == before, 5, lambda: f"the same sockets: {before} vs {sockets()}")
+    assert workers_of(status(sup)) == pids
+    res = LoadClient(("127.0.0.1", port), threads=4, max_requests=300, duration=20).run()
+    assert res.ok == res.attempts, res.summary()
+    assert {slot for _, slot in res.answered} == {0, 1, 2}, "every slot's socket still gets connections"
