@@ -560,7 +560,7 @@ int slot_new(Supervisor *sup, unsigned index, Slot **ret) {
 
         if (!slot)
                 return -ENOMEM;
-        *slot = (Slot) { .sup = sup, .index = index, .wake = sup->followup };
+        *slot = (Slot) { .sup = sup, .index = index, .wake = sup->followup, .fresh = true };
         if (sup->config.balance == BALANCE_REUSEPORT) {
                 slot->fds = calloc(sup->n_listeners ? sup->n_listeners : 1, sizeof *slot->fds);
                 if (!slot->fds) {

@@ -95,6 +95,7 @@ typedef struct Slot {
         bool exited;                    /* last_* are set */
         int last_code, last_status;     /* siginfo of the last death */
         int *fds;                       /* --balance reuseport: this slot's sockets */
+        bool fresh;                     /* wanted and idle: the follow-ups start it, a few per turn */
 } Slot;
 
 /* The one place a slot changes state: disarms what the old state armed (the backoff timer,

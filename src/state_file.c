@@ -86,6 +86,7 @@ static const Field slot_fields[] = {
         SL("last_status", F_I32, last_status),
         SL("backoff_at", F_U64, backoff_at),
         SL("drain_started", F_U64, drain_started),
+        SL("fresh", F_BOOL, fresh),
         { "fds", F_FDS, offsetof(StateSlot, fds), offsetof(StateSlot, n_fds) },
 };
 #undef SL

@@ -58,6 +58,7 @@ typedef struct StateSlot {
         bool exited;
         int last_code, last_status;
         usec_t backoff_at, drain_started;
+        bool fresh;                     /* wanted, idle, not started yet (a big scale-up) */
         int *fds;                       /* --balance reuseport: its sockets; NULL: the shared ones */
         size_t n_fds;
 } StateSlot;

@@ -57,8 +57,15 @@ struct Supervisor {
         /* What the slots ask of the layers above, done by the next follow-up: */
         char *roll_failure;             /* the first replacement that failed its roll */
         int stop_request;               /* an exit status: give up (69), or an OS error (71) */
+        unsigned fresh_from;            /* no fresh slot below this one */
+        sd_event_source *fresh_start;   /* starts fresh slots, after every other pending event */
         struct Upgrade *upgrade;        /* an upgrade in place being checked (upgrade.c) */
 };
+
+/* Fresh slots started per loop turn: each spawn costs a copy of bindonce's fd table (a
+ * pidfd per worker), so 10,000 at once would hold the loop, and the control socket, for
+ * a minute. */
+#define FRESH_PER_TURN 16
 
 /* Why a slot event happens, for the actions that need to know. */
 typedef struct Cause {

@@ -80,6 +80,36 @@ static void supervisor_check_ready(Supervisor *sup) {
 
 static void supervisor_maybe_exit(Supervisor *sup);
 
+static void mark_fresh(Supervisor *sup, Slot *slot) {
+        slot->fresh = true;
+        if (slot->index < sup->fresh_from)
+                sup->fresh_from = slot->index;
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
+}
+
+/* Starts up to FRESH_PER_TURN fresh slots, then yields: the source has the idle priority,
+ * so that the control socket, exits and notifications are served between two batches. */
+static int on_fresh_start(sd_event_source *s, void *userdata) {
+        Supervisor *sup = userdata;
+        unsigned started = 0;
+
+        while (sup->fresh_from < sup->target && !sup->stopping) {
+                Slot *slot = sup->slots[sup->fresh_from];
+
+                if (slot->fresh) {
+                        if (started++ == FRESH_PER_TURN) {
+                                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+                                return 0;
+                        }
+                        slot->fresh = false;
+                        if (slot->state == SLOT_IDLE)
+                                slot_dispatch(sup, slot, SLOT_EV_START, NULL);
+                }
+                sup->fresh_from++;
+        }
+        return 0;
+}
+
 static int on_followup(sd_event_source *s, void *userdata) {
         Supervisor *sup = userdata;
         char status[ADDRESS_FORMAT_MAX + 160];
@@ -288,8 +318,10 @@ static int supervisor_scale(Supervisor *sup, unsigned n) {
         for (unsigned i = sup->n_slots; i-- > n;)
                 slot_dispatch(sup, sup->slots[i], SLOT_EV_DRAIN, NULL);
         for (unsigned i = 0; i < n; i++)
-                if (sup->slots[i]->state == SLOT_DRAINING || sup->slots[i]->state == SLOT_IDLE)
+                if (sup->slots[i]->state == SLOT_DRAINING)
                         slot_dispatch(sup, sup->slots[i], SLOT_EV_START, NULL);
+                else if (sup->slots[i]->state == SLOT_IDLE)
+                        mark_fresh(sup, sup->slots[i]);
         supervisor_wake(sup);
         return 0;
 }
@@ -525,6 +557,11 @@ static int setup_events(Supervisor *sup) {
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(sup->followup, SD_EVENT_OFF);
+        r = sd_event_add_defer(sup->event, &sup->fresh_start, on_fresh_start, sup);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_OFF);
+        (void) sd_event_source_set_priority(sup->fresh_start, SD_EVENT_PRIORITY_IDLE);
         if (sup->notify) {
                 r = sdnotify_open();
                 if (r < 0)
@@ -647,11 +684,10 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
 int supervisor_run(Supervisor *sup) {
         int r;
 
-        /* After an upgrade in place, the slots are as the previous bindonce left them. */
-        for (unsigned i = 0; !sup->config.resume && i < sup->target; i++)
-                slot_dispatch(sup, sup->slots[i], SLOT_EV_START, NULL);
+        /* The slots are fresh: on_fresh_start() starts them. */
+        (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
+        /* After an upgrade in place: the slots are as the previous bindonce left them. */
         upgrade_resumed(sup);
-
         r = sd_event_loop(sup->event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed: %m; killing the workers");
@@ -670,6 +706,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         notify_server_free(sup->notify_server);
         children_list_close();
         sd_event_source_disable_unref(sup->followup);
+        sd_event_source_disable_unref(sup->fresh_start);
         sdnotify_close();
         sd_event_source_disable_unref(sup->orphan_kill);
         for (unsigned i = sup->n_slots; sup->slots && i-- > 0;)

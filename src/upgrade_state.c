@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,7 @@ static int capture_slot(const Supervisor *sup, const Slot *slot, StateSlot *ret)
                 .last_status = slot->last_status,
                 .backoff_at = deadline_of(slot->timer),
                 .drain_started = slot->drain_started,
+                .fresh = slot->fresh,
         };
         if (!slot->fds)
                 return 0;
@@ -333,8 +335,12 @@ static int restore_slot(Supervisor *sup, const StateSlot *ss, Slot **ret) {
                 .last_code = ss->last_code,
                 .last_status = ss->last_status,
                 .drain_started = ss->drain_started,
+                .fresh = ss->fresh,
         };
         *ret = slot;
+        /* supervisor_run() lets the fresh-start source go through them. */
+        if (ss->fresh && ss->index < sup->fresh_from)
+                sup->fresh_from = ss->index;
         if (ss->fds) {
                 slot->fds = calloc(ss->n_fds, sizeof *slot->fds);
                 if (!slot->fds)
@@ -429,6 +435,7 @@ int upgrade_restore(Supervisor *sup, const UpgradeState *s) {
         sup->slots = calloc(s->n_slots, sizeof *sup->slots);
         if (!sup->slots)
                 return -ENOMEM;
+        sup->fresh_from = UINT_MAX;
         for (size_t i = 0; i < s->n_slots; i++) {
                 r = restore_slot(sup, &s->slots[i], &sup->slots[i]);
                 sup->n_slots = (unsigned) i + 1;

@@ -1219,7 +1219,9 @@ def row_reload(bench):
     print("row 6: rolling restart of 16 workers under load (%d reloads)" % reloads, flush=True)
     twdir = bench.path("tw-reload")
     os.makedirs(twdir)
-    s = Bindonce(bench, 16, [TESTWORKER], env={"TW_DIR": twdir})
+    # --min-ready 0: a replacement counts once executed, as before issue 8; row 9 measures
+    # the default (1 s).
+    s = Bindonce(bench, 16, [TESTWORKER], extra=["--min-ready", "0"], env={"TW_DIR": twdir})
     bench.record("row6 bindonce", s.argv, env={"TW_DIR": "DIR"})
     bench.record("row6 reload", [BINDONCE, "ctl", "--control", "PATH", "reload"])
     walls = []
@@ -1475,13 +1477,67 @@ ROWS = [
     ("4b", "Supervisor CPU and wakeups, idle, 4 workers"),
     ("5a", "1,000 workers (/usr/bin/sleep): start until `ctl status` shows ready == 1000"),
     ("5b", "Supervisor CPU per restart"),
-    ("6", "Rolling restart of 16 workers (ready at exec) under load"),
+    ("6", "Rolling restart of 16 workers (ready at exec, --min-ready 0) under load"),
     ("8a", "--balance: spread of requests over 4 workers (coefficient of variation, lower is even)"),
     ("8b", "--balance: request latency p50 / p99 / p99.9 under load (16 in flight)"),
     ("8c", "--balance: scale 4 -> 2 under load: failed connections"),
     ("8d", "--balance reuseport: SIGKILL one of 4 every 100 ms for 5 s (as row 3a)"),
     ("8e", "--balance: 4 slots, one crash-looping (exits at start), 8 in flight, 2 s timeout, 3 s"),
+    ("9a", "Rolling restart of 16 workers, defaults (--ready exec, --min-ready 1): ctl reload wall"),
+    ("9b", "Rolling restart of 16 workers, --ready notify (Python worker, READY=1 at once): ctl reload wall"),
+    ("10", "10,000 workers (/usr/bin/sleep): start until `ctl status` shows ready == 10000; RssAnon"),
 ]
+
+
+def row_roll16(bench):
+    """Row 9: what a fail-safe roll costs: each replacement waits --min-ready (1 s by default
+    with --ready exec) before the next, or READY=1 with --ready notify."""
+    reloads = 1 if bench.args.quick else 2
+    worker = os.path.join(REPO, "tests", "integration", "lifecycle_worker.py")
+    print("row 9: rolling restart of 16 workers, defaults and --ready notify (%d reloads)" % reloads, flush=True)
+    for row, extra, cmd in (("9a", [], [TESTWORKER]),
+                            ("9b", ["--ready", "notify"], ["/usr/bin/python3", worker])):
+        s = Bindonce(bench, 16, cmd, extra=extra, http=row == "9a")
+        bench.record("row%s bindonce" % row, s.argv)
+        walls = []
+        try:
+            start_all([s])
+            for _ in range(reloads):
+                t0 = now()
+                r = s.ctl("reload", timeout=120)
+                walls.append(now() - t0)
+                if r.returncode != 0:
+                    bench.notes.append("row %s: ctl reload failed: %s" % (row, r.stderr.strip()))
+        finally:
+            s.stop()
+        bench.cell(row, "bindonce", "%.2f s (median of %d), %.0f ms per worker" % (
+            median(walls), len(walls), median(walls) / 16 * 1e3))
+        bench.detail(row, "ctl reload wall: %s s" % " ".join("%.2f" % w for w in walls))
+
+
+def row_10k(bench):
+    """Row 10: 10,000 workers: the time until all are ready, and what bindonce holds."""
+    n = 2000 if bench.args.quick else 10000
+    print("row 10: %d workers of /usr/bin/sleep" % n, flush=True)
+    s = Bindonce(bench, n, ["/usr/bin/sleep", "1000"], extra=["--stop-timeout", "5"], http=False)
+    bench.record("row10 bindonce", s.argv)
+    try:
+        t0 = now()
+        s.start()
+        s.wait_ready(timeout=600)
+        t_ready = now() - t0
+        st = proc_status(s.pid)
+        nfd = len(os.listdir("/proc/%d/fd" % s.pid))
+        t0 = now()
+        s.tops[0].send_signal(signal.SIGTERM)
+        s.tops[0].wait(120)
+        t_stop = now() - t0
+    finally:
+        s.stop()
+    bench.cell("10", "bindonce", "%.1f s to ready == %d; RssAnon %s; %d fds" % (t_ready, n, st.get("RssAnon"), nfd))
+    bench.detail("10", "%d workers: ready after %.1f s (%.2f ms per worker), stop %.1f s, VmRSS %s, RssAnon %s, "
+                       "%d fds" % (n, t_ready, t_ready / n * 1e3, t_stop, st.get("VmRSS"), st.get("RssAnon"), nfd))
+    bench.cell("10", "direct", "n/a")
 
 
 def machine():
@@ -1728,7 +1784,7 @@ def draw_pictures(bench, info):
 
 def main():
     ap = argparse.ArgumentParser(description="bindonce benchmarks; writes docs/PERFORMANCE.md")
-    ap.add_argument("--rows", default="all", help="comma-separated: 1,2,3,5,6,8 (4 runs with 2)")
+    ap.add_argument("--rows", default="all", help="comma-separated: 1,2,3,5,6,8,9,10 (4 runs with 2)")
     ap.add_argument("--quick", action="store_true", help="short runs, few samples (for trying changes)")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/PERFORMANCE.md alone")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
@@ -1743,7 +1799,7 @@ def main():
     for exe in (BINDONCE, TESTWORKER, HTTPD):
         if not have(exe):
             sys.exit("bench.py: %s is missing; run 'make all' first" % exe)
-    rows = {"1", "2", "3", "5", "6", "8"} if args.rows == "all" else set(args.rows.split(","))
+    rows = {"1", "2", "3", "5", "6", "8", "9", "10"} if args.rows == "all" else set(args.rows.split(","))
     if "1" in rows and not shutil.which("wrk"):
         sys.exit("bench.py: wrk is missing (apt-get install wrk)")
 
@@ -1761,7 +1817,7 @@ def main():
     try:
         bench.tools = build_tools(bench)
         for key, fn in (("1", row_throughput), ("2", row_restart), ("3", row_kills), ("5", row_scale),
-                        ("6", row_reload), ("8", row_balance)):
+                        ("6", row_reload), ("8", row_balance), ("9", row_roll16), ("10", row_10k)):
             if key in rows:
                 t0 = now()
                 fn(bench)
