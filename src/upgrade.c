@@ -62,14 +62,6 @@ void upgrade_init(char **argv) {
                 self_exe[n - strlen(deleted)] = '\0';
 }
 
-const char *upgrade_self_exe(void) {
-        return self_exe;
-}
-
-char **upgrade_self_argv(void) {
-        return self_argv;
-}
-
 /* BINDONCE_TEST_STATE_VERSION: a test makes a build claim another format (bindonce(1) does
  * not document it; HACKING.md does). */
 int upgrade_check_report(int r) {
@@ -300,7 +292,6 @@ void upgrade_resumed(Supervisor *sup) {
                          s->n_workers);
                 r = asprintf(&text, "OK\nupgraded to %s (pid %d)\n", BINDONCE_VERSION, (int) getpid());
         }
-        upgrade_restart_lost(sup);
         if (s->client_fd >= 0) {
                 if (sup->control && r >= 0)
                         control_server_answer(sup->control, s->client_fd, text);
@@ -377,7 +368,7 @@ static int write_state(Supervisor *sup, int client_fd, UpgradeState *st) {
         FILE *f;
         int r;
 
-        r = upgrade_capture(sup, st);
+        r = upgrade_capture(sup, self_exe, self_argv, st);
         if (r < 0)
                 return r;
         st->client_fd = client_fd;
@@ -437,7 +428,8 @@ static int upgrade_exec(Supervisor *sup, Upgrade *u) {
         fds[n++] = state_fd;
         fds[n++] = old_fd;
 
-        log_info("upgrade: executing %s (bindonce %s), %u workers carried over", u->exe, u->version, sup->target);
+        log_info("upgrade: executing %s (bindonce %s), %u workers carried over", u->exe, u->version,
+                 live_workers(sup));
         if (sup->notify)
                 (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=upgrading to %s",
                                   (unsigned long long) now_usec(), u->version);

@@ -30,8 +30,6 @@ typedef struct Upgrade Upgrade;
 /* main.c, first thing: the command line to execute again, and the path the running binary
  * came from (/proc/self/exe now, before anyone replaces the file). */
 void upgrade_init(char **argv);
-const char *upgrade_self_exe(void);
-char **upgrade_self_argv(void);
 
 /* `bindonce --upgrade-check [OPTIONS] -- COMMAND`: the options were parsed (r: what
  * parse_argv returned); prints the version and the state formats this binary reads.
@@ -65,12 +63,11 @@ Upgrade *upgrade_free(Upgrade *u);
 
 /* ---- upgrade_state.c: the supervisor to the state and back --------------------------------- */
 
-int upgrade_capture(Supervisor *sup, UpgradeState *ret);
+/* The supervisor as plain data; exe and argv: how this bindonce was executed. */
+int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState *ret);
 /* Rebuilds generations, slots and workers (each pid re-opened as a pidfd and checked to be
  * the same child). Returns -errno; workers that are gone are dropped (their slot starts
  * again), anything else fails the whole restore. */
 int upgrade_restore(Supervisor *sup, const UpgradeState *s);
-/* Slots whose worker was gone at the restore start again. */
-void upgrade_restart_lost(Supervisor *sup);
 /* In the loop's first turn: answers the waiting ctl client, READY=1 to systemd, the log. */
 void upgrade_resumed(Supervisor *sup);

@@ -164,13 +164,13 @@ static int capture_argv(UpgradeState *s, char **argv) {
         return 0;
 }
 
-int upgrade_capture(Supervisor *sup, UpgradeState *s) {
+int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState *s) {
         int r;
 
         *s = (UpgradeState) {
                 .format = STATE_FORMAT,
                 .version = strdup(BINDONCE_VERSION),
-                .exe = strdup(upgrade_self_exe()),
+                .exe = strdup(exe),
                 .sockets_kept = sup->config.sockets_kept,
                 .control.fd = -1,
                 .notify_fd = notify_server_fd(sup->notify_server),
@@ -189,7 +189,7 @@ int upgrade_capture(Supervisor *sup, UpgradeState *s) {
         };
         if (!s->version || !s->exe || !s->notify_address)
                 return -ENOMEM;
-        r = capture_argv(s, upgrade_self_argv());
+        r = capture_argv(s, argv);
         if (r >= 0)
                 r = capture_listeners(sup, s);
         if (r < 0)
@@ -354,20 +354,18 @@ static int restore_slot(Supervisor *sup, const StateSlot *ss, Slot **ret) {
         return r;
 }
 
-/* Slots whose worker is gone (or is not the process the state names) start a worker again
- * once the loop runs, as after a death. */
-static unsigned *lost;
-static size_t n_lost;
-
-static void worker_gone(const StateWorker *sw) {
-        unsigned *a;
+/* A worker that is gone (or is not the process the state names): its slot starts a worker
+ * again once the loop runs, as a fresh slot. */
+static void worker_gone(Supervisor *sup, const StateWorker *sw) {
+        Slot *slot = sup->slots[sw->slot];
 
         log_warning("upgrade: worker %u (pid %d) is no longer our child; %s", sw->slot, (int) sw->pid,
                     sw->role == STATE_WORKER ? "its slot starts again" : "dropped");
-        if (sw->role != STATE_WORKER || !(a = realloc(lost, (n_lost + 1) * sizeof *a)))
+        if (sw->role != STATE_WORKER || sw->slot >= sup->target)
                 return;
-        lost = a;
-        lost[n_lost++] = sw->slot;
+        slot->fresh = true;
+        if (slot->index < sup->fresh_from)
+                sup->fresh_from = slot->index;
 }
 
 /* Each slot's state again agrees with the workers it has. */
@@ -385,16 +383,6 @@ static void slots_settle(Supervisor *sup) {
         }
 }
 
-void upgrade_restart_lost(Supervisor *sup) {
-        for (size_t i = 0; i < n_lost; i++)
-                if (lost[i] < sup->n_slots && sup->slots[lost[i]]->state == SLOT_IDLE &&
-                    slot_wanted(sup, sup->slots[lost[i]]))
-                        slot_dispatch(sup, sup->slots[lost[i]], SLOT_EV_START, NULL);
-        free(lost);
-        lost = NULL;
-        n_lost = 0;
-}
-
 static int restore_workers(Supervisor *sup, const UpgradeState *s, Generation ***gens, size_t *n_gens) {
         for (size_t i = 0; i < s->n_workers; i++) {
                 const StateWorker *sw = &s->workers[i];
@@ -406,7 +394,7 @@ static int restore_workers(Supervisor *sup, const UpgradeState *s, Generation **
                 if (r >= 0)
                         r = adopt_worker(sup, gen, sw, &w);
                 if (r == -ESRCH) {
-                        worker_gone(sw);
+                        worker_gone(sup, sw);
                         continue;
                 }
                 if (r < 0)
