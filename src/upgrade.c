@@ -487,7 +487,7 @@ static void check_verdict(Supervisor *sup, Upgrade *u, const siginfo_t *si, cons
                                     sigabbrev_np(si->si_status) ?: "?");
         if (si->si_status != 0)
                 return upgrade_fail(sup, "%s --upgrade-check exited with status %d%s", u->exe, si->si_status,
-                                    si->si_status == EXIT_USAGE ? " (it refuses this command line)" : "");
+                                    si->si_status == EXIT_USAGE ? " (it refuses this command line, or knows no --upgrade-check)" : "");
         if (!reads_our_format(out, formats, sizeof formats))
                 return upgrade_fail(sup, "%s reads state format%s %s, this bindonce writes format %d", u->exe,
                                     strchr(formats, ' ') ? "s" : "", formats[0] ? formats : "(none)", STATE_FORMAT);
