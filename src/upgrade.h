@@ -65,9 +65,10 @@ Upgrade *upgrade_free(Upgrade *u);
 
 /* The supervisor as plain data; exe and argv: how this bindonce was executed. */
 int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState *ret);
-/* Rebuilds generations, slots and workers (each pid re-opened as a pidfd and checked to be
- * the same child). Returns -errno; workers that are gone are dropped (their slot starts
- * again), anything else fails the whole restore. */
+/* Rebuilds generations, slots and workers (each pid checked to be the same child by its
+ * parent and start time, then watched by a pidfd child source). Returns -errno; workers
+ * that are gone are dropped (their slot starts again), anything else fails the whole
+ * restore. */
 int upgrade_restore(Supervisor *sup, const UpgradeState *s);
 /* In the loop's first turn: answers the waiting ctl client, READY=1 to systemd, the log. */
 void upgrade_resumed(Supervisor *sup);

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/pidfd.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -252,38 +251,32 @@ static const char *failed_text(const char *s) {
         return "failed before the upgrade";
 }
 
-/* The pid as a pidfd, if it is still the child the state names: ours (we are its parent,
- * and nobody reaps it but us, so a zombie still counts), started when the state says. */
-static int open_worker(const StateWorker *sw) {
-        _cleanup_close_ int pidfd = pidfd_open(sw->pid, 0);
+/* Is the pid still the child the state names: ours (we are its parent, and nobody reaps it
+ * but us, so a zombie still counts, and its pid cannot be reused before we reap it),
+ * started when the state says? -ESRCH if not. */
+static int check_worker(const StateWorker *sw) {
         unsigned long long starttime;
         pid_t ppid;
-        int r;
+        int r = proc_stat(sw->pid, &ppid, &starttime);
 
-        if (pidfd < 0)
-                return errno == ESRCH ? -ESRCH : -errno;
-        r = proc_stat(sw->pid, &ppid, &starttime);
         if (r == -ENOENT)
                 return -ESRCH;
         if (r < 0)
                 return r;
-        if (ppid != getpid() || starttime != sw->starttime)
-                return -ESRCH;
-        return TAKE_FD(pidfd);
+        return ppid == getpid() && starttime == sw->starttime ? 0 : -ESRCH;
 }
 
 static int adopt_worker(Supervisor *sup, Generation *gen, const StateWorker *sw, Worker **ret) {
         WorkerDeadlines d = { sw->kill_at, sw->start_at, sw->watchdog_at, sw->stable_at, sw->proof_at };
-        int pidfd = open_worker(sw), r;
+        int r = check_worker(sw);
         char *status = NULL;
         Worker *w;
 
-        if (pidfd < 0)
-                return pidfd;
+        if (r < 0)
+                return r;
         w = calloc(1, sizeof *w);
         if (!w || (sw->status && !(status = strdup(sw->status)))) {
                 free(w);
-                (void) close(pidfd);
                 return -ENOMEM;
         }
         *w = (Worker) {
@@ -306,10 +299,8 @@ static int adopt_worker(Supervisor *sup, Generation *gen, const StateWorker *sw,
                 .requested = sw->requested,
                 .failed = failed_text(sw->failed),
         };
-        r = worker_adopt(w, pidfd, pool_worker_exit_handler(), &d);
+        r = worker_adopt(w, pool_worker_exit_handler(), &d);
         if (r < 0) {
-                if (!w->child)
-                        (void) close(pidfd);
                 worker_free(w);
                 return r;
         }

@@ -243,14 +243,13 @@ static int arm_at(Worker *w, sd_event_source **s, usec_t at, sd_event_time_handl
         return sd_event_add_time(w->event, s, CLOCK_MONOTONIC, at, 10 * USEC_PER_MSEC, handler, w);
 }
 
-int worker_adopt(Worker *w, int pidfd, WorkerExitHandler on_exit, const WorkerDeadlines *d) {
+int worker_adopt(Worker *w, WorkerExitHandler on_exit, const WorkerDeadlines *d) {
         int r;
 
-        r = sd_event_add_child_pidfd(w->event, &w->child, pidfd, WEXITED, on_exit, w);
+        /* sd-event opens the pidfd itself, as for a worker we start. */
+        r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
         if (r < 0)
                 return r;
-        /* From here the source owns the pidfd. */
-        (void) sd_event_source_set_child_pidfd_own(w->child, true);
         r = arm_at(w, &w->kill_timer, d->kill, on_kill_timer);
         if (r >= 0)
                 r = arm_at(w, &w->start_timer, d->start, on_start_timer);

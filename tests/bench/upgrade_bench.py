@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Upgrade in place, measured (bindonce(1) UPGRADE IN PLACE; issue 11).
 
-For 4 and for 1,000 workers: `bindonce ctl upgrade` N times in a row, each timed from the
-moment ctl is started until its answer, which the new process sends once it has taken
-over, with the control socket in hand. bindonce's own log splits each upgrade into the
+For 4 and for 1,000 workers: N upgrades in a row, alternately by a request written to
+the control socket and by the `bindonce ctl upgrade` command, each timed from the request
+(or from starting ctl) to the answer, which the new process sends once it has taken over,
+with the control socket in hand. bindonce's own log splits each upgrade into the
 check of the new binary (`upgrade: checking` -> `upgrade: executing`) and the exec with
 the takeover (`executing` -> `upgraded in place`). With 4 workers a classifying load runs
 throughout and every failed connection is counted. Medians (and max), never pass/fail.
@@ -46,6 +47,20 @@ def ctl(exe, control, *args):
     return subprocess.run([exe, "ctl", "--control", control, *args], capture_output=True, text=True, timeout=60)
 
 
+def request(control, line):
+    """One control request on a socket of our own; the answer, until EOF."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(60)
+        s.connect(control)
+        s.sendall(line)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+
+
 def wait_ready(exe, control, n, timeout=120):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -70,7 +85,7 @@ def phases(log):
     return out
 
 
-def run(workers, n, tmp):
+def run(workers, n, tmp, with_load=True):
     exe = str(tmp / "bindonce")
     shutil.copy2(BINDONCE, exe)
     control = str(tmp / f"ctl-{workers}.sock")
@@ -84,11 +99,19 @@ def run(workers, n, tmp):
     load = None
     try:
         wait_ready(exe, control, workers)
-        if workers <= 64:
+        if workers <= 64 and with_load:
             load = LoadClient(("127.0.0.1", port), threads=4, duration=120).start()
         fds_before = len(os.listdir(f"/proc/{proc.pid}/fd"))
-        times = []
-        for _ in range(n):
+        times, raw = [], []
+        for i in range(n):
+            if i % 2:
+                # The request on the control socket itself: no ctl process to start.
+                t0 = time.monotonic()
+                answer = request(control, b"upgrade\n")
+                raw.append((time.monotonic() - t0) * 1000)
+                if not answer.startswith(b"OK\nupgraded to"):
+                    raise SystemExit(f"upgrade failed: {answer!r}")
+                continue
             t0 = time.monotonic()
             r = ctl(exe, control, "upgrade")
             times.append((time.monotonic() - t0) * 1000)
@@ -102,7 +125,8 @@ def run(workers, n, tmp):
         proc.wait(timeout=60)
         logf.close()
     split = phases((tmp / f"bindonce-{workers}.log").read_text())
-    print(f"{workers} workers, {n} upgrades: ctl upgrade answered by the new process "
+    print(f"{workers} workers, {n} upgrades: the request answered by the new process median "
+          f"{statistics.median(raw):.1f} ms (max {max(raw):.1f}), with the ctl process "
           f"median {statistics.median(times):.1f} ms (max {max(times):.1f}); "
           f"check median {statistics.median(c for c, _ in split):.1f} ms, "
           f"exec and takeover median {statistics.median(t for _, t in split):.1f} ms; "
@@ -117,10 +141,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("-n", type=int, default=20)
     p.add_argument("--workers", type=int, nargs="*", default=[4, 1000])
+    p.add_argument("--no-load", action="store_true", help="no load during the upgrades of few workers")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bo-upg-") as d:
         for w in a.workers:
-            run(w, a.n, Path(d))
+            run(w, a.n, Path(d), not a.no_load)
 
 
 if __name__ == "__main__":
