@@ -267,3 +267,83 @@ def test_reuseport_sockets_cross_the_exec(supervisor, binary):
     res = LoadClient(("127.0.0.1", port), threads=4, max_requests=300, duration=20).run()
     assert res.ok == res.attempts, res.summary()
     assert {slot for _, slot in res.answered} == {0, 1, 2}, "every slot's socket still gets connections"
+
+
+def notifications(sock, until, stop):
+    """(sender pid, text) of each datagram until stop(list) or the deadline."""
+    import array
+    import socket as so
+    got = []
+    while time.monotonic() < until and not stop(got):
+        sock.settimeout(max(0.01, until - time.monotonic()))
+        try:
+            data, anc, _, _ = sock.recvmsg(4096, so.CMSG_SPACE(12) + so.CMSG_SPACE(4 * 16))
+        except so.timeout:
+            break
+        pid = 0
+        for level, kind, payload in anc:
+            if level == so.SOL_SOCKET and kind == so.SCM_CREDENTIALS:
+                pid = array.array("i", payload[:12])[0]
+            elif level == so.SOL_SOCKET and kind == so.SCM_RIGHTS:
+                for fd in array.array("i", payload[:len(payload) - len(payload) % 4]):
+                    os.close(fd)
+        got.append((pid, data.decode()))
+    return got
+
+
+def test_systemd_hears_reloading_then_ready_from_the_same_pid(supervisor, binary, tmp_path):
+    """What a service manager sees (a notify socket of our own stands in for it): RELOADING=1
+    with MONOTONIC_USEC before the exec, READY=1 after it, both from the same main pid; the
+    fd store is not touched (no FDSTORE=1 after the start); nothing at all for an upgrade
+    refused at the check."""
+    import socket as so
+    path = str(tmp_path / "notify")
+    sock = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    sock.setsockopt(so.SOL_SOCKET, so.SO_PASSCRED, 1)
+    sock.bind(path)
+    port = conftest.free_tcp_port()
+    sup = supervisor().start(["-w", "2", "-l", f"127.0.0.1:{port}", "--fd-store"], [TESTWORKER],
+                             env_extra={"NOTIFY_SOCKET": path}, wait_workers=2)
+    try:
+        start = notifications(sock, time.monotonic() + 10, lambda m: any("READY=1" in t for _, t in m))
+        assert any("FDSTORE=1" in t for _, t in start), start
+        assert ctl(sup, "upgrade", "--exe", str(script(tmp_path / "bad", "#!/bin/sh\nexit 1\n"))).returncode == 1
+        r = ctl(sup, "upgrade")
+        assert r.returncode == 0, r.stderr
+        got = notifications(sock, time.monotonic() + 10, lambda m: any("READY=1" in t for _, t in m))
+        reloading = [i for i, (_, t) in enumerate(got) if "RELOADING=1" in t]
+        ready = [i for i, (_, t) in enumerate(got) if "READY=1" in t]
+        assert len(reloading) == 1 and ready and reloading[0] < ready[0], got
+        assert "MONOTONIC_USEC=" in got[reloading[0]][1]
+        assert {pid for pid, t in got if "=1" in t} == {sup.pid}, got
+        assert not any("FDSTORE=1" in t for _, t in got), got
+    finally:
+        sock.close()
+
+
+def test_check_that_hangs_is_refused_after_5_s(supervisor, binary, tmp_path):
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=1)
+    before = workers_of(status(sup))
+    hang = script(tmp_path / "new-bindonce", "#!/bin/sh\nexec sleep 30\n")
+    r = ctl(sup, "upgrade", "--exe", str(hang))
+    assert r.returncode == 1
+    assert "--upgrade-check did not answer within 5 s" in r.stderr, r.stderr
+    assert workers_of(status(sup)) == before
+    assert_serving(port)
+
+
+def test_stop_during_the_check(supervisor, binary, tmp_path):
+    """SIGTERM while the new binary is being checked: the waiting ctl hears why, the check
+    is killed, and bindonce stops as always (the fixture checks nothing is left)."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=1)
+    slow = script(tmp_path / "new-bindonce", "#!/bin/sh\nexec sleep 30\n")
+    waiting = subprocess.Popen([conftest.BINDONCE, "ctl", "--control", str(sup.control_path), "upgrade", "--exe",
+                                str(slow)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sup.wait_log("upgrade: checking")
+        assert sup.stop() == 0
+    finally:
+        out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1 and "upgrade failed: bindonce is stopping" in err, err
