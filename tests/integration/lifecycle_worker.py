@@ -20,7 +20,7 @@ to make the reload exec a "new version". A mode is a comma-separated list of:
     stop-pinging-after SEC  stop sending WATCHDOG=1 SEC seconds after start (keeps serving)
     ready-from-child [SEC]  READY=1 comes from a child process (same process group) after SEC
                             (default 0.1), never from the worker itself (--notify-access)
-    exit-after SEC [CODE]   serve, then SEC seconds after start stop as on SIGTERM (the
+    exit-after SEC [CODE]   serve, then SEC seconds after exec stop as on SIGTERM (the
                             request in hand is finished) and exit CODE (default 0)
 
 A mode-file line "K: MODE" applies to slot K only and wins over a line "gN: MODE", which
@@ -136,6 +136,15 @@ class Worker:
             else:
                 sys.exit("lifecycle_worker: unknown mode %r" % item)
         return mode
+
+    @staticmethod
+    def age():
+        """Seconds since this process was started (exec'd), from /proc/self/stat."""
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
     def read_version(self, argv):
         path = self.arg(argv, "--version-file") or os.environ.get("LW_VERSION_FILE")
@@ -300,7 +309,9 @@ class Worker:
 
             def leave():
                 # Like SIGTERM: stop accepting, finish the request in hand, exit with code.
-                time.sleep(delay)
+                # SEC counts from exec (the process's start time), not from when Python got
+                # here: "crashes 200 ms after it starts" on a loaded machine too.
+                time.sleep(max(0.0, delay - self.age()))
                 self.event("exit-after", code=code)
                 self.exit_code = code
                 self.stopping = True

@@ -71,7 +71,7 @@ def test_bad_deploy_keeps_the_old_workers_serving(instances, args, bad_mode, how
         r.returncode, r.stderr, inst.log())
     # The reason names the slot, the pid and how it ended.
     assert re.search(r"reload failed: worker \d+ \(pid \d+\) " + how, r.stderr), (r.stderr, inst.log())
-    assert inst.pids(st) == before, "the old workers were replaced by a failed roll"
+    assert inst.pids(st) == before, "the old workers were replaced by a failed roll; log:\n" + inst.log()
     assert generations(st) == [0] * n
     assert_no_losses(load)
     # A new worker may answer in the 0.2 s it lives (it shares the queue): not once the
