@@ -287,9 +287,9 @@ void upgrade_resumed(Supervisor *sup) {
                 r = asprintf(&text, "ERROR upgrade failed: %s; bindonce %s continues (pid %d)\n", incoming.failed,
                              BINDONCE_VERSION, (int) getpid());
         } else {
-                log_info("upgraded in place from bindonce %s to %s (pid %d, %s): %u workers, %zu kept",
-                         s->version ? s->version : "?", BINDONCE_VERSION, (int) getpid(), self_exe, sup->target,
-                         s->n_workers);
+                log_info("upgraded in place from bindonce %s to %s (pid %d, %s): %u of %zu workers adopted",
+                         s->version ? s->version : "?", BINDONCE_VERSION, (int) getpid(), self_exe,
+                         live_workers(sup), s->n_workers);
                 r = asprintf(&text, "OK\nupgraded to %s (pid %d)\n", BINDONCE_VERSION, (int) getpid());
         }
         if (s->client_fd >= 0) {
