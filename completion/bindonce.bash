@@ -26,7 +26,7 @@ _bindonce_options="-l --listen --listen-datagram --listen-seqpacket -d --datagra
     --stop-timeout --give-up --name --ready --start-timeout --notify-access --max-surge
     --max-unavailable --watchdog --min-ready --control -h --help --version"
 
-_bindonce_ctl_commands="status reload restart scale signal stop"
+_bindonce_ctl_commands="status reload restart scale signal stop upgrade"
 
 # What parse_signal() in src/control.c accepts by name (sigabbrev_np), without "SIG".
 _bindonce_signals="HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM
@@ -121,6 +121,8 @@ _bindonce_ctl() {       # index of "ctl" in words
             _bindonce_reply "$_bindonce_signals" "$cur"
         fi ;;
     signal:1)  _bindonce_reply "all" "$cur" ;;
+    upgrade:0) _bindonce_reply "--exe" "$cur" ;;
+    upgrade:1) _bindonce_files "$cur" ;;
     *)         COMPREPLY=() ;;
     esac
 }
