@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -636,6 +637,10 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         sup = calloc(1, sizeof *sup);
         if (!sup)
                 return log_error_errno(-ENOMEM, "Out of memory");
+        /* A `ctl status` of 10,000 slots is megabytes of text: always mmapped, so that it goes
+         * back to the system once sent (glibc's threshold would otherwise rise to its size and
+         * keep the next ones on the heap for good). */
+        (void) mallopt(M_MMAP_THRESHOLD, 256 * 1024);
         sup->config = *config;
         sup->rules = (WorkerRules) {
                 .ready = config->ready,
