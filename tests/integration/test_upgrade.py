@@ -347,3 +347,38 @@ def test_stop_during_the_check(supervisor, binary, tmp_path):
     finally:
         out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 1 and "upgrade failed: bindonce is stopping" in err, err
+
+
+def read_state(path):
+    """The records of a state file: [(name, {key: value})], values as written."""
+    out = []
+    for line in path.read_text().splitlines()[1:]:
+        name, _, rest = line.partition(" ")
+        out.append((name, dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)))
+    return out
+
+
+def test_deadlines_cross_the_exec_unchanged(supervisor, binary, tmp_path):
+    """The state the old program hands over, kept by a wrapper around the new binary, twice:
+    each worker's watchdog deadline (never pinged: about started + --watchdog) is the same
+    absolute CLOCK_MONOTONIC time in both, so the first new program armed it where the old
+    one had it, not --watchdog from its own start."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=2, args=["--watchdog", "30"])
+    real = conftest.REPO / "build" / "bindonce"
+    keep = tmp_path / "states"
+    keep.mkdir()
+    wrapper = script(tmp_path / "new-bindonce",
+                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || '
+                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"\n'
+                     f'exec "{real}" "$@"\n')
+    for _ in range(2):
+        r = ctl(sup, "upgrade", "--exe", str(wrapper))
+        assert r.returncode == 0, r.stderr
+    first, second = (read_state(p) for p in sorted(keep.iterdir()))
+    workers = [[rec for name, rec in s if name == "worker"] for s in (first, second)]
+    assert len(workers[0]) == 2 and workers[0] == workers[1], workers
+    for w in workers[0]:
+        # sd-event arms it from the loop's time of that turn, a moment before `started`.
+        assert int(w["watchdog_at"]) > int(w["started"]) + 29_000_000, w
+    assert [rec for name, rec in first if name == "slot"] == [rec for name, rec in second if name == "slot"]
