@@ -33,7 +33,7 @@ SYSCONFDIR ?= /etc
 DOCDIR     ?= $(PREFIX)/share/doc/bindonce
 UNITDIR    ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
-SRCS       := src/activation.c src/balance.c src/control.c src/ctl.c src/notify.c src/orphans.c src/sdnotify.c src/units.c src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c src/exit_status.c src/generation.c src/pool.c src/restart.c src/roll.c src/rollout.c src/slot.c src/worker.c
+SRCS       := src/options.c src/identity.c src/output.c src/stall.c src/activation.c src/balance.c src/control.c src/ctl.c src/notify.c src/orphans.c src/sdnotify.c src/units.c src/address.c src/backoff.c src/listener.c src/log.c src/spawn.c src/supervisor.c src/exit_status.c src/generation.c src/pool.c src/restart.c src/roll.c src/rollout.c src/slot.c src/worker.c
 MAIN       := src/main.c
 # Upgrade in place (bindonce(1) UPGRADE IN PLACE).
 SRCS       += src/state_file.c src/upgrade.c src/upgrade_state.c

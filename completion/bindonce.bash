@@ -16,7 +16,8 @@ _bindonce_takes_value() {
     -l|--listen|--listen-datagram|--listen-seqpacket|--fdname|--backlog|-w|--workers|\
     -E|--setenv|--restart|--stop-timeout|--give-up|--name|--ready|--start-timeout|\
     --notify-access|--max-surge|--max-unavailable|--watchdog|--min-ready|--control|\
-    --balance|--unit-dir) return 0 ;;
+    --balance|--unit-dir|--stop-signal|--user|--group|--chdir|--umask|--socket-mode|\
+    --socket-user|--socket-group|--bind-to-device) return 0 ;;
     esac
     return 1
 }
@@ -24,7 +25,9 @@ _bindonce_takes_value() {
 _bindonce_options="-l --listen --listen-datagram --listen-seqpacket -d --datagram --seqpacket
     --fdname --backlog --reuse-port --balance --fd-store -w --workers -E --setenv --restart
     --stop-timeout --give-up --name --ready --start-timeout --notify-access --max-surge
-    --max-unavailable --watchdog --min-ready --control -h --help --version"
+    --max-unavailable --watchdog --min-ready --control --nonblocking --socket-mode
+    --socket-user --socket-group --ipv6-only --freebind --bind-to-device --stop-signal
+    --user --group --chdir --umask --log-prefix -h --help --version"
 
 _bindonce_ctl_commands="status reload restart scale signal stop upgrade"
 
@@ -78,7 +81,11 @@ _bindonce_value() {
     --notify-access) _bindonce_reply "main all" "$cur" ;;
     --balance)       _bindonce_reply "shared reuseport" "$cur" ;;
     --control)       _bindonce_files "$cur" ;;
-    --unit-dir)      _bindonce_files "$cur" -d ;;
+    --unit-dir|--chdir) _bindonce_files "$cur" -d ;;
+    --user|--socket-user)   local IFS=$'\n'; COMPREPLY=($(compgen -u -- "$cur")) ;;
+    --group|--socket-group) local IFS=$'\n'; COMPREPLY=($(compgen -g -- "$cur")) ;;
+    --stop-signal)   _bindonce_reply "$_bindonce_signals" "$cur" ;;
+    --bind-to-device) _bindonce_reply "$(ls /sys/class/net 2>/dev/null)" "$cur" ;;
     -E|--setenv)     local IFS=$'\n'; COMPREPLY=($(compgen -e -- "$cur")) ;;
     *)               COMPREPLY=() ;;    # addresses, numbers, seconds, names: free text
     esac

@@ -22,7 +22,7 @@ int balance_open_sibling(const Listener *l, int backlog) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof sa;
         _cleanup_close_ int fd = -1;
-        int one = 1, v6only = 0;
+        int one = 1, v6only = 0, nonblock;
         socklen_t v6len = sizeof v6only;
 
         /* The address the listener really has (a bare PORT may have fallen back to IPv4). */
@@ -32,7 +32,12 @@ int balance_open_sibling(const Listener *l, int backlog) {
          * (a socket from systemd may have BindIPv6Only=ipv6-only). */
         if (sa.ss_family == AF_INET6 && getsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &v6len) < 0)
                 return -errno;
-        fd = socket(sa.ss_family, l->address.type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        /* Blocking or not as the group's first socket (--nonblocking, or the socket unit's
+         * NonBlocking=): each worker sees its own, and they must not differ. */
+        nonblock = fcntl(l->fd, F_GETFL);
+        if (nonblock < 0)
+                return -errno;
+        fd = socket(sa.ss_family, l->address.type | SOCK_CLOEXEC | (nonblock & O_NONBLOCK ? SOCK_NONBLOCK : 0), 0);
         if (fd < 0)
                 return -errno;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||

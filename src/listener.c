@@ -52,24 +52,64 @@ int bind_unix_path(int fd, const SocketAddress *a) {
         return bind(fd, &a->sa, a->size) < 0 ? -errno : 0;
 }
 
-static int open_one(Listener *l, int family, int backlog, bool reuse_port) {
+static int set_inet_options(int fd, int family, const ListenerOptions *o) {
+        int r;
+
+        /* SO_REUSEADDR lets a restarted bindonce bind while old connections sit in
+         * TIME_WAIT. SO_REUSEPORT is opt-in: it lets any process of our uid join. */
+        r = set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        if (r >= 0 && o->reuse_port)
+                r = set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+        /* [::]:PORT takes IPv4 too, whatever net.ipv6.bindv6only says, unless --ipv6-only. */
+        if (r >= 0 && family == AF_INET6)
+                r = set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, o->ipv6_only);
+        /* IP_FREEBIND is read for IPv6 sockets too. */
+        if (r >= 0 && o->freebind)
+                r = set_int_opt(fd, IPPROTO_IP, IP_FREEBIND, 1);
+        if (r >= 0 && o->bind_to_device &&
+            setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, o->bind_to_device, (socklen_t) strlen(o->bind_to_device)) < 0)
+                r = -errno;
+        return r;
+}
+
+/* A unix socket file gets its mode at bind() (a umask that leaves exactly `mode`: nobody
+ * may connect through a wider mode even for a moment) and its owner before listen(). */
+static int bind_unix_file(Listener *l, int fd, const ListenerOptions *o) {
+        const SocketAddress *a = &l->address;
+        mode_t old = 0;
+        struct stat st;
+        int r;
+
+        if (o->mode != (mode_t) -1)
+                old = umask(~o->mode & 0777);
+        r = bind_unix_path(fd, a);
+        if (o->mode != (mode_t) -1)
+                (void) umask(old);
+        if (r < 0)
+                return r;
+
+        /* From here on the file is ours to remove, whatever fails next. */
+        l->unlink_on_close = true;
+        if (stat(a->un.sun_path, &st) >= 0) {
+                l->dev = st.st_dev;
+                l->ino = st.st_ino;
+        }
+        if ((o->uid != (uid_t) -1 || o->gid != (gid_t) -1) && lchown(a->un.sun_path, o->uid, o->gid) < 0)
+                return -errno;
+        return 0;
+}
+
+static int open_one(Listener *l, int family, const ListenerOptions *o) {
         const SocketAddress *a = &l->address;
         _cleanup_close_ int fd = -1;
         int r;
 
-        fd = socket(family, a->type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        fd = socket(family, a->type | SOCK_CLOEXEC | (o->nonblocking ? SOCK_NONBLOCK : 0), 0);
         if (fd < 0)
                 return -errno;
 
         if (family != AF_UNIX) {
-                /* SO_REUSEADDR lets a restarted bindonce bind while old connections sit in
-                 * TIME_WAIT. SO_REUSEPORT is opt-in: it lets any process of our uid join. */
-                r = set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-                if (r >= 0 && reuse_port)
-                        r = set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
-                /* [::]:PORT takes IPv4 too, whatever net.ipv6.bindv6only says. */
-                if (r >= 0 && family == AF_INET6)
-                        r = set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+                r = set_inet_options(fd, family, o);
                 if (r < 0)
                         return r;
         }
@@ -83,39 +123,41 @@ static int open_one(Listener *l, int family, int backlog, bool reuse_port) {
                 if (bind(fd, (struct sockaddr *) &in, sizeof in) < 0)
                         return -errno;
         } else if (address_is_unix_path(a)) {
-                r = bind_unix_path(fd, a);
+                r = bind_unix_file(l, fd, o);
                 if (r < 0)
                         return r;
         } else if (bind(fd, &a->sa, a->size) < 0)
                 return -errno;
 
-        if (address_is_unix_path(a)) {
-                struct stat st;
-
-                /* From here on the file is ours to remove, whatever fails next. */
-                l->unlink_on_close = true;
-                if (stat(a->un.sun_path, &st) >= 0) {
-                        l->dev = st.st_dev;
-                        l->ino = st.st_ino;
-                }
-        }
-
-        if (a->type != SOCK_DGRAM && listen(fd, backlog) < 0)
+        if (a->type != SOCK_DGRAM && listen(fd, o->backlog) < 0)
                 return -errno;
 
         l->fd = TAKE_FD(fd);
         return 0;
 }
 
-int listener_open(Listener *l, int backlog, bool reuse_port) {
-        int r = open_one(l, address_family(&l->address), backlog, reuse_port);
+int listener_open_with(Listener *l, const ListenerOptions *o) {
+        int r = open_one(l, address_family(&l->address), o);
 
         /* A bare PORT on a machine without IPv6 binds 0.0.0.0, as systemd does. */
         if (r == -EAFNOSUPPORT && l->address.port_only)
-                r = open_one(l, AF_INET, backlog, reuse_port);
+                r = open_one(l, AF_INET, o);
         if (r < 0)
                 listener_close(l);
         return r;
+}
+
+int listener_open(Listener *l, int backlog, bool reuse_port) {
+        ListenerOptions o = {
+                .backlog = backlog,
+                .reuse_port = reuse_port,
+                .nonblocking = true,
+                .mode = (mode_t) -1,
+                .uid = (uid_t) -1,
+                .gid = (gid_t) -1,
+        };
+
+        return listener_open_with(l, &o);
 }
 
 const char *listener_strerror(const Listener *l, int error) {
@@ -139,7 +181,9 @@ const char *listener_strerror(const Listener *l, int error) {
         case ENOTDIR:
                 return "a component of the path is not a directory";
         case EADDRNOTAVAIL:
-                return "not an address of this machine; choose a local address";
+                return "not an address of this machine; choose a local address, or add --freebind";
+        case ENODEV:
+                return "no such network interface (--bind-to-device); see 'ip link'";
         case EAFNOSUPPORT:
                 return "this address family is not supported here";
         default:

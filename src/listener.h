@@ -18,9 +18,27 @@ typedef struct Listener {
         ino_t ino;
 } Listener;
 
-/* Creates, binds and listens (stream, seqpacket). The fd is close-on-exec and non-blocking.
- * A stale unix socket at the path (nobody accepting) is replaced; any other file there is
- * never touched: -EEXIST. Returns -errno; logs nothing, the caller explains. */
+/* How a socket is made. */
+typedef struct ListenerOptions {
+        int backlog;
+        bool reuse_port;
+        /* O_NONBLOCK on the socket: off for the workers' sockets unless --nonblocking, as
+         * systemd passes them; on for bindonce's own (the control socket). */
+        bool nonblocking;
+        bool ipv6_only;                 /* [::] takes IPv6 only (else IPv4 too) */
+        bool freebind;                  /* IP_FREEBIND */
+        const char *bind_to_device;     /* SO_BINDTODEVICE; NULL: any */
+        mode_t mode;                    /* unix socket files; (mode_t) -1: 0777 less the umask */
+        uid_t uid;                      /* unix socket files; (uid_t) -1: unchanged */
+        gid_t gid;
+} ListenerOptions;
+
+/* Creates, binds and listens (stream, seqpacket). The fd is close-on-exec. A stale unix
+ * socket at the path (nobody accepting) is replaced; any other file there is never touched:
+ * -EEXIST. Returns -errno; logs nothing, the caller explains. */
+int listener_open_with(Listener *l, const ListenerOptions *o);
+
+/* A socket of bindonce's own: non-blocking, no options. */
 int listener_open(Listener *l, int backlog, bool reuse_port);
 
 /* The one-line explanation of a listener_open() failure, naming the fix. */

@@ -9,6 +9,7 @@
 
 #include "exit_status.h"
 #include "log.h"
+#include "stall.h"
 #include "supervisor-internal.h"
 
 /* Up to the follow-up: the first failure of a roll is the one the clients hear. */
@@ -64,20 +65,20 @@ void status_line(const Supervisor *sup, char *buf, size_t size) {
 
         if (sup->n_listeners > 1)
                 snprintf(more, sizeof more, " +%zu more", sup->n_listeners - 1);
-        snprintf(buf, size, "STATUS=%u/%u workers up, %u restarts%s%s, %s%s",
+        snprintf(buf, size, "STATUS=%u/%u workers up, %u restarts%s%s, %s%s%s",
                  ready_workers(sup), sup->target, sup->total_restarts,
                  sup->crash_loop ? ", every worker crash-looping" : "",
                  sup->roll.active ? ", reloading" : "",
                  sup->n_listeners && sup->listeners[0].address.size
                          ? address_format(&sup->listeners[0].address, addr) : "sockets from systemd",
-                 more);
+                 more, stall_note(sup->stall));
 }
 
 /* What must arrive (READY=1, STOPPING=1, ...) goes at once, with the current STATUS=, and
  * may wait. Plain status changes are a follow-up: one datagram per loop turn, sent without
  * waiting. */
 void notify_systemd(const Supervisor *sup, const char *extra) {
-        char status[ADDRESS_FORMAT_MAX + 160];
+        char status[2 * ADDRESS_FORMAT_MAX + 256];
 
         if (!sup->notify)
                 return;
@@ -91,7 +92,7 @@ void worker_retire(Supervisor *sup, Worker *w) {
         w->slot = NULL;
         w->next_retired = sup->retired;
         sup->retired = w;
-        worker_terminate(w, SIGTERM);
+        worker_terminate(w, sup->config.stop_signal);
 }
 
 static void retired_remove(Supervisor *sup, Worker *w) {
@@ -190,7 +191,7 @@ static void log_started(const Supervisor *sup, const Slot *slot, const Worker *w
         else if (stage == SPAWN_STAGE_EXEC)
                 log_error_errno(child_errno, "worker %u: cannot execute '%s': %m", slot->index, sup->config.argv[0]);
         else
-                log_error_errno(child_errno, "worker %u: cannot set up its process: %m", slot->index);
+                log_error_errno(child_errno, "worker %u: %s: %m", slot->index, spawn_stage_name(stage));
 }
 
 /* Starts a worker for the slot: as its worker (-> starting, running once ready at exec), or
@@ -368,7 +369,7 @@ static void action_terminate(Supervisor *sup, Slot *slot, const Cause *c) {
                 slot->next = NULL;
         }
         slot->worker->requested = c && c->requested;
-        worker_terminate(slot->worker, SIGTERM);
+        worker_terminate(slot->worker, sup->config.stop_signal);
         slot_set_state(slot, SLOT_STOPPING);
 }
 

@@ -5,10 +5,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "output.h"
 #include "spawn.h"
 #include "util.h"
 
@@ -105,6 +108,22 @@ static int env_putf(WorkerEnv *env, size_t *n, const char *format, ...) {
         return 0;
 }
 
+#ifndef PIDFS_MAGIC
+#define PIDFS_MAGIC 0x50494446
+#endif
+
+bool pidfd_ids_supported(void) {
+        static int supported = -1;
+
+        if (supported < 0) {
+                _cleanup_close_ int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
+                struct statfs sfs;
+
+                supported = fd >= 0 && fstatfs(fd, &sfs) >= 0 && sfs.f_type == PIDFS_MAGIC;
+        }
+        return supported;
+}
+
 int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
                      size_t n_fds, const char *fdnames, const char *notify_socket, uint64_t watchdog_usec) {
         size_t n_base = 0, n = 0;
@@ -113,7 +132,7 @@ int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, s
                 n_base++;
 
         *env = (WorkerEnv) {};
-        env->envp = calloc(n_base + n_settings + 8, sizeof(char *));
+        env->envp = calloc(n_base + n_settings + 9, sizeof(char *)); /* 8 of ours and NULL */
         env->owned = calloc(4, sizeof(char *));
         if (!env->envp || !env->owned)
                 goto oom;
@@ -147,6 +166,13 @@ int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, s
 
         strcpy(env->listen_pid, "LISTEN_PID=");
         env_put(env->envp, &n, env->listen_pid);
+        /* systemd v259: libsystemd in the worker checks it against its own pidfd's inode,
+         * when the kernel gives pidfds inode ids (pidfs). The supervisor's own was dropped
+         * above: only the worker's, written in the child, is ever passed. */
+        if (pidfd_ids_supported()) {
+                strcpy(env->listen_pidfdid, "LISTEN_PIDFDID=");
+                env_put(env->envp, &n, env->listen_pidfdid);
+        }
         strcpy(env->worker, "BINDONCE_WORKER=0");
         env_put(env->envp, &n, env->worker);
         env->envp[n] = NULL;
@@ -207,6 +233,19 @@ void spawn_signals_init(SpawnParams *p) {
         }
 }
 
+const char *spawn_stage_name(SpawnStage stage) {
+        switch (stage) {
+        case SPAWN_STAGE_USER:
+                return "cannot switch to its user and group";
+        case SPAWN_STAGE_CHDIR:
+                return "cannot change to its --chdir directory";
+        case SPAWN_STAGE_EXEC:
+                return "cannot execute its command";
+        default:
+                return "cannot set up its process";
+        }
+}
+
 typedef struct ChildReport {
         int stage;
         int error;
@@ -220,10 +259,44 @@ static _noreturn_ void child_fail(volatile ChildReport *report, SpawnStage stage
         _exit(stage == SPAWN_STAGE_EXEC && error == ENOENT ? 127 : 126);
 }
 
+/* The inode id of our own pidfd, into "LISTEN_PIDFDID=". Without one (out of fds, say) the
+ * entry is renamed rather than left empty or wrong: sd_listen_fds() then checks LISTEN_PID
+ * alone, as before v259. */
+static void child_put_pidfdid(char *buf, size_t size) {
+        int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
+        struct stat st;
+
+        if (fd >= 0 && fstat(fd, &st) >= 0)
+                env_put_number(buf, size, (unsigned long) st.st_ino);
+        else
+                memcpy(buf, "BINDONCE_NO_PIDFDID=", sizeof "BINDONCE_NO_PIDFDID=");
+        if (fd >= 0)
+                (void) close(fd);
+}
+
+/* --umask, --group, --user, --chdir. The ids go by raw system calls: glibc's setuid() and
+ * friends would signal the parent's threads (setxid), whose memory this child shares. In
+ * the order that keeps each step permitted: groups, gid, then uid; a failure anywhere is
+ * a failed start, never a worker left running as root. */
+static void child_setup(const WorkerSetup *s, volatile ChildReport *report) {
+        if (s->set_umask)
+                (void) umask(s->umask);
+        if (s->set_ids) {
+                if (syscall(SYS_setgroups, s->n_groups, s->groups) < 0 ||
+                    syscall(SYS_setresgid, s->gid, s->gid, s->gid) < 0)
+                        child_fail(report, SPAWN_STAGE_USER, errno);
+                if (s->uid != (uid_t) -1 && syscall(SYS_setresuid, s->uid, s->uid, s->uid) < 0)
+                        child_fail(report, SPAWN_STAGE_USER, errno);
+        }
+        /* After the switch: the directory must be the worker's to enter. */
+        if (s->chdir && chdir(s->chdir) < 0)
+                child_fail(report, SPAWN_STAGE_CHDIR, errno);
+}
+
 /* Runs in the vfork() child, on the parent's memory, until exec: no allocation, no stdio,
  * nothing that takes a lock or returns into the parent's frames. Async-signal-safe calls. */
 static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
-                                  volatile ChildReport *report) {
+                                  int output_fd, volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
         int cur[p->n_fds];
         KernelSigaction dfl = { .handler = SIG_DFL };
@@ -239,6 +312,12 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
 
         if (dup2(p->devnull, STDIN_FILENO) < 0)
                 child_fail(report, SPAWN_STAGE_SETUP, errno);
+        /* Below 3, so the fd moves never meet it; both get the same stream. */
+        output_fd = worker_output_child(p->setup.output, output_fd);
+        if (output_fd >= 0 && (dup2(output_fd, STDOUT_FILENO) < 0 || dup2(output_fd, STDERR_FILENO) < 0))
+                child_fail(report, SPAWN_STAGE_SETUP, errno);
+        if (output_fd > STDERR_FILENO)
+                (void) close(output_fd);
 
         memcpy(cur, fds, sizeof cur);
         for (size_t k = 0; k < n_moves; k++) {
@@ -271,9 +350,13 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         env_put_number(p->env.listen_pid, sizeof p->env.listen_pid, (unsigned long) getpid());
         if (p->env.watchdog_pid[0])
                 env_put_number(p->env.watchdog_pid, sizeof p->env.watchdog_pid, (unsigned long) getpid());
+        if (p->env.listen_pidfdid[0])
+                child_put_pidfdid(p->env.listen_pidfdid, sizeof p->env.listen_pidfdid);
 
         if (p->restore_nofile && setrlimit(RLIMIT_NOFILE, &p->nofile) < 0)
                 child_fail(report, SPAWN_STAGE_SETUP, errno);
+
+        child_setup(&p->setup, report);
 
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
@@ -286,7 +369,7 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
         FdMove moves[2 * p->n_fds + 1];
         volatile ChildReport report = { SPAWN_STAGE_EXEC, 0 };
-        int n_moves;
+        int n_moves, output_fd;
         pid_t pid;
 
         /* Planned here, not in the child: the child only replays it. */
@@ -296,13 +379,19 @@ int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret
 
         worker_env_set_slot(&p->env, slot);
 
+        /* The worker's stdout and stderr: a pipe to bindonce (--log-prefix), a journal
+         * stream, or -1: bindonce's own. */
+        output_fd = p->setup.output ? worker_output_open(p->setup.output, slot) : -1;
+
         /* vfork(): no page tables to copy, so a restart costs one exec. We run again only
          * once the child has exec'd or exited, so the report below is final. */
         pid = vfork();
+        if (pid == 0)
+                child_exec(p, fds, moves, (size_t) n_moves, output_fd, &report);
+        if (p->setup.output)
+                worker_output_started(p->setup.output, pid);
         if (pid < 0)
                 return -errno;
-        if (pid == 0)
-                child_exec(p, fds, moves, (size_t) n_moves, &report);
 
         *ret = (SpawnResult) {
                 .pid = pid,

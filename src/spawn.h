@@ -34,6 +34,7 @@ typedef struct WorkerEnv {
         char listen_pid[32];    /* "LISTEN_PID=", the digits written in the child */
         char worker[40];        /* "BINDONCE_WORKER=N" */
         char watchdog_pid[32];  /* "WATCHDOG_PID=", written in the child; "" without --watchdog */
+        char listen_pidfdid[48]; /* "LISTEN_PIDFDID=", written in the child; "" without pidfs */
         char **owned;           /* strings we allocated, freed with the env */
         size_t n_owned;
 } WorkerEnv;
@@ -45,13 +46,35 @@ typedef struct WorkerEnv {
 int worker_env_build(WorkerEnv *env, char *const *base, char *const *settings, size_t n_settings,
                      size_t n_fds, const char *fdnames, const char *notify_socket, uint64_t watchdog_usec);
 void worker_env_set_slot(WorkerEnv *env, unsigned slot);
+
+/* Do pidfds have inode ids of their own here (pidfs, Linux 6.9)? Then each worker gets
+ * LISTEN_PIDFDID. */
+bool pidfd_ids_supported(void);
 void worker_env_done(WorkerEnv *env);
 
 /* Writes v in decimal after the '=' of buf; async-signal-safe, for the child. */
 void env_put_number(char *buf, size_t size, unsigned long v);
 
+/* What a worker's process is set up with before exec, beyond its fds and environment. The
+ * ids are resolved by the parent at startup: no name lookup (NSS, which may take locks or
+ * talk to a daemon) ever runs in a child. */
+typedef struct WorkerSetup {
+        bool set_ids;           /* --user or --group: the three below are applied */
+        uid_t uid;              /* (uid_t) -1: kept (--group alone) */
+        gid_t gid;
+        gid_t *groups;          /* supplementary groups, for setgroups() */
+        size_t n_groups;
+        const char *chdir;      /* NULL: bindonce's own directory */
+        bool set_umask;
+        mode_t umask;
+        struct WorkerOutput *output; /* NULL: the workers write to bindonce's stdout, stderr */
+} WorkerSetup;
+
+#define WORKER_SETUP_NULL ((WorkerSetup) { .uid = (uid_t) -1, .gid = (gid_t) -1 })
+
 typedef struct SpawnParams {
         char **argv;
+        WorkerSetup setup;
         WorkerEnv env;
         size_t n_fds;           /* sockets per worker */
         int devnull;            /* the worker's stdin */
@@ -82,7 +105,12 @@ void spawn_signals_init(SpawnParams *p);
 typedef enum SpawnStage {
         SPAWN_STAGE_SETUP,
         SPAWN_STAGE_EXEC,
+        SPAWN_STAGE_USER,       /* setgroups, setgid, setuid: never exec'd as root instead */
+        SPAWN_STAGE_CHDIR,
 } SpawnStage;
+
+/* "set up its process", "change to the user", ...: for the log line of a failed start. */
+const char *spawn_stage_name(SpawnStage stage);
 
 typedef struct SpawnResult {
         pid_t pid;

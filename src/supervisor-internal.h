@@ -59,6 +59,7 @@ struct Supervisor {
         int stop_request;               /* an exit status: give up (69), or an OS error (71) */
         unsigned fresh_from;            /* no fresh slot below this one */
         sd_event_source *fresh_start;   /* starts fresh slots, after every other pending event */
+        struct Stall *stall;            /* "no worker accepts" advice */
         struct Upgrade *upgrade;        /* an upgrade in place being checked (upgrade.c) */
 };
 

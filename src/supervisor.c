@@ -13,6 +13,7 @@
 #include "log.h"
 #include "orphans.h"
 #include "sdnotify.h"
+#include "stall.h"
 #include "supervisor-internal.h"
 #include "upgrade.h"
 
@@ -113,7 +114,7 @@ static int on_fresh_start(sd_event_source *s, void *userdata) {
 
 static int on_followup(sd_event_source *s, void *userdata) {
         Supervisor *sup = userdata;
-        char status[ADDRESS_FORMAT_MAX + 160];
+        char status[2 * ADDRESS_FORMAT_MAX + 256];
 
         /* What the slots asked for: a stop first, which ends any roll. */
         if (sup->stop_request) {
@@ -131,6 +132,8 @@ static int on_followup(sd_event_source *s, void *userdata) {
         supervisor_steer(sup);
         roll_drive(sup);
         supervisor_check_ready(sup);
+        if (ready_workers(sup) > 0)
+                stall_worker_ready(sup->stall);
         if (sup->crash_loop && !give_up_reached(counts_of, sup, sup->target, crash_loop_threshold(sup))) {
                 sup->crash_loop = false;
                 log_notice("the crash loop is over: a worker ran for %llu s",
@@ -271,7 +274,7 @@ static void supervisor_stop(Supervisor *sup, int exit_code) {
         for (unsigned i = 0; i < sup->n_slots; i++)
                 slot_dispatch(sup, sup->slots[i], SLOT_EV_STOP, NULL);
         for (Worker *w = sup->retired; w; w = w->next_retired)
-                worker_terminate(w, SIGTERM);
+                worker_terminate(w, sup->config.stop_signal);
         supervisor_wake(sup);
 }
 
@@ -621,6 +624,8 @@ static int setup_spawn(Supervisor *sup) {
                 sup->shared_fds[i] = sup->listeners[i].fd;
         sup->spawn.n_fds = sup->n_listeners;
         sup->spawn.argv = cfg->argv;
+        sup->spawn.setup = cfg->worker_setup;
+        sup->stall = stall_new(sup->event, sup->listeners, sup->n_listeners, sup->followup);
         spawn_signals_init(&sup->spawn);
         spawn_nofile_init(&sup->spawn);
         sup->spawn.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -642,12 +647,15 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
          * keep the next ones on the heap for good). */
         (void) mallopt(M_MMAP_THRESHOLD, 256 * 1024);
         sup->config = *config;
+        if (sup->config.stop_signal == 0)
+                sup->config.stop_signal = SIGTERM;
         sup->rules = (WorkerRules) {
                 .ready = config->ready,
                 .stop_timeout = config->stop_timeout,
                 .start_timeout = config->start_timeout,
                 .watchdog = config->watchdog,
                 .min_ready = config->min_ready,
+                .stop_signal = sup->config.stop_signal,
         };
         sup->listeners = listeners;
         sup->n_listeners = n_listeners;
@@ -709,6 +717,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
         upgrade_free(sup->upgrade);
         control_server_free(sup->control);
         notify_server_free(sup->notify_server);
+        stall_free(sup->stall);
         children_list_close();
         sd_event_source_disable_unref(sup->followup);
         sd_event_source_disable_unref(sup->fresh_start);

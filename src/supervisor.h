@@ -32,6 +32,8 @@ typedef struct SupervisorConfig {
         const char *control_path;       /* NULL: the default, "": none */
         Balance balance;
         int backlog;                    /* for the sockets of new slots */
+        int stop_signal;                /* --stop-signal: stop, reload, scale-down, restart */
+        WorkerSetup worker_setup;       /* --user, --group, --chdir, --umask, output */
         const struct UpgradeState *resume; /* an upgrade in place: what the previous bindonce left */
 } SupervisorConfig;
 

@@ -136,7 +136,7 @@ static int on_start_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         log_error("worker %u (pid %d) did not send READY=1 within %.1f s: stopping it",
                   w->index, (int) w->pid, (double) w->rules->start_timeout / USEC_PER_SEC);
         w->failed = "did not send READY=1 within --start-timeout";
-        worker_terminate(w, SIGTERM);
+        worker_terminate(w, w->rules->stop_signal);
         return 0;
 }
 

@@ -21,6 +21,7 @@ typedef struct WorkerRules {
         usec_t start_timeout;           /* --ready notify only */
         usec_t watchdog;                /* 0: off */
         usec_t min_ready;               /* a roll's replacement proves itself this long */
+        int stop_signal;                /* --stop-signal */
 } WorkerRules;
 
 /* One process we started. While it is a slot's `worker` (or its `next`) it belongs to the

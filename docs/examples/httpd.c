@@ -248,7 +248,8 @@ static int is_listening_stream(int fd)
         return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening;
 }
 
-/* --fd: a listening socket we inherited, made non-blocking like bindonce's. */
+/* A listening socket we inherited (--fd, or by socket activation), made non-blocking: we
+ * poll(), then accept(). */
 static int inherited_socket(int fd)
 {
         if (!is_listening_stream(fd)) {
@@ -289,7 +290,9 @@ static int activated_sockets(const char *argv0, struct pollfd **pfd)
         for (int i = 0; i < n; i++) {
                 int fd = LISTEN_FDS_START + i;
 
-                if (is_listening_stream(fd))
+                /* Passed blocking, as systemd does: poll() then accept() wants O_NONBLOCK, or
+                 * a worker that lost the race to another would wait in accept(). */
+                if (is_listening_stream(fd) && inherited_socket(fd) >= 0)
                         (*pfd)[nsock++] = (struct pollfd) { .fd = fd, .events = POLLIN };
                 else
                         fprintf(stderr, "httpd: ignoring fd %d (%s): not a listening stream socket\n",

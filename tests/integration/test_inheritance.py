@@ -49,7 +49,8 @@ def check_worker_hygiene(sup, rep, sockets, names, via_library):
         f = fds[3 + i]
         assert f["socket"] is not None, f"fd {3 + i} is not a socket: {f}"
         assert f["cloexec"] is False, f"fd {3 + i} has FD_CLOEXEC set"
-        assert f["nonblock"] is True, f"fd {3 + i} is not O_NONBLOCK"
+        # Blocking, as systemd passes them (issue 10); --nonblocking is tested on its own.
+        assert f["nonblock"] is False, f"fd {3 + i} is O_NONBLOCK"
         assert f["socket"]["type"] == typ, f"fd {3 + i}"
         assert f["socket"]["domain"] == domain, f"fd {3 + i}"
         assert f["socket"]["acceptconn"] is (typ != "dgram"), f"fd {3 + i}"
@@ -59,7 +60,13 @@ def check_worker_hygiene(sup, rep, sockets, names, via_library):
     assert env["LISTEN_PID"] == str(pid)
     assert env["LISTEN_FDS"] == str(n)
     assert env["LISTEN_FDNAMES"] == ":".join(names)
-    assert env["LISTEN_PIDFDID"] is None
+    # The worker's own pidfd inode where the kernel has pidfs; never bindonce's.
+    if env["LISTEN_PIDFDID"] is not None:
+        pidfd = os.pidfd_open(pid)
+        try:
+            assert env["LISTEN_PIDFDID"] == str(os.fstat(pidfd).st_ino), "LISTEN_PIDFDID is not the worker's"
+        finally:
+            os.close(pidfd)
     # bindonce may give workers a NOTIFY_SOCKET of its own; never one it inherited.
     if env["NOTIFY_SOCKET"] is not None:
         assert env["NOTIFY_SOCKET"] != os.environ.get("NOTIFY_SOCKET")

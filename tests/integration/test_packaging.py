@@ -223,7 +223,7 @@ def test_completion_offers_every_long_option_of_the_help():
     help_text = subprocess.run([BINDONCE, "--help"], stdout=subprocess.PIPE, text=True,
                                timeout=10).stdout
     # The option lines of the main form (the synopsis and generate-units' own left out).
-    main = set(re.findall(r"^ +(?:-\w )?(--[a-z][a-z-]+)", help_text.split("generate-units:")[0], re.M))
+    main = set(re.findall(r"^ +(?:-\w )?(--[a-z][a-z0-9-]+)", help_text.split("generate-units:")[0], re.M))
     assert len(main) > 20, help_text
     offered = set(complete("bindonce -"))
     assert not main - offered, "not completed: %s" % sorted(main - offered)

@@ -153,7 +153,13 @@ static void test_env(void **state) {
         assert_string_equal(env_get(env.envp, "KEEP"), "me");
         assert_string_equal(env_get(env.envp, "FOO"), "bar");
         assert_null(env_get(env.envp, "ABSENT"));
-        assert_null(env_get(env.envp, "LISTEN_PIDFDID"));
+        /* The supervisor's own never; the worker's own, written in the child, where the
+         * kernel has pidfd inode ids. */
+        if (pidfd_ids_supported()) {
+                assert_string_equal(env_get(env.envp, "LISTEN_PIDFDID"), "");
+                assert_int_equal(env_count(env.envp, "LISTEN_PIDFDID"), 1);
+        } else
+                assert_null(env_get(env.envp, "LISTEN_PIDFDID"));
         /* Ours for the worker, never systemd's for us. */
         assert_string_equal(env_get(env.envp, "NOTIFY_SOCKET"), "@bindonce/notify");
         assert_string_equal(env_get(env.envp, "WATCHDOG_USEC"), "3000000");
@@ -189,9 +195,10 @@ static void test_env(void **state) {
 }
 
 /* The real thing, end to end: a process whose exec fails is reported at once, by errno. */
-static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
+static void spawn_setup_and_wait(char **argv, const WorkerSetup *setup, int expect_errno, SpawnStage stage,
+                                 int expect_status) {
         int sv[2], devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        SpawnParams p = { .argv = argv, .devnull = devnull, .n_fds = 1 };
+        SpawnParams p = { .argv = argv, .devnull = devnull, .n_fds = 1, .setup = *setup };
 
         spawn_signals_init(&p);
         SpawnResult res;
@@ -203,7 +210,7 @@ static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
         assert_int_equal(spawn_worker(&p, 3, &sv[0], &res), 0);
         assert_int_equal(res.child_errno, expect_errno);
         if (expect_errno)
-                assert_int_equal(res.stage, SPAWN_STAGE_EXEC);
+                assert_int_equal(res.stage, stage);
         assert_true(res.pid > 0);
         assert_int_equal(waitid(P_PID, (id_t) res.pid, &si, WEXITED), 0);
         assert_int_equal(si.si_pid, res.pid);
@@ -214,6 +221,55 @@ static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
         close(sv[1]);
         close(devnull);
         worker_env_done(&p.env);
+}
+
+static void spawn_and_wait(char **argv, int expect_errno, int expect_status) {
+        WorkerSetup none = WORKER_SETUP_NULL;
+
+        spawn_setup_and_wait(argv, &none, expect_errno, SPAWN_STAGE_EXEC, expect_status);
+}
+
+/* --umask and --chdir reach the worker; a missing directory is a failed start, named. */
+static void test_spawn_umask_chdir(void **state) {
+        WorkerSetup s = WORKER_SETUP_NULL;
+
+        s.set_umask = true;
+        s.umask = 027;
+        s.chdir = "/usr";
+        spawn_setup_and_wait((char *[]) { "sh", "-c", "[ \"$(umask)\" = 0027 ] && [ \"$(pwd)\" = /usr ] && exit 0; exit 9",
+                                          NULL }, &s, 0, 0, 0);
+        s.chdir = "/nonexistent-bindonce-dir";
+        spawn_setup_and_wait((char *[]) { "true", NULL }, &s, ENOENT, SPAWN_STAGE_CHDIR, 126);
+}
+
+/* As root: the worker runs as nobody, with nobody's groups only; without root, switching
+ * fails as a failed start at the USER stage, never as a worker of the wrong user. */
+static void test_spawn_user(void **state) {
+        WorkerSetup s = WORKER_SETUP_NULL;
+        gid_t groups[1] = { 65534 };
+
+        s.set_ids = true;
+        s.uid = 65534;
+        s.gid = 65534;
+        s.groups = groups;
+        s.n_groups = 1;
+        if (geteuid() != 0) {
+                spawn_setup_and_wait((char *[]) { "true", NULL }, &s, EPERM, SPAWN_STAGE_USER, 126);
+                return;
+        }
+        spawn_setup_and_wait((char *[]) { "sh", "-c",
+                "grep -q '^Uid:[[:space:]]*65534[[:space:]]*65534[[:space:]]*65534[[:space:]]*65534$' /proc/self/status && "
+                "grep -q '^Gid:[[:space:]]*65534[[:space:]]*65534[[:space:]]*65534[[:space:]]*65534$' /proc/self/status && "
+                "grep -q '^Groups:[[:space:]]*65534[[:space:]]*$' /proc/self/status && exit 0; exit 9", NULL }, &s, 0, 0, 0);
+}
+
+/* LISTEN_PIDFDID is the worker's own pidfd inode, as libsystemd v259 checks it. */
+static void test_spawn_pidfdid(void **state) {
+        if (!pidfd_ids_supported())
+                skip();
+        spawn_and_wait((char *[]) { "/usr/bin/python3", "-c",
+                "import os, sys; fd = os.pidfd_open(os.getpid()); "
+                "sys.exit(0 if os.environ['LISTEN_PIDFDID'] == str(os.fstat(fd).st_ino) else 9)", NULL }, 0, 0);
 }
 
 static void test_spawn_exec_errors(void **state) {
@@ -271,6 +327,9 @@ int main(void) {
                 cmocka_unit_test(test_spawn_exec_errors),
                 cmocka_unit_test(test_spawn_worker_sees_protocol),
                 cmocka_unit_test(test_signals_to_reset),
+                cmocka_unit_test(test_spawn_umask_chdir),
+                cmocka_unit_test(test_spawn_user),
+                cmocka_unit_test(test_spawn_pidfdid),
         };
         return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
 }

@@ -47,6 +47,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -708,6 +709,14 @@ static int serve(void) {
                 pfd[n] = (struct pollfd) { .fd = r->fd, .events = POLLIN };
                 types[n] = r->so_type;
                 n++;
+                /* bindonce passes blocking sockets, as systemd does. After ppoll() another
+                 * worker may take the connection first, and a plain accept() would then wait,
+                 * SIGTERM blocked, for the next one. O_NONBLOCK would do, but it lives on the
+                 * open file description all workers share, and the report of the workers
+                 * started after this one must show what bindonce passed: a receive timeout
+                 * (a socket option, not a file flag) bounds the wait instead. */
+                struct timeval tv = { .tv_usec = 100 * 1000 };
+                (void) setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         }
 
         /* SIGTERM: blocked except while waiting, so it is never lost between the
