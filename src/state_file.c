@@ -116,6 +116,14 @@ static const Field worker_fields[] = {
 };
 #undef W
 
+#define P(k, t, m) { k, t, offsetof(StatePipe, m), 0 }
+static const Field pipe_fields[] = {
+        P("fd", F_I32, fd),
+        P("slot", F_U32, slot),
+        P("pid", F_I32, pid),
+};
+#undef P
+
 static const char *const role_names[] = {
         [STATE_WORKER] = "worker",
         [STATE_NEXT] = "next",
@@ -207,6 +215,8 @@ int state_write(const UpgradeState *s, FILE *f) {
                 write_record(f, "slot", slot_fields, ELEMENTSOF(slot_fields), &s->slots[i]);
         for (size_t i = 0; i < s->n_workers; i++)
                 write_record(f, "worker", worker_fields, ELEMENTSOF(worker_fields), &s->workers[i]);
+        for (size_t i = 0; i < s->n_pipes; i++)
+                write_record(f, "pipe", pipe_fields, ELEMENTSOF(pipe_fields), &s->pipes[i]);
         fputs("end\n", f);
         return ferror(f) ? -EIO : 0;
 }
@@ -483,6 +493,10 @@ static int read_line(char *line, UpgradeState *s, bool *have_supervisor, char *e
                 r = grow((void **) &s->workers, &s->n_workers, sizeof *s->workers, &rec);
                 return r < 0 ? r : read_record(rest, line, worker_fields, ELEMENTSOF(worker_fields), rec, err, size);
         }
+        if (strcmp(line, "pipe") == 0) {
+                r = grow((void **) &s->pipes, &s->n_pipes, sizeof *s->pipes, &rec);
+                return r < 0 ? r : read_record(rest, line, pipe_fields, ELEMENTSOF(pipe_fields), rec, err, size);
+        }
         return bad(err, size, "unknown record '%.32s'", line);
 }
 
@@ -499,6 +513,9 @@ static int state_check(const UpgradeState *s, char *err, size_t size) {
                         return bad(err, size, "slot %zu has %zu sockets, not %zu", i, s->slots[i].n_fds,
                                    s->n_listeners);
         }
+        for (size_t i = 0; i < s->n_pipes; i++)
+                if (s->pipes[i].fd < 0)
+                        return bad(err, size, "pipe %zu: fd %d", i, s->pipes[i].fd);
         for (size_t i = 0; i < s->n_workers; i++)
                 if (s->workers[i].pid <= 0 || s->workers[i].slot >= s->n_slots)
                         return bad(err, size, "worker %zu: pid %d of slot %u", i, (int) s->workers[i].pid,
@@ -568,11 +585,12 @@ void state_done(UpgradeState *s) {
                 free(s->workers[i].status);
         }
         free(s->workers);
+        free(s->pipes);
         *s = (UpgradeState) { .control.fd = -1, .notify_fd = -1, .client_fd = -1 };
 }
 
 int state_fds(const UpgradeState *s, size_t extra, int **ret) {
-        size_t n = 0, max = s->n_listeners + 3 + extra;
+        size_t n = 0, max = s->n_listeners + 3 + s->n_pipes + extra;
         int *fds;
 
         for (size_t i = 0; i < s->n_slots; i++)
@@ -591,6 +609,8 @@ int state_fds(const UpgradeState *s, size_t extra, int **ret) {
                         /* Slot 0's and unix sockets are the shared ones, counted above. */
                         if (s->slots[i].fds[j] != s->listeners[j].fd)
                                 ADD(s->slots[i].fds[j]);
+        for (size_t i = 0; i < s->n_pipes; i++)
+                ADD(s->pipes[i].fd);
 #undef ADD
         *ret = fds;
         return (int) n;

@@ -63,6 +63,13 @@ typedef struct StateSlot {
         size_t n_fds;
 } StateSlot;
 
+/* --log-prefix: the read end of a worker's output pipe. */
+typedef struct StatePipe {
+        int fd;
+        unsigned slot;
+        pid_t pid;
+} StatePipe;
+
 typedef struct UpgradeState {
         unsigned format;
         char *version;                  /* of the bindonce that wrote it */
@@ -85,6 +92,8 @@ typedef struct UpgradeState {
         size_t n_slots;
         StateWorker *workers;
         size_t n_workers;
+        StatePipe *pipes;
+        size_t n_pipes;
 } UpgradeState;
 
 /* Pure: the unit tests round-trip it. Returns 0 or -errno. */

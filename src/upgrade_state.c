@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "output.h"
 #include "supervisor-internal.h"
 #include "upgrade.h"
 
@@ -163,6 +164,30 @@ static int capture_argv(UpgradeState *s, char **argv) {
         return 0;
 }
 
+static void count_pipe(void *userdata, int fd, unsigned slot, pid_t pid) {
+        (*(size_t *) userdata)++;
+}
+
+static void capture_pipe(void *userdata, int fd, unsigned slot, pid_t pid) {
+        UpgradeState *s = userdata;
+        StatePipe *a = realloc(s->pipes, (s->n_pipes + 1) * sizeof *a);
+
+        /* Out of memory: n_pipes stays short and capture_pipes() sees it. */
+        if (!a)
+                return;
+        s->pipes = a;
+        s->pipes[s->n_pipes++] = (StatePipe) { .fd = fd, .slot = slot, .pid = pid };
+}
+
+/* --log-prefix: the pipes the workers write to, read by us. */
+static int capture_pipes(Supervisor *sup, UpgradeState *s) {
+        size_t n = 0;
+
+        worker_output_pipes(sup->config.worker_setup.output, capture_pipe, s);
+        worker_output_pipes(sup->config.worker_setup.output, count_pipe, &n);
+        return s->n_pipes == n ? 0 : -ENOMEM;
+}
+
 int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState *s) {
         int r;
 
@@ -202,7 +227,8 @@ int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState 
                 if (r < 0)
                         return r;
         }
-        return capture_workers(sup, s);
+        r = capture_workers(sup, s);
+        return r < 0 ? r : capture_pipes(sup, s);
 }
 
 /* ---- the state into the supervisor ---------------------------------------------------------- */
@@ -435,6 +461,13 @@ int upgrade_restore(Supervisor *sup, const UpgradeState *s) {
         sup->exit_code = s->exit_code;
         r = restore_workers(sup, s, &gens, &n_gens);
         slots_settle(sup);
+        for (size_t i = 0; r >= 0 && i < s->n_pipes; i++) {
+                r = worker_output_adopt_pipe(sup->config.worker_setup.output, s->pipes[i].fd, s->pipes[i].slot,
+                                             s->pipes[i].pid);
+                if (r < 0)
+                        log_error_errno(r, "upgrade: cannot read the output pipe of worker %u again: %m",
+                                        s->pipes[i].slot);
+        }
 out:
         /* Each worker holds its own reference. */
         for (size_t i = 0; i < n_gens; i++)

@@ -60,6 +60,14 @@ def status(sup):
     return json.loads(r.stdout)
 
 
+def ready(sup, n):
+    """For wait_until: the status once n workers are ready; None before, also while the
+    control socket is not there yet."""
+    r = ctl(sup, "status", "--json")
+    st = json.loads(r.stdout) if r.returncode == 0 else None
+    return st if st and st["ready"] == n else None
+
+
 def workers_of(st):
     """{slot: (pid, since, restarts)} of the wanted slots."""
     return {s["slot"]: (s["pid"], s["since"], s["restarts"]) for s in st["slots"][:st["workers"]]}
@@ -73,7 +81,7 @@ def start(supervisor, port, workers=4, args=()):
     sup = supervisor().start(["-w", str(workers), "-l", f"127.0.0.1:{port}", *args],
                              [TESTWORKER, "--delay-ms", "2"], wait_workers=workers)
     sup.wait_live_workers(workers)
-    wait_until(lambda: status(sup)["ready"] == workers, 10, f"{workers} workers ready")
+    wait_until(lambda: ready(sup, workers), 10, f"{workers} workers ready")
     return sup
 
 
@@ -382,3 +390,22 @@ def test_deadlines_cross_the_exec_unchanged(supervisor, binary, tmp_path):
         # sd-event arms it from the loop's time of that turn, a moment before `started`.
         assert int(w["watchdog_at"]) > int(w["started"]) + 29_000_000, w
     assert [rec for name, rec in first if name == "slot"] == [rec for name, rec in second if name == "slot"]
+
+
+def test_log_prefix_pipes_cross_the_exec(supervisor, binary):
+    """--log-prefix: the workers write to pipes bindonce reads. The read ends cross the exec:
+    the workers never see EPIPE (they would die of SIGPIPE), and their lines keep coming,
+    prefixed, from the new program."""
+    port = conftest.free_tcp_port()
+    sup = supervisor().start(["-w", "2", "-l", f"127.0.0.1:{port}", "--log-prefix"],
+                             ["/bin/sh", "-c", "while :; do echo tick; sleep 0.05; done"])
+    wait_until(lambda: ready(sup, 2), 10, "2 workers ready")
+    before = workers_of(status(sup))
+    wait_until(lambda: sup.stdout_path.read_text().count("tick") >= 4, 10, "ticks before")
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr
+    ticks = sup.stdout_path.read_text().count("tick")
+    for slot, (pid, _, _) in before.items():
+        wait_until(lambda: sup.stdout_path.read_text().count(f"[slot {slot} pid {pid}] tick") >= ticks // 2 + 5, 10,
+                   f"more ticks of slot {slot} after the upgrade")
+    assert workers_of(status(sup)) == before, "no worker died of SIGPIPE"

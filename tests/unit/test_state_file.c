@@ -13,6 +13,7 @@
 /* A state with a bit of everything: two sockets, a control socket, a reuseport slot, a
  * worker with deadlines and a status of odd bytes, a retired worker. */
 static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWorker w[2], int *fds) {
+        static StatePipe pipes[] = { { .fd = 12, .slot = 1, .pid = 4243 } };
         static char *argv[] = { "bindonce", "-l", "127.0.0.1:8080", "--", "sh", "-c", "exec app 'a b'", NULL };
 
         memset(l, 0, 2 * sizeof *l);
@@ -41,6 +42,7 @@ static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWork
                 .last_generation = 3, .good_generation = 3, .total_restarts = 5, .ready_sent = true,
                 .nofile = { 1024, 4096 }, .restore_nofile = true,
                 .slots = slots, .n_slots = 2, .workers = w, .n_workers = 2,
+                .pipes = pipes, .n_pipes = 1,
         };
 }
 
@@ -92,8 +94,11 @@ static void test_round_trip(void **unused) {
         assert_memory_equal(buf, again, len);
 
         int *all = NULL;
-        assert_int_equal(state_fds(&r, 2, &all), 6);   /* 3 4 7 8 10, and slot 1's own 9 */
+        assert_int_equal(state_fds(&r, 2, &all), 7);   /* 3 4 7 8 10, slot 1's own 9, pipe 12 */
         assert_int_equal(all[5], 9);
+        assert_int_equal(all[6], 12);
+        assert_int_equal(r.n_pipes, 1);
+        assert_int_equal(r.pipes[0].pid, 4243);
         free(all);
         state_done(&r);
         free(buf);
