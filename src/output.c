@@ -327,6 +327,17 @@ void worker_output_pipes(const WorkerOutput *o, WorkerOutputPipe f, void *userda
                 f(userdata, p->fd, p->slot, p->pid);
 }
 
+void worker_output_flush(WorkerOutput *o) {
+        if (!o || o->mode != OUTPUT_PREFIX)
+                return;
+        for (Pipe *p = o->pipes; p; p = p->next)
+                if (p->len > 0) {
+                        out_line(o, p, p->line, p->len);
+                        p->len = 0;
+                }
+        out_flush(o);
+}
+
 int worker_output_adopt_pipe(WorkerOutput *o, int fd, unsigned slot, pid_t pid) {
         Pipe *p;
         int r;

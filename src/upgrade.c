@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "output.h"
 #include "supervisor-internal.h"
 #include "upgrade.h"
 
@@ -433,6 +434,7 @@ static int upgrade_exec(Supervisor *sup, Upgrade *u) {
         if (sup->notify)
                 (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=upgrading to %s",
                                   (unsigned long long) now_usec(), u->version);
+        worker_output_flush(sup->config.worker_setup.output);
         set_cloexec(fds, n, false);
         execve(u->exe, self_argv, env);
         r = -errno;
