@@ -30,7 +30,7 @@ _bindonce_options="-l --listen --listen-datagram --listen-seqpacket -d --datagra
     --user --group --chdir --umask --log-prefix --watch --watch-ignore --watch-delay
     --watch-restart -h --help --version"
 
-_bindonce_ctl_commands="status reload restart scale signal stop events"
+_bindonce_ctl_commands="status reload restart scale signal stop events upgrade"
 
 # What parse_signal() in src/control.c accepts by name (sigabbrev_np), without "SIG".
 _bindonce_signals="HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM
@@ -129,6 +129,8 @@ _bindonce_ctl() {       # index of "ctl" in words
             _bindonce_reply "$_bindonce_signals" "$cur"
         fi ;;
     signal:1)  _bindonce_reply "all" "$cur" ;;
+    upgrade:0) _bindonce_reply "--exe" "$cur" ;;
+    upgrade:1) _bindonce_files "$cur" ;;
     *)         COMPREPLY=() ;;
     esac
 }

@@ -23,6 +23,10 @@
 #include "slot.h"
 #include "util.h"
 
+#ifndef BINDONCE_VERSION
+#define BINDONCE_VERSION "0.1"
+#endif
+
 #define CLIENTS_MAX 64
 #define CLIENT_TIMEOUT_USEC (5 * USEC_PER_SEC)
 
@@ -185,6 +189,7 @@ static void status_json(FILE *f, const StatusSnapshot *st) {
 
         fprintf(f, "OK\n{\"name\":");
         json_string(f, st->name);
+        fprintf(f, ",\"version\":\"%s\"", BINDONCE_VERSION);
         fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"generation\":%u,\"reloading\":%s,"
                    "\"stopping\":%s,\"crash_loop\":%s,\"balance\":\"%s\",\"migrate_req\":%s,"
                    "\"escaped_stopped\":%u,\"slots\":[",
@@ -250,14 +255,14 @@ static void status_head(FILE *f, const StatusSnapshot *st) {
                 snprintf(escaped, sizeof escaped, ", %u escaped processes stopped", escapes_stopped());
         snprintf(flags, sizeof flags, "%s%s%s%s", st->crash_loop ? ", every worker crash-looping" : "",
                  st->reloading ? ", reloading" : "", st->stopping ? ", stopping" : "", escaped);
-        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts%s", st->name,
-                 (int) getpid(), st->ready, st->workers, st->restarts, flags);
+        snprintf(head, sizeof head, "bindonce %s (pid %d, version %s): %u/%u workers ready, %u restarts%s",
+                 st->name, (int) getpid(), BINDONCE_VERSION, st->ready, st->workers, st->restarts, flags);
         if (strlen(head) <= 80) {
                 fprintf(f, "%s\n", head);
                 return;
         }
-        snprintf(head, sizeof head, "bindonce %s (pid %d): %u/%u workers ready, %u restarts", st->name,
-                 (int) getpid(), st->ready, st->workers, st->restarts);
+        snprintf(head, sizeof head, "bindonce %s (pid %d, version %s): %u/%u workers ready, %u restarts",
+                 st->name, (int) getpid(), BINDONCE_VERSION, st->ready, st->workers, st->restarts);
         fit(head, 80, line, sizeof line);
         fprintf(f, "%s\n", line);
         if (*flags)
@@ -420,9 +425,16 @@ int control_request_parse(const char *line, size_t len, unsigned workers, Contro
                 req.json = argc == 2 && strcmp(argv[1], "--json") == 0;
                 if (argc > 2 || (argc == 2 && !req.json))
                         return fail(err, size, "ERROR usage: events [--json]\n");
+        } else if (strcmp(cmd, "upgrade") == 0) {
+                req.command = CONTROL_UPGRADE;
+                if (argc != 1 && (argc != 3 || strcmp(argv[1], "--exe") != 0 || argv[2][0] != '/'))
+                        return fail(err, size, "ERROR usage: upgrade [--exe PATH], with PATH absolute\n");
+                if (argc == 3)
+                        snprintf(req.exe, sizeof req.exe, "%s", argv[2]);
         } else
                 return fail(err, size, "ERROR unknown command '%.64s'; commands: status [--json], reload, "
-                            "restart SLOT|all, scale N, signal SIG [SLOT|all], stop, events [--json]\n", cmd);
+                            "restart SLOT|all, scale N, signal SIG [SLOT|all], stop, events [--json], "
+                            "upgrade [--exe PATH]\n", cmd);
         *ret = req;
         return 0;
 }
@@ -446,6 +458,8 @@ static char *client_follow(ControlServer *server, ControlClient *c, bool json) {
         return r == -EBUSY ? reply("ERROR cannot follow: %d followers already; try again later\n", FOLLOWERS_MAX)
                            : reply("ERROR cannot follow: %s\n", strerror(-r));
 }
+
+static void client_upgrade_done(void *userdata, const char *error);
 
 /* Why the supervisor refused a command, for an ERROR reply. */
 static const char *refusal(int r) {
@@ -499,6 +513,19 @@ static char *control_execute(ControlServer *server, ControlClient *client, const
                 return reply("OK\n");
         case CONTROL_EVENTS:
                 return client_follow(server, client, req.json);
+        case CONTROL_UPGRADE: {
+                ReloadWaiter waiter = { client_upgrade_done, client };
+
+                client->waiting = true;
+                r = ops->upgrade(ud, req.exe[0] ? req.exe : NULL, &waiter, client->fd);
+                if (r < 0) {
+                        client->waiting = false;
+                        return reply("ERROR cannot upgrade: %s\n",
+                                     r == -EBUSY ? "a reload is in progress; upgrade once it has ended" :
+                                     r == -EALREADY ? "an upgrade is already in progress" : refusal(r));
+                }
+                return NULL;
+        }
         }
         return reply("ERROR unknown command\n");
 }
@@ -591,6 +618,19 @@ static void client_reload_done(void *userdata, const char *error) {
         c->waiting = false;
         if (c->handling) {
                 /* Still inside client_handle(): it sends this when control_execute() returns. */
+                free(c->pending);
+                c->pending = text;
+        } else
+                client_reply(c, text);
+}
+
+/* A failed upgrade; a successful one is answered by the new bindonce. */
+static void client_upgrade_done(void *userdata, const char *error) {
+        ControlClient *c = userdata;
+        char *text = reply("ERROR upgrade failed: %s\n", error ? error : "no reason given");
+
+        c->waiting = false;
+        if (c->handling) {
                 free(c->pending);
                 c->pending = text;
         } else
@@ -887,4 +927,53 @@ ControlServer *control_server_free(ControlServer *s) {
         listener_close(&s->listener);
         free(s);
         return NULL;
+}
+
+/* ---- upgrade in place ------------------------------------------------------------------ */
+
+int control_server_adopt(ControlServer **ret, sd_event *event, Listener *l, const ControlOps *ops, void *userdata) {
+        ControlServer *s = calloc(1, sizeof *s);
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        s->event = event;
+        s->ops = ops;
+        s->userdata = userdata;
+        s->listener = *l;
+        r = sd_event_add_io(event, &s->io, s->listener.fd, EPOLLIN, on_accept, s);
+        if (r < 0) {
+                free(s);        /* the listener is still the caller's */
+                return r;
+        }
+        *l = (Listener) { .fd = -1 };
+        *ret = s;
+        return 0;
+}
+
+const Listener *control_server_listener(const ControlServer *c) {
+        return &c->listener;
+}
+
+/* A client without a request: only the answer is left to send. */
+void control_server_answer(ControlServer *server, int fd, const char *text) {
+        ControlClient *c = calloc(1, sizeof *c);
+        int r;
+
+        if (!c) {
+                (void) close(fd);
+                return;
+        }
+        *c = (ControlClient) { .server = server, .fd = fd, .next = server->clients };
+        server->clients = c;
+        server->n_clients++;
+        r = sd_event_add_io(server->event, &c->io, fd, EPOLLIN, on_client_io, c);
+        if (r >= 0)
+                r = sd_event_add_time_relative(server->event, &c->timer, CLOCK_MONOTONIC, CLIENT_TIMEOUT_USEC,
+                                               100 * USEC_PER_MSEC, on_client_timeout, c);
+        if (r < 0) {
+                client_free(c);
+                return;
+        }
+        client_reply(c, strdup(text));
 }

@@ -32,6 +32,7 @@ typedef enum ControlCommand {
         CONTROL_SIGNAL,
         CONTROL_STOP,
         CONTROL_EVENTS,
+        CONTROL_UPGRADE,
 } ControlCommand;
 
 typedef struct ControlRequest {
@@ -40,9 +41,17 @@ typedef struct ControlRequest {
         int slot;                       /* restart, signal: -1 for all */
         unsigned n;                     /* scale */
         int sig;                        /* signal */
+        char exe[CONTROL_REQUEST_MAX];  /* upgrade --exe PATH; "": the path bindonce runs from */
 } ControlRequest;
 
 /* Pure: one request line (without its newline) of a server with `workers` slots. Returns
  * 0, or -EINVAL with the whole "ERROR ...\n" reply in err. */
 int control_request_parse(const char *line, size_t len, unsigned workers, ControlRequest *ret,
                           char *err, size_t err_size);
+
+/* Upgrade in place: the control socket the previous bindonce bound (the Listener is taken,
+ * its fd ours once this succeeds), the socket for the state, and the answer to the `ctl
+ * upgrade` client whose connection came across the exec as `fd` (taken). */
+int control_server_adopt(ControlServer **ret, sd_event *event, Listener *l, const ControlOps *ops, void *userdata);
+const Listener *control_server_listener(const ControlServer *c);
+void control_server_answer(ControlServer *c, int fd, const char *text);

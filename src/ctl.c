@@ -43,6 +43,7 @@ static void ctl_help(void) {
                "  scale N                  Run N workers\n"
                "  signal SIG [SLOT|all]    Send SIG to the workers' process groups\n"
                "  stop                     Stop bindonce and its workers\n"
+               "  upgrade [--exe PATH]     Execute a new bindonce in place; waits for the outcome\n"
                "  events [--json]          Follow the workers' lives, one line per event, until\n"
                "                           bindonce stops (or drops a follower too slow to read)\n"
                "\n"
@@ -302,6 +303,18 @@ int ctl_main(int argc, char *argv[]) {
                 return EXIT_USAGE;
         }
 
+        /* upgrade --exe PATH: relative to ctl's directory, not bindonce's. */
+        _cleanup_free_ char *exe = NULL;
+        if (argc - optind == 3 && strcmp(argv[optind], "upgrade") == 0 && strcmp(argv[optind + 1], "--exe") == 0 &&
+            argv[optind + 2][0] != '/') {
+                exe = realpath(argv[optind + 2], NULL);
+                if (!exe) {
+                        log_usage("ctl upgrade --exe '%s': %m", argv[optind + 2]);
+                        return EXIT_USAGE;
+                }
+                argv[optind + 2] = exe;
+        }
+
         /* One line: the words joined by spaces. */
         for (int i = optind; i <= argc; i++) {
                 const char *word = i < argc ? argv[i] : json ? "--json" : NULL;
@@ -348,7 +361,7 @@ int ctl_main(int argc, char *argv[]) {
         if (r < 0)
                 return EXIT_NOPERM;
         if (timeout < 0)
-                timeout = strcmp(argv[optind], "reload") == 0 ? 0 : TIMEOUT_DEFAULT_SEC;
+                timeout = strcmp(argv[optind], "reload") == 0 || strcmp(argv[optind], "upgrade") == 0 ? 0 : TIMEOUT_DEFAULT_SEC;
         if (timeout > 0) {
                 struct timeval tv = { .tv_sec = timeout };
                 (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "supervisor.h"
 #include "units.h"
+#include "upgrade.h"
 #include "util.h"
 
 
@@ -355,6 +356,7 @@ static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, c
         };
         int r;
 
+        upgrade_apply_config(&config);
         r = supervisor_new(&sup, &config, listeners, n_listeners);
         if (r < 0)
                 return EXIT_OSERR;
@@ -390,9 +392,19 @@ static int run(int argc, char *argv[]) {
                 return EXIT_OSERR;
         log_setup();
 
+        /* NEW --upgrade-check OPTIONS: the bindonce about to execute this binary asks. */
+        if (argc >= 2 && strcmp(argv[1], "--upgrade-check") == 0) {
+                argv[1] = argv[0];
+                return upgrade_check_report(options_parse(&arg, argc - 1, argv + 1));
+        }
+        /* An upgrade in place: the previous bindonce's state, before anything else. */
+        (void) upgrade_incoming_open();
+
         r = options_parse(&arg, argc, argv);
-        if (r <= 0)
+        if (r <= 0) {
+                upgrade_incoming_abort("it refuses the command line");
                 return r < 0 ? (r == -ENOMEM ? EXIT_OSERR : EXIT_USAGE) : EXIT_SUCCESS;
+        }
 
         if (arg.generate) {
                 Listener *requested = NULL;
@@ -406,14 +418,25 @@ static int run(int argc, char *argv[]) {
         }
 
         r = workers_prepare(&workers);
-        if (r > 0)
+        if (r > 0) {
+                upgrade_incoming_abort("it cannot set up its workers");
                 return r;
+        }
         if (arg.n_watch) {
                 r = watch_prepare(&watch);
-                if (r > 0)
+                if (r > 0) {
+                        upgrade_incoming_abort("its --watch paths are not usable");
                         return r;
+                }
         }
-        r = get_listeners(&listeners, &n_listeners, &bound_here);
+        /* An upgrade in place: the sockets the previous bindonce held. */
+        r = upgrade_take_listeners(&listeners);
+        if (r < 0) {
+                upgrade_incoming_abort("out of memory");
+                return EXIT_OSERR;
+        }
+        n_listeners = (size_t) r;
+        r = n_listeners > 0 ? 0 : get_listeners(&listeners, &n_listeners, &bound_here);
         if (r > 0)
                 return r;
 
@@ -432,6 +455,7 @@ int main(int argc, char *argv[]) {
                 signal(SIGPIPE, SIG_IGN);
                 return ctl_main(argc - 1, argv + 1);
         }
+        upgrade_init(argv);
         r = run(argc, argv);
 
         options_done(&arg);

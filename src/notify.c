@@ -204,3 +204,29 @@ NotifyServer *notify_server_free(NotifyServer *n) {
 const char *notify_server_address(const NotifyServer *n) {
         return n->address;
 }
+
+int notify_server_adopt(NotifyServer **ret, sd_event *event, int fd, const char *address,
+                        NotifySenderCheck check, NotifyHandler handler, void *userdata) {
+        NotifyServer *n;
+        int r;
+
+        if (strlen(address) >= sizeof n->address)
+                return -EINVAL;
+        n = calloc(1, sizeof *n);
+        if (!n)
+                return -ENOMEM;
+        *n = (NotifyServer) { .check = check, .handler = handler, .userdata = userdata, .fd = fd };
+        snprintf(n->address, sizeof n->address, "%s", address);
+        r = sd_event_add_io(event, &n->io, n->fd, EPOLLIN, on_notify, n);
+        if (r < 0) {
+                n->fd = -1;     /* still the caller's */
+                notify_server_free(n);
+                return r;
+        }
+        *ret = n;
+        return 0;
+}
+
+int notify_server_fd(const NotifyServer *n) {
+        return n->fd;
+}

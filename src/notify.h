@@ -37,3 +37,9 @@ NotifyServer *notify_server_free(NotifyServer *n);
 
 /* "@bindonce/PID/RANDOM", for NOTIFY_SOCKET=. */
 const char *notify_server_address(const NotifyServer *n);
+
+/* Upgrade in place: the socket the previous bindonce bound at `address` (the workers have it
+ * in NOTIFY_SOCKET), and its fd for the state. The fd is ours once this succeeds. */
+int notify_server_adopt(NotifyServer **ret, sd_event *event, int fd, const char *address,
+                        NotifySenderCheck check, NotifyHandler handler, void *userdata);
+int notify_server_fd(const NotifyServer *n);

@@ -319,3 +319,42 @@ void worker_output_started(WorkerOutput *o, pid_t pid) {
         p->next = o->pipes;
         o->pipes = p;
 }
+
+/* ---- upgrade in place (upgrade_state.c): the pipes cross the exec ---------------------- */
+
+void worker_output_pipes(const WorkerOutput *o, WorkerOutputPipe f, void *userdata) {
+        for (const Pipe *p = o ? o->pipes : NULL; p; p = p->next)
+                f(userdata, p->fd, p->slot, p->pid);
+}
+
+void worker_output_flush(WorkerOutput *o) {
+        if (!o || o->mode != OUTPUT_PREFIX)
+                return;
+        for (Pipe *p = o->pipes; p; p = p->next)
+                if (p->len > 0) {
+                        out_line(o, p, p->line, p->len);
+                        p->len = 0;
+                }
+        out_flush(o);
+}
+
+int worker_output_adopt_pipe(WorkerOutput *o, int fd, unsigned slot, pid_t pid) {
+        Pipe *p;
+        int r;
+
+        if (!o || o->mode != OUTPUT_PREFIX)
+                return -EINVAL;
+        p = calloc(1, sizeof *p);
+        if (!p)
+                return -ENOMEM;
+        *p = (Pipe) { .output = o, .fd = fd, .slot = slot, .pid = pid };
+        r = sd_event_add_io(o->event, &p->io, fd, EPOLLIN, on_pipe_readable, p);
+        if (r < 0) {
+                p->fd = -1;     /* still the caller's */
+                pipe_free(p);
+                return r;
+        }
+        p->next = o->pipes;
+        o->pipes = p;
+        return 0;
+}

@@ -20,3 +20,13 @@ int worker_output_open(WorkerOutput *o, unsigned slot);
 int worker_output_child(const WorkerOutput *o, int fd);
 /* In the parent, after the fork (pid < 0: it failed): closes the child's end. */
 void worker_output_started(WorkerOutput *o, pid_t pid);
+
+/* Upgrade in place: each worker's pipe (--log-prefix), read end, for the state; and one
+ * taken back after the exec (the fd is ours once this succeeds). Returns -errno; -EINVAL
+ * without --log-prefix. */
+typedef void (*WorkerOutputPipe)(void *userdata, int fd, unsigned slot, pid_t pid);
+void worker_output_pipes(const WorkerOutput *o, WorkerOutputPipe f, void *userdata);
+int worker_output_adopt_pipe(WorkerOutput *o, int fd, unsigned slot, pid_t pid);
+/* Before the exec: what was read of a line goes out as a line, and what waits for stdout is
+ * written as far as stdout takes it now (the rest is lost). */
+void worker_output_flush(WorkerOutput *o);

@@ -611,3 +611,19 @@ int slot_new(Supervisor *sup, unsigned index, Slot **ret) {
         return 0;
 }
 
+
+/* ---- upgrade in place (upgrade_state.c): what the previous bindonce had armed --------- */
+
+WorkerExitHandler pool_worker_exit_handler(void) {
+        return on_worker_exit;
+}
+
+int pool_arm_backoff(Slot *slot, usec_t at) {
+        return sd_event_add_time(slot->sup->event, &slot->timer, CLOCK_MONOTONIC, at, USEC_PER_MSEC,
+                                 on_backoff_timer, slot);
+}
+
+int pool_arm_drain(Slot *slot) {
+        return sd_event_add_time_relative(slot->sup->event, &slot->drain_timer, CLOCK_MONOTONIC, 20 * USEC_PER_MSEC,
+                                          USEC_PER_MSEC, on_drain_timer, slot);
+}

@@ -37,7 +37,7 @@ static const SignalEntry table[] = {
         { SIGTTOU,   SIGNAL_SUPERVISOR, NULL },     /* one worker fewer */
         { SIGCHLD,   SIGNAL_SUPERVISOR, NULL },     /* added by the supervisor itself */
         { SIGUSR1,   SIGNAL_IGNORE, "ignored; to signal the workers, use 'bindonce ctl signal USR1'" },
-        { SIGUSR2,   SIGNAL_IGNORE, "ignored: an in-place upgrade of bindonce is not supported yet" },
+        { SIGUSR2,   SIGNAL_SUPERVISOR, NULL },     /* upgrade in place (upgrade.c) */
         { SIGALRM,   SIGNAL_IGNORE, ignored },
         { SIGVTALRM, SIGNAL_IGNORE, ignored },
         { SIGPROF,   SIGNAL_IGNORE, ignored },

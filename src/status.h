@@ -58,6 +58,10 @@ typedef struct ControlOps {
         void (*stop)(void *userdata);
         /* The client on fd follows the events from now on (it takes fd), or -EBUSY. */
         int (*follow)(void *userdata, int fd, bool json);
+        /* Upgrade in place to exe (NULL: the path bindonce runs from). The waiter hears a
+         * failure; success is answered by the new bindonce, on client_fd, which crosses the
+         * exec. -EBUSY while a reload runs, -EALREADY while an upgrade is being checked. */
+        int (*upgrade)(void *userdata, const char *exe, const ReloadWaiter *waiter, int client_fd);
 } ControlOps;
 
 void status_snapshot_done(StatusSnapshot *s);

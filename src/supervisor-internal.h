@@ -63,6 +63,7 @@ struct Supervisor {
         sd_event_source *fresh_start;   /* starts fresh slots, after every other pending event */
         struct Stall *stall;            /* "no worker accepts" advice */
         struct DevLoop *devloop;        /* --watch */
+        struct Upgrade *upgrade;        /* an upgrade in place being checked (upgrade.c) */
 };
 
 /* Fresh slots started per loop turn: each spawn costs a copy of bindonce's fd table (a
@@ -101,3 +102,9 @@ int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter);
 void roll_drive(Supervisor *sup);
 void roll_fail(Supervisor *sup, const char *reason);
 void roll_finish(Supervisor *sup, const char *error);
+
+/* pool.c, for an upgrade in place (upgrade_state.c): the sources of what the previous
+ * bindonce had armed. */
+WorkerExitHandler pool_worker_exit_handler(void);
+int pool_arm_backoff(Slot *slot, usec_t at);
+int pool_arm_drain(Slot *slot);

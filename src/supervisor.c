@@ -19,6 +19,7 @@
 #include "signals.h"
 #include "stall.h"
 #include "supervisor-internal.h"
+#include "upgrade.h"
 
 extern char **environ;
 
@@ -181,7 +182,7 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 siginfo_t si = {};
 
                 /* The worker whose exit is being dispatched is sd-event's to reap. */
-                if (pids[i] == sup->dispatching || find_worker(sup, pids[i], false))
+                if (pids[i] == sup->dispatching || find_worker(sup, pids[i], false) || upgrade_owns_pid(sup, pids[i]))
                         continue;
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
                         continue;       /* no longer our child: not ours to signal */
@@ -280,6 +281,7 @@ static void supervisor_stop(Supervisor *sup, int exit_code) {
         events_emit(sup->events, &(Event) { .kind = EVENT_STOPPING, .slot = -1 });
         if (sup->roll.active)
                 roll_finish(sup, "bindonce is stopping");
+        upgrade_cancel(sup, "bindonce is stopping");
         notify_systemd(sup, "STOPPING=1");
 
         for (unsigned i = 0; i < sup->n_slots; i++)
@@ -448,6 +450,7 @@ static int op_reload(void *userdata, const ReloadWaiter *waiter) {
 
 static void op_forget_waiter(void *userdata, void *client) {
         roll_forget_waiter(&((Supervisor *) userdata)->roll, client);
+        upgrade_forget_waiter(userdata, client);
 }
 
 static int op_scale(void *userdata, unsigned n) {
@@ -474,6 +477,10 @@ static int op_follow(void *userdata, int fd, bool json) {
         return events_follow(((Supervisor *) userdata)->events, fd, json);
 }
 
+static int op_upgrade(void *userdata, const char *exe, const ReloadWaiter *waiter, int client_fd) {
+        return upgrade_start(userdata, exe, waiter, client_fd);
+}
+
 static const ControlOps control_ops = {
         .snapshot = op_snapshot,
         .workers = op_workers,
@@ -485,6 +492,7 @@ static const ControlOps control_ops = {
         .signal = op_signal,
         .stop = op_stop,
         .follow = op_follow,
+        .upgrade = op_upgrade,
 };
 
 /* READY=1 of a slot's worker is a slot event; of a replacement, the start of its proof. */
@@ -555,6 +563,10 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                 if (!sup->stopping)
                         supervisor_stop(sup, EXIT_SUCCESS);
                 supervisor_kill_all(sup);
+                break;
+        case SIGUSR2:
+                log_info("SIGUSR2: upgrade in place");
+                (void) upgrade_start(sup, NULL, NULL, -1);
                 break;
         default:
                 log_info("SIG%s received", signal_name((int) si->ssi_signo));
@@ -693,22 +705,33 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
                 r = events_new(&sup->events, sup->event);
         sup->rules.events = sup->events;
         if (r >= 0)
-                r = notify_server_new(&sup->notify_server, sup->event, is_worker_sender, on_notify_message, sup);
+                r = config->resume ? notify_server_adopt(&sup->notify_server, sup->event, config->resume->notify_fd,
+                                                         config->resume->notify_address, is_worker_sender,
+                                                         on_notify_message, sup)
+                                   : notify_server_new(&sup->notify_server, sup->event, is_worker_sender,
+                                                       on_notify_message, sup);
         if (r >= 0)
                 r = setup_spawn(sup);
         if (r >= 0)
-                r = scale_add_slots(sup, config->n_workers);
+                r = config->resume ? upgrade_restore(sup, config->resume) : scale_add_slots(sup, config->n_workers);
         if (r < 0) {
+                /* Nothing that came across an upgrade's exec may be closed: it goes back. */
+                upgrade_incoming_abort("cannot set up the supervisor: %s", strerror(-r));
                 supervisor_free(sup);
                 return log_error_errno(r, "Cannot set up the supervisor: %m");
         }
         sup->target = config->n_workers;
         setup_balance(sup);
 
-        r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
+        if (config->resume && config->resume->control.fd >= 0) {
+                Listener l = config->resume->control;
+                r = control_server_adopt(&sup->control, sup->event, &l, &control_ops, sup);
+        } else
+                r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
         if (r >= 0 && config->watch)
                 r = devloop_new(&sup->devloop, sup, config->watch, config->watch_restart);
         if (r < 0) {
+                upgrade_incoming_abort("cannot set up the control socket: %s", strerror(-r));
                 supervisor_free(sup);
                 return r; /* logged */
         }
@@ -721,6 +744,8 @@ int supervisor_run(Supervisor *sup) {
 
         /* The slots are fresh: on_fresh_start() starts them. */
         (void) sd_event_source_set_enabled(sup->fresh_start, SD_EVENT_ONESHOT);
+        /* After an upgrade in place: the slots are as the previous bindonce left them. */
+        upgrade_resumed(sup);
         r = sd_event_loop(sup->event);
         if (r < 0) {
                 log_error_errno(r, "Event loop failed: %m; killing the workers");
@@ -735,6 +760,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
                 return NULL;
 
         devloop_free(sup->devloop);
+        upgrade_free(sup->upgrade);
         control_server_free(sup->control);
         events_free(sup->events);
         notify_server_free(sup->notify_server);

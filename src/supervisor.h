@@ -37,6 +37,7 @@ typedef struct SupervisorConfig {
         WorkerSetup worker_setup;       /* --user, --group, --chdir, --umask, output */
         const WatchConfig *watch;       /* --watch: NULL, or the paths to watch */
         bool watch_restart;             /* --watch-restart: stop the workers first */
+        const struct UpgradeState *resume; /* an upgrade in place: what the previous bindonce left */
 } SupervisorConfig;
 
 /* Takes the listeners (already open). Returns -errno, logged. */

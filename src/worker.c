@@ -237,3 +237,30 @@ void worker_death_text(const Worker *w, const siginfo_t *si, char *buf, size_t s
         else
                 snprintf(buf, size, "was killed by signal %s", sig ? sig : "unknown");
 }
+
+/* ---- upgrade in place ------------------------------------------------------------------ */
+
+static int arm_at(Worker *w, sd_event_source **s, usec_t at, sd_event_time_handler_t handler) {
+        if (at == 0)
+                return 0;
+        return sd_event_add_time(w->event, s, CLOCK_MONOTONIC, at, 10 * USEC_PER_MSEC, handler, w);
+}
+
+int worker_adopt(Worker *w, WorkerExitHandler on_exit, const WorkerDeadlines *d) {
+        int r;
+
+        /* sd-event opens the pidfd itself, as for a worker we start. */
+        r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
+        if (r < 0)
+                return r;
+        r = arm_at(w, &w->kill_timer, d->kill, on_kill_timer);
+        if (r >= 0)
+                r = arm_at(w, &w->start_timer, d->start, on_start_timer);
+        if (r >= 0)
+                r = arm_at(w, &w->watchdog_timer, d->watchdog, on_watchdog_timer);
+        if (r >= 0)
+                r = arm_at(w, &w->stable_timer, d->stable, on_stable_timer);
+        if (r >= 0)
+                r = arm_at(w, &w->proof_timer, d->proof, on_proof_timer);
+        return r;
+}

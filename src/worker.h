@@ -81,3 +81,12 @@ void worker_set_status(Worker *w, const char *status);
 
 /* "exited with status 3", "was killed by signal SEGV", or why we stopped it. */
 void worker_death_text(const Worker *w, const siginfo_t *si, char *buf, size_t size);
+
+/* Upgrade in place: the deadlines (absolute CLOCK_MONOTONIC, 0: none) of a worker the
+ * previous bindonce started, and its adoption: a child source on its pid (the caller made
+ * sure it is still our unreaped child, so the pid cannot be reused meanwhile) and its
+ * timers armed at those deadlines. The caller fills the Worker itself. Returns -errno. */
+typedef struct WorkerDeadlines {
+        usec_t kill, start, watchdog, stable, proof;
+} WorkerDeadlines;
+int worker_adopt(Worker *w, WorkerExitHandler on_exit, const WorkerDeadlines *d);

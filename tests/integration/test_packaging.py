@@ -198,10 +198,11 @@ def with_bc(request):
 
 def test_completion_offers_the_ctl_commands(with_bc):
     assert sorted(complete("bindonce ctl ", with_bash_completion=with_bc)) == \
-        ["events", "reload", "restart", "scale", "signal", "status", "stop"]
+        ["events", "reload", "restart", "scale", "signal", "status", "stop", "upgrade"]
     assert complete("bindonce ctl --json re", with_bash_completion=with_bc) == ["reload", "restart"]
     assert complete("bindonce ctl events --", with_bash_completion=with_bc) == ["--json"]
     assert complete("bindonce ctl st", with_bash_completion=with_bc) == ["status", "stop"]
+    assert complete("bindonce ctl upgrade ", with_bash_completion=with_bc) == ["--exe"]
 
 
 def test_completion_offers_the_subcommands_and_the_options(with_bc):

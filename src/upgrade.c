@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "output.h"
+#include "supervisor-internal.h"
+#include "upgrade.h"
+
+#ifndef BINDONCE_VERSION
+#define BINDONCE_VERSION "0.1"
+#endif
+
+extern char **environ;
+
+static char **self_argv;
+static char self_exe[PATH_MAX];
+
+/* The state a new bindonce was handed, kept until it has taken over. */
+static struct {
+        bool active;
+        UpgradeState state;
+        int state_fd, old_exe_fd;
+        char *failed;                   /* set: we are the old binary, given the state back */
+} incoming = { .state_fd = -1, .old_exe_fd = -1 };
+
+struct Upgrade {
+        Supervisor *sup;
+        char *exe;
+        ReloadWaiter waiter;            /* .done NULL: SIGUSR2, nobody waits */
+        int client_fd;
+        pid_t pid;                      /* NEW --upgrade-check */
+        int out_fd;                     /* its stdout */
+        sd_event_source *child, *timer, *exec;
+        bool timed_out;
+        char version[64];
+};
+
+void upgrade_init(char **argv) {
+        ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+        const char *deleted = " (deleted)";
+
+        self_argv = argv;
+        if (n < 0) {
+                self_exe[0] = '\0';
+                return;
+        }
+        self_exe[n] = '\0';
+        /* The old binary given the state back runs from a file that may be gone since. */
+        if ((size_t) n > strlen(deleted) && strcmp(self_exe + n - strlen(deleted), deleted) == 0)
+                self_exe[n - strlen(deleted)] = '\0';
+}
+
+/* BINDONCE_TEST_STATE_VERSION: a test makes a build claim another format (bindonce(1) does
+ * not document it; HACKING.md does). */
+int upgrade_check_report(int r) {
+        const char *claim = getenv("BINDONCE_TEST_STATE_VERSION");
+
+        if (r <= 0)
+                return EXIT_USAGE;
+        printf("bindonce %s\nstate-formats %s\n", BINDONCE_VERSION, claim ? claim : "1");
+        return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_OSERR;
+}
+
+static void set_cloexec(const int *fds, size_t n, bool on) {
+        for (size_t i = 0; i < n; i++) {
+                int flags = fcntl(fds[i], F_GETFD);
+                if (flags >= 0)
+                        (void) fcntl(fds[i], F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
+        }
+}
+
+/* environ without our variables, plus `extra` (NULL-terminated). */
+static char **upgrade_env(char **extra) {
+        size_t n = 0, k = 0, e = 0;
+        char **env;
+
+        while (environ[n])
+                n++;
+        while (extra[e])
+                e++;
+        env = calloc(n + e + 1, sizeof *env);
+        if (!env)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(environ[i], "BINDONCE_UPGRADE_", 17) != 0)
+                        env[k++] = environ[i];
+        for (size_t i = 0; i < e; i++)
+                env[k++] = extra[i];
+        return env;
+}
+
+/* ---- the new process -------------------------------------------------------------------- */
+
+static int env_fd(const char *name) {
+        const char *v = getenv(name);
+        unsigned long fd;
+
+        if (!v || parse_uint(v, 3, INT_MAX, &fd) < 0 || fcntl((int) fd, F_GETFD) < 0)
+                return -1;
+        return (int) fd;
+}
+
+void upgrade_incoming_abort(const char *fmt, ...) {
+        _cleanup_free_ char *reason = NULL, *failed = NULL, *state = NULL;
+        _cleanup_free_ int *fds = NULL;
+        int n;
+        va_list ap;
+
+        if (!incoming.active)
+                return;
+        va_start(ap, fmt);
+        if (vasprintf(&reason, fmt, ap) < 0)
+                reason = NULL;
+        va_end(ap);
+        if (incoming.old_exe_fd < 0) {
+                log_error("upgrade: the previous bindonce cannot take its own state back either (%s); "
+                          "exiting: the workers keep serving, unsupervised", reason ? reason : "out of memory");
+                return;
+        }
+        log_error("upgrade: this bindonce (%s) cannot take over: %s; executing the previous binary again",
+                  BINDONCE_VERSION, reason ? reason : "out of memory");
+        if (asprintf(&failed, UPGRADE_ENV_FAILED "=the new bindonce %s could not take over: %s", BINDONCE_VERSION,
+                     reason ? reason : "out of memory") < 0 ||
+            asprintf(&state, UPGRADE_ENV_STATE "=%d", incoming.state_fd) < 0)
+                return;
+        char *extra[] = { state, failed, NULL };
+        _cleanup_free_ char **env = upgrade_env(extra);
+        if (!env)
+                return;
+        n = state_fds(&incoming.state, 1, &fds);
+        if (n < 0)
+                return;
+        fds[n++] = incoming.state_fd;
+        set_cloexec(fds, (size_t) n, false);
+        fexecve(incoming.old_exe_fd, self_argv, env);
+        log_error_errno(errno, "upgrade: cannot execute the previous binary again: %m; exiting: the workers keep "
+                        "serving, unsupervised");
+}
+
+static int read_all(int fd, char **ret, size_t *ret_len) {
+        struct stat st;
+        char *buf;
+        size_t len = 0;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (st.st_size <= 0 || st.st_size > 64 * 1024 * 1024)
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size);
+        if (!buf)
+                return -ENOMEM;
+        while (len < (size_t) st.st_size) {
+                ssize_t k = pread(fd, buf + len, (size_t) st.st_size - len, (off_t) len);
+                if (k <= 0) {
+                        free(buf);
+                        return k < 0 ? -errno : -EBADMSG;
+                }
+                len += (size_t) k;
+        }
+        *ret = buf;
+        *ret_len = len;
+        return 0;
+}
+
+/* Every fd the state names must be open here: it came across the exec. Ours now, so
+ * close-on-exec again. */
+static int check_fds(const UpgradeState *s) {
+        _cleanup_free_ int *fds = NULL;
+        int n = state_fds(s, 0, &fds);
+
+        if (n < 0)
+                return -2;
+        for (int i = 0; i < n; i++)
+                if (fcntl(fds[i], F_GETFD) < 0)
+                        return fds[i];
+        set_cloexec(fds, (size_t) n, true);
+        return -1;
+}
+
+const UpgradeState *upgrade_incoming_open(void) {
+        _cleanup_free_ char *buf = NULL;
+        const char *failed = getenv(UPGRADE_ENV_FAILED);
+        char err[256] = "";
+        unsigned format = 0;
+        size_t len = 0;
+        int r, fd;
+
+        if (!getenv(UPGRADE_ENV_STATE))
+                return NULL;
+        incoming.active = true;
+        incoming.state_fd = env_fd(UPGRADE_ENV_STATE);
+        incoming.old_exe_fd = env_fd(UPGRADE_ENV_OLD_EXE);
+        incoming.failed = failed ? strdup(failed) : NULL;
+        (void) unsetenv(UPGRADE_ENV_STATE);
+        (void) unsetenv(UPGRADE_ENV_OLD_EXE);
+        (void) unsetenv(UPGRADE_ENV_FAILED);
+        if (incoming.state_fd >= 0)
+                (void) fcntl(incoming.state_fd, F_SETFD, FD_CLOEXEC);
+        if (incoming.old_exe_fd >= 0)
+                (void) fcntl(incoming.old_exe_fd, F_SETFD, FD_CLOEXEC);
+
+        if (incoming.state_fd < 0) {
+                incoming.active = false;
+                log_error("upgrade: %s names no open fd; starting afresh", UPGRADE_ENV_STATE);
+                return NULL;
+        }
+        r = read_all(incoming.state_fd, &buf, &len);
+        if (r < 0) {
+                upgrade_incoming_abort("cannot read the state: %s", strerror(-r));
+                exit(EXIT_OSERR);
+        }
+        r = state_read(buf, len, &incoming.state, &format, err, sizeof err);
+        if (r < 0) {
+                upgrade_incoming_abort("cannot read the state: %s", r == -ENOMEM ? "out of memory" : err);
+                exit(EXIT_OSERR);
+        }
+        fd = check_fds(&incoming.state);
+        if (fd == -2) {
+                upgrade_incoming_abort("out of memory");
+                exit(EXIT_OSERR);
+        }
+        if (fd >= 0) {
+                upgrade_incoming_abort("fd %d named by the state did not come across the exec", fd);
+                exit(EXIT_OSERR);
+        }
+        /* A test makes the new binary fail here, after the check passed. */
+        if (getenv("BINDONCE_TEST_FAIL_RESTORE")) {
+                (void) unsetenv("BINDONCE_TEST_FAIL_RESTORE");
+                upgrade_incoming_abort("BINDONCE_TEST_FAIL_RESTORE is set");
+                exit(EXIT_OSERR);
+        }
+        return &incoming.state;
+}
+
+int upgrade_take_listeners(Listener **ret) {
+        const UpgradeState *s = &incoming.state;
+        Listener *l;
+
+        if (!incoming.active)
+                return 0;
+        l = calloc(s->n_listeners, sizeof *l);
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < s->n_listeners; i++) {
+                l[i] = s->listeners[i];
+                l[i].name = strdup(s->listeners[i].name ? s->listeners[i].name : "unknown");
+                if (!l[i].name) {
+                        while (i-- > 0)
+                                free(l[i].name);
+                        free(l);
+                        return -ENOMEM;
+                }
+        }
+        *ret = l;
+        return (int) s->n_listeners;
+}
+
+void upgrade_apply_config(SupervisorConfig *config) {
+        if (!incoming.active)
+                return;
+        config->resume = &incoming.state;
+        config->n_workers = incoming.state.target;
+        config->sockets_kept = incoming.state.sockets_kept;
+}
+
+void upgrade_resumed(Supervisor *sup) {
+        const UpgradeState *s = &incoming.state;
+        _cleanup_free_ char *text = NULL;
+        int r;
+
+        if (!incoming.active)
+                return;
+        if (incoming.failed) {
+                log_error("upgrade failed: %s; bindonce %s continues", incoming.failed, BINDONCE_VERSION);
+                r = asprintf(&text, "ERROR upgrade failed: %s; bindonce %s continues (pid %d)\n", incoming.failed,
+                             BINDONCE_VERSION, (int) getpid());
+        } else {
+                log_info("upgraded in place from bindonce %s to %s (pid %d, %s): %u of %zu workers adopted",
+                         s->version ? s->version : "?", BINDONCE_VERSION, (int) getpid(), self_exe,
+                         live_workers(sup), s->n_workers);
+                r = asprintf(&text, "OK\nupgraded to %s (pid %d)\n", BINDONCE_VERSION, (int) getpid());
+        }
+        if (s->client_fd >= 0) {
+                if (sup->control && r >= 0)
+                        control_server_answer(sup->control, s->client_fd, text);
+                else
+                        (void) close(s->client_fd);
+        }
+        if (sup->ready_sent && sup->notify)
+                notify_systemd(sup, "READY=1");
+        closep(&incoming.state_fd);
+        closep(&incoming.old_exe_fd);
+        incoming.state_fd = incoming.old_exe_fd = -1;
+        free(incoming.failed);
+        state_done(&incoming.state);
+        incoming.failed = NULL;
+        incoming.active = false;
+        supervisor_wake(sup);
+}
+
+/* ---- the old process: check, then exec ---------------------------------------------------- */
+
+Upgrade *upgrade_free(Upgrade *u) {
+        if (!u)
+                return NULL;
+        if (u->child && u->pid > 0) {
+                /* Abandoned while it runs: not ours to wait for any longer. */
+                (void) sd_event_source_send_child_signal(u->child, SIGKILL, NULL, 0);
+        }
+        sd_event_source_disable_unref(u->child);
+        sd_event_source_disable_unref(u->timer);
+        sd_event_source_disable_unref(u->exec);
+        closep(&u->out_fd);
+        free(u->exe);
+        free(u);
+        return NULL;
+}
+
+static void upgrade_fail(Supervisor *sup, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void upgrade_fail(Supervisor *sup, const char *fmt, ...) {
+        Upgrade *u = sup->upgrade;
+        _cleanup_free_ char *reason = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&reason, fmt, ap) < 0)
+                reason = NULL;
+        va_end(ap);
+        log_error("upgrade refused: %s; bindonce %s continues", reason ? reason : "out of memory", BINDONCE_VERSION);
+        sup->upgrade = NULL;
+        if (u->waiter.done)
+                u->waiter.done(u->waiter.userdata, reason ? reason : "out of memory");
+        upgrade_free(u);
+}
+
+void upgrade_forget_waiter(Supervisor *sup, void *client) {
+        if (sup->upgrade && sup->upgrade->waiter.userdata == client) {
+                sup->upgrade->waiter = (ReloadWaiter) {};
+                sup->upgrade->client_fd = -1;
+        }
+}
+
+bool upgrade_owns_pid(const Supervisor *sup, pid_t pid) {
+        return sup->upgrade && sup->upgrade->pid == pid;
+}
+
+void upgrade_cancel(Supervisor *sup, const char *reason) {
+        if (sup->upgrade)
+                upgrade_fail(sup, "%s", reason);
+}
+
+static int write_state(Supervisor *sup, int client_fd, UpgradeState *st) {
+        _cleanup_free_ char *text = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t len = 0;
+        FILE *f;
+        int r;
+
+        r = upgrade_capture(sup, self_exe, self_argv, st);
+        if (r < 0)
+                return r;
+        st->client_fd = client_fd;
+        f = open_memstream(&text, &len);
+        if (!f)
+                return -ENOMEM;
+        r = state_write(st, f);
+        if (fclose(f) != 0 && r >= 0)
+                r = -ENOMEM;
+        if (r < 0)
+                return r;
+        fd = memfd_create("bindonce-state", MFD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        for (size_t done = 0; done < len;) {
+                ssize_t k = write(fd, text + done, len - done);
+                if (k < 0)
+                        return -errno;
+                done += (size_t) k;
+        }
+        return TAKE_FD(fd);
+}
+
+/* Only returns when the exec failed, with everything as it was. */
+static int upgrade_exec(Supervisor *sup, Upgrade *u) {
+        _cleanup_free_ char *state_env = NULL, *old_env = NULL;
+        _cleanup_close_ int state_fd = -1, old_fd = -1;
+        _cleanup_free_ int *fds = NULL;
+        UpgradeState st = {};
+        size_t n;
+        int r;
+
+        r = write_state(sup, u->client_fd, &st);
+        if (r < 0) {
+                state_done(&st);
+                return r;
+        }
+        state_fd = r;
+        /* The running binary, even if its file was replaced: the way back. */
+        old_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+        if (old_fd < 0 || asprintf(&state_env, UPGRADE_ENV_STATE "=%d", state_fd) < 0 ||
+            asprintf(&old_env, UPGRADE_ENV_OLD_EXE "=%d", old_fd) < 0) {
+                state_done(&st);
+                return old_fd < 0 ? -errno : -ENOMEM;
+        }
+        char *extra[] = { state_env, old_env, NULL };
+        _cleanup_free_ char **env = upgrade_env(extra);
+        if (!env) {
+                state_done(&st);
+                return -ENOMEM;
+        }
+        r = state_fds(&st, 2, &fds);
+        state_done(&st);
+        if (r < 0)
+                return r;
+        n = (size_t) r;
+        fds[n++] = state_fd;
+        fds[n++] = old_fd;
+
+        log_info("upgrade: executing %s (bindonce %s), %u workers carried over", u->exe, u->version,
+                 live_workers(sup));
+        if (sup->notify)
+                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=upgrading to %s",
+                                  (unsigned long long) now_usec(), u->version);
+        worker_output_flush(sup->config.worker_setup.output);
+        set_cloexec(fds, n, false);
+        execve(u->exe, self_argv, env);
+        r = -errno;
+        set_cloexec(fds, n, true);
+        if (sup->notify && sup->ready_sent)
+                notify_systemd(sup, "READY=1");
+        return r;
+}
+
+static int on_exec(sd_event_source *s, void *userdata) {
+        Supervisor *sup = userdata;
+        Upgrade *u = sup->upgrade;
+        int r;
+
+        if (sup->stopping || sup->stop_request)
+                upgrade_fail(sup, "bindonce is stopping");
+        else if (sup->roll.active || sup->roll_failure)
+                upgrade_fail(sup, "a reload started while %s was being checked; upgrade once it has ended", u->exe);
+        else {
+                r = upgrade_exec(sup, u);
+                upgrade_fail(sup, "cannot execute %s: %s", u->exe, strerror(-r));
+        }
+        return 0;
+}
+
+/* "state-formats 1 2": does NEW read the format we write? */
+static bool reads_our_format(const char *out, char *formats, size_t size) {
+        const char *line = strstr(out, "state-formats ");
+
+        if (!line || (line != out && line[-1] != '\n'))
+                return false;
+        line += strlen("state-formats ");
+        snprintf(formats, size, "%.*s", (int) strcspn(line, "\n"), line);
+        for (char *state = NULL, *w = strtok_r(formats, " ", &state); w; w = strtok_r(NULL, " ", &state)) {
+                unsigned long v;
+                if (parse_uint(w, 0, UINT32_MAX, &v) >= 0 && v == STATE_FORMAT)
+                        return true;
+        }
+        snprintf(formats, size, "%.*s", (int) strcspn(line, "\n"), line);
+        return false;
+}
+
+static void check_verdict(Supervisor *sup, Upgrade *u, const siginfo_t *si, const char *out) {
+        char formats[128] = "";
+        const char *v = strstr(out, "bindonce ");
+
+        if (u->timed_out)
+                return upgrade_fail(sup, "%s --upgrade-check did not answer within %llu s", u->exe,
+                                    (unsigned long long) (UPGRADE_CHECK_TIMEOUT_USEC / USEC_PER_SEC));
+        if (si->si_code != CLD_EXITED)
+                return upgrade_fail(sup, "%s --upgrade-check was killed by signal %s", u->exe,
+                                    sigabbrev_np(si->si_status) ?: "?");
+        if (si->si_status != 0)
+                return upgrade_fail(sup, "%s --upgrade-check exited with status %d%s", u->exe, si->si_status,
+                                    si->si_status == EXIT_USAGE ? " (it refuses this command line, or knows no --upgrade-check)" : "");
+        if (!reads_our_format(out, formats, sizeof formats))
+                return upgrade_fail(sup, "%s reads state format%s %s, this bindonce writes format %d", u->exe,
+                                    strchr(formats, ' ') ? "s" : "", formats[0] ? formats : "(none)", STATE_FORMAT);
+        if (v && (v == out || v[-1] == '\n'))
+                snprintf(u->version, sizeof u->version, "%.*s", (int) strcspn(v + 9, "\n"), v + 9);
+        /* Not from inside this callback: sd-event reaps the check child once it returns. */
+        if (sd_event_add_defer(sup->event, &u->exec, on_exec, sup) < 0)
+                upgrade_fail(sup, "out of memory");
+}
+
+static int on_check_exit(sd_event_source *s, const siginfo_t *si, void *userdata) {
+        Supervisor *sup = userdata;
+        Upgrade *u = sup->upgrade;
+        char out[4096];
+        size_t len = 0;
+
+        u->pid = 0;
+        for (;;) {
+                ssize_t k = read(u->out_fd, out + len, sizeof out - 1 - len);
+                if (k <= 0 || (len += (size_t) k) == sizeof out - 1)
+                        break;
+        }
+        out[len] = '\0';
+        u->timer = sd_event_source_disable_unref(u->timer);
+        check_verdict(sup, u, si, out);
+        return 0;
+}
+
+static int on_check_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Upgrade *u = userdata;
+
+        u->timed_out = true;
+        (void) sd_event_source_send_child_signal(u->child, SIGKILL, NULL, 0);
+        return 0;
+}
+
+/* NEW --upgrade-check OPTIONS...: the same command line, so that NEW also says whether it
+ * takes it. Default signal dispositions, nothing blocked, stdout to a pipe. */
+static int spawn_check(Upgrade *u) {
+        _cleanup_close_ int rd = -1, wr = -1;
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t none, all;
+        size_t argc = 0;
+        int p[2], r;
+
+        while (self_argv[argc])
+                argc++;
+        _cleanup_free_ char **argv = calloc(argc + 2, sizeof *argv);
+        if (!argv)
+                return -ENOMEM;
+        argv[0] = self_argv[0];
+        argv[1] = (char *) "--upgrade-check";
+        for (size_t i = 1; i < argc; i++)
+                argv[i + 1] = self_argv[i];
+        if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+                return -errno;
+        rd = p[0];
+        wr = p[1];
+        sigemptyset(&none);
+        sigfillset(&all);
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        posix_spawn_file_actions_adddup2(&fa, wr, STDOUT_FILENO);
+        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+        r = posix_spawn(&u->pid, u->exe, &fa, &attr, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        if (r != 0) {
+                u->pid = 0;
+                return -r;
+        }
+        u->out_fd = TAKE_FD(rd);
+        return 0;
+}
+
+static int check_start(Supervisor *sup, Upgrade *u) {
+        int r = spawn_check(u);
+
+        if (r < 0)
+                return r;
+        r = sd_event_add_child(sup->event, &u->child, u->pid, WEXITED, on_check_exit, sup);
+        if (r < 0) {
+                (void) kill(u->pid, SIGKILL);
+                (void) waitpid(u->pid, NULL, 0);
+                u->pid = 0;
+                return r;
+        }
+        return sd_event_add_time_relative(sup->event, &u->timer, CLOCK_MONOTONIC, UPGRADE_CHECK_TIMEOUT_USEC,
+                                          10 * USEC_PER_MSEC, on_check_timeout, u);
+}
+
+int upgrade_start(Supervisor *sup, const char *exe, const ReloadWaiter *waiter, int client_fd) {
+        Upgrade *u;
+        int r;
+
+        if (sup->stopping)
+                return -ESHUTDOWN;
+        if (sup->roll.active) {
+                log_warning("upgrade refused: a reload is in progress; upgrade once it has ended");
+                return -EBUSY;
+        }
+        if (sup->upgrade) {
+                log_warning("upgrade refused: an upgrade is already in progress");
+                return -EALREADY;
+        }
+        exe = exe ? exe : self_exe;
+        u = calloc(1, sizeof *u);
+        if (!u || !(u->exe = strdup(exe))) {
+                free(u);
+                return -ENOMEM;
+        }
+        u->sup = sup;
+        u->out_fd = -1;
+        u->client_fd = client_fd;
+        if (waiter)
+                u->waiter = *waiter;
+        snprintf(u->version, sizeof u->version, "?");
+        sup->upgrade = u;
+        log_info("upgrade: checking %s", u->exe);
+        if (!*u->exe)
+                upgrade_fail(sup, "the path bindonce was started from is unknown; give ctl upgrade --exe PATH");
+        else if ((r = check_start(sup, u)) < 0)
+                upgrade_fail(sup, "cannot execute %s --upgrade-check: %s", exe, strerror(-r));
+        return 0;
+}

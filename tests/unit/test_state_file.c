@@ -1,0 +1,177 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "state_file.h"
+
+/* A state with a bit of everything: two sockets, a control socket, a reuseport slot, a
+ * worker with deadlines and a status of odd bytes, a retired worker. */
+static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWorker w[2], int *fds) {
+        static StatePipe pipes[] = { { .fd = 12, .slot = 1, .pid = 4243 } };
+        static char *argv[] = { "bindonce", "-l", "127.0.0.1:8080", "--", "sh", "-c", "exec app 'a b'", NULL };
+
+        memset(l, 0, 2 * sizeof *l);
+        l[0] = (Listener) { .fd = 3, .name = "web", .dev = 5, .ino = 77 };
+        l[0].address.type = 1;
+        l[0].address.size = 16;
+        l[0].address.in.sin_family = 2;
+        l[0].address.in.sin_port = 0x901f;
+        l[1] = (Listener) { .fd = 4, .name = "admin", .unlink_on_close = true };
+        l[1].address.type = 5;
+        l[1].address.size = 3;
+        fds[0] = 3;
+        fds[1] = 9;
+        slots[0] = (StateSlot) { .index = 0, .state = SLOT_RUNNING, .restarts = 2, .counts = { 1, 1 },
+                                 .exited = true, .last_code = 2, .last_status = 9 };
+        slots[1] = (StateSlot) { .index = 1, .state = SLOT_BACKOFF, .backoff_at = 123456789, .fds = fds, .n_fds = 2 };
+        w[0] = (StateWorker) { .slot = 0, .role = STATE_WORKER, .pid = 4242, .starttime = 99999, .generation = 3,
+                               .started = 1000, .started_realtime = 1765000000.25, .ready = true,
+                               .watchdog_at = 5000000, .status = "serving \xc3\xa9 = 1" };
+        w[1] = (StateWorker) { .slot = 1, .role = STATE_RETIRED, .pid = 4243, .stopping = true, .kill_at = 777,
+                               .failed = "missed its watchdog deadline" };
+        *s = (UpgradeState) {
+                .version = "0.1", .exe = "/usr/local/bin/bindonce", .argv = argv, .sockets_kept = true,
+                .listeners = l, .n_listeners = 2, .control = { .fd = 7, .name = "ctl", .unlink_on_close = true },
+                .notify_fd = 8, .notify_address = "@bindonce/1/abc", .client_fd = 10, .target = 2,
+                .last_generation = 3, .good_generation = 3, .total_restarts = 5, .ready_sent = true,
+                .nofile = { 1024, 4096 }, .restore_nofile = true,
+                .slots = slots, .n_slots = 2, .workers = w, .n_workers = 2,
+                .pipes = pipes, .n_pipes = 1,
+        };
+}
+
+static char *written(const UpgradeState *s, size_t *len) {
+        char *buf = NULL;
+        FILE *f = open_memstream(&buf, len);
+
+        assert_non_null(f);
+        assert_int_equal(state_write(s, f), 0);
+        assert_int_equal(fclose(f), 0);
+        return buf;
+}
+
+static void test_round_trip(void **unused) {
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s, r;
+        size_t len, len2;
+        char err[128] = "";
+        char *buf, *again;
+
+        sample(&s, l, slots, w, fds);
+        buf = written(&s, &len);
+        assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
+        assert_string_equal(r.exe, "/usr/local/bin/bindonce");
+        assert_string_equal(r.argv[6], "exec app 'a b'");
+        assert_null(r.argv[7]);
+        assert_int_equal(r.n_listeners, 2);
+        assert_int_equal(r.listeners[0].address.size, 16);
+        assert_memory_equal(&r.listeners[0].address.storage, &l[0].address.storage, 16);
+        assert_string_equal(r.listeners[1].name, "admin");
+        assert_true(r.listeners[1].unlink_on_close);
+        assert_int_equal(r.control.fd, 7);
+        assert_int_equal(r.slots[1].state, SLOT_BACKOFF);
+        assert_int_equal(r.slots[1].backoff_at, 123456789);
+        assert_int_equal(r.slots[1].n_fds, 2);
+        assert_int_equal(r.slots[1].fds[1], 9);
+        assert_null(r.slots[0].fds);
+        assert_int_equal(r.workers[0].watchdog_at, 5000000);
+        assert_string_equal(r.workers[0].status, "serving \xc3\xa9 = 1");
+        assert_null(r.workers[0].failed);
+        assert_int_equal(r.workers[1].role, STATE_RETIRED);
+        assert_int_equal(r.nofile.rlim_max, 4096);
+        /* Written again, the same text. */
+        again = written(&r, &len2);
+        assert_int_equal(len, len2);
+        assert_memory_equal(buf, again, len);
+
+        int *all = NULL;
+        assert_int_equal(state_fds(&r, 2, &all), 7);   /* 3 4 7 8 10, slot 1's own 9, pipe 12 */
+        assert_int_equal(all[5], 9);
+        assert_int_equal(all[6], 12);
+        assert_int_equal(r.n_pipes, 1);
+        assert_int_equal(r.pipes[0].pid, 4243);
+        free(all);
+        state_done(&r);
+        free(buf);
+        free(again);
+}
+
+static int read_text(const char *text, char *err, size_t size, unsigned *format) {
+        UpgradeState r;
+        int ret = state_read(text, strlen(text), &r, format, err, size);
+
+        if (ret == 0)
+                state_done(&r);
+        return ret;
+}
+
+static void test_other_formats_refused(void **unused) {
+        char err[128];
+        unsigned format = 0;
+
+        assert_int_equal(read_text("bindonce-state 2\nwhatever the future holds\n", err, sizeof err, &format),
+                         -EPROTONOSUPPORT);
+        assert_int_equal(format, 2);
+        assert_non_null(strstr(err, "format 2"));
+        assert_int_equal(read_text("bindonce-state 0\nend\n", err, sizeof err, &format), -EPROTONOSUPPORT);
+        assert_int_equal(read_text("", err, sizeof err, NULL), -EBADMSG);
+        assert_int_equal(read_text("hello\n", err, sizeof err, NULL), -EBADMSG);
+        assert_int_equal(read_text("bindonce-state x\n", err, sizeof err, NULL), -EBADMSG);
+}
+
+/* Each damage to a good state is refused, with what is wrong. */
+static void test_damage_refused(void **unused) {
+        static const struct { const char *from, *to, *why; } cases[] = {
+                { "\nend\n", "\n", "cut short" },
+                { " target=2", " target=9", "workers wanted" },
+                { " target=2", "", "'target' missing" },
+                { " target=2", " target=2 target=2", "twice" },
+                { " target=2", " target=2 colour=blue", "unknown key" },
+                { " state=backoff", " state=sleepy", "bad value for 'state'" },
+                { " pid=4242", " pid=-1", "pid -1" },
+                { " fds=3,9", " fds=3,", "bad value for 'fds'" },
+                { " fds=3,9", " fds=3", "sockets" },
+                { " role=retired", " role=ghost", "bad value" },
+                { "\nend\n", "\nend\nmore\n", "after 'end'" },
+                { "\nslot ", "\nslat ", "unknown record" },
+        };
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s;
+        size_t len;
+        char *buf;
+
+        sample(&s, l, slots, w, fds);
+        buf = written(&s, &len);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                char text[8192], err[128] = "";
+                const char *at = strstr(buf, cases[i].from);
+
+                assert_non_null(at);
+                snprintf(text, sizeof text, "%.*s%s%s", (int) (at - buf), buf, cases[i].to, at + strlen(cases[i].from));
+                assert_int_equal(read_text(text, err, sizeof err, NULL), -EBADMSG);
+                if (!strstr(err, cases[i].why))
+                        fail_msg("case %zu: '%s' does not say '%s'", i, err, cases[i].why);
+        }
+        free(buf);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_other_formats_refused),
+                cmocka_unit_test(test_damage_refused),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
