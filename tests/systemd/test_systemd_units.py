@@ -23,8 +23,11 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 SOCK = "bindonce-example.socket"
 SVC = "bindonce-example.service"
 EXAMPLE_PORT = 8080
-HTTPD = "/usr/local/lib/bindonce/example-httpd"
-BINDONCE = "/usr/local/bin/bindonce"
+# Where the Debian package puts them (and `make install` of the sanitizer pass, given
+# debian/rules' INSTALL_VARS).
+HTTPD = "/usr/libexec/bindonce/example-httpd"
+BINDONCE = "/usr/bin/bindonce"
+UNITS = ("bindonce-example.socket", "bindonce-example.service", "bindonce@.service")
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -108,6 +111,60 @@ def c(container):
     return container
 
 
+# ---- the installation ------------------------------------------------------------------
+
+def readme_package_files():
+    """The list the README's Install section gives after "`dpkg -L bindonce` lists:"."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    m = re.search(r"`dpkg -L bindonce`[^`]*?lists:\s*```\n(.*?)```", text, re.S)
+    assert m, "README.md: no file list after \"`dpkg -L bindonce` lists:\""
+    files = m.group(1).split()
+    assert files and all(f.startswith("/") for f in files), files
+    return files
+
+
+def makefile_version():
+    with open(os.path.join(REPO, "Makefile")) as f:
+        return re.search(r"^VERSION\s*:?=\s*(\S+)", f.read(), re.M).group(1)
+
+
+@pytest.mark.package
+def test_package_installed_as_the_readme_says(c, installation):
+    """dpkg -i in the booted container (the maintainer scripts ran under systemd, before
+    any test) left the package configured, holding every file the README lists."""
+    status = c.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "bindonce"]).stdout
+    assert status == "install ok installed " + makefile_version(), \
+        "%s\ndpkg -i said:\n%s" % (status, installation.dpkg_output)
+    listed = set(c.run(["dpkg", "-L", "bindonce"]).stdout.split())
+    missing = [f for f in readme_package_files() if f not in listed]
+    assert not missing, "dpkg -L bindonce lacks what the README lists: %s\n%s" \
+        % (" ".join(missing), "\n".join(sorted(listed)))
+    for f in readme_package_files():
+        assert os.path.isfile(os.path.join(c.root, f.lstrip("/"))), "listed but not on disk: " + f
+    # dpkg and the maintainer scripts (deb-systemd-helper, daemon-reload) said nothing amiss.
+    assert not re.search(r"warning|error|fail", installation.dpkg_output, re.I), installation.dpkg_output
+
+
+def test_installed_version_and_no_unit_enabled_or_started(c):
+    """bindonce --version is the Makefile's VERSION; installing enabled and started
+    nothing (the package: dh_installsystemd --no-enable --no-start)."""
+    r = c.run([BINDONCE, "--version"])
+    assert r.stdout.strip() == "bindonce " + makefile_version(), \
+        "bindonce --version: %r, the Makefile's VERSION is %s" % (r.stdout + r.stderr, makefile_version())
+    # "indirect": the example service has only Also=bindonce-example.socket in [Install]
+    # (systemctl's exit status counts that as enabled, so the states are compared).
+    r = c.systemctl("is-enabled", *UNITS, check=False)
+    assert dict(zip(UNITS, r.stdout.split())) == {
+        "bindonce-example.socket": "disabled", "bindonce-example.service": "indirect",
+        "bindonce@.service": "disabled"}, "systemctl is-enabled %s:\n%s" % (" ".join(UNITS), r.stdout + r.stderr)
+    wants = c.sh("find /etc/systemd/system -name 'bindonce*' | sort").stdout
+    assert not wants.strip(), "installing enabled something:\n" + wants
+    # First in the file: no test has started the example yet.
+    for u in (SOCK, SVC):
+        assert c.show(u, "ActiveState") == "inactive", "%s is %s after installing" % (u, c.show(u, "ActiveState"))
+
+
 # ---- the unit files -------------------------------------------------------------------
 
 def test_units_verify_in_container(c):
@@ -120,13 +177,13 @@ def test_units_verify_in_container(c):
         "systemd-analyze verify: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
 
 
-def test_units_verify_host(bindonce_build):
+def test_units_verify_host(installation):
     """Same on the host, against a --root holding the installed files and the host's
     own unit directory; no file outside /tmp is written."""
     if subprocess.run(["which", "systemd-analyze"], capture_output=True).returncode != 0:
         pytest.skip("no systemd-analyze on the host")
     with tempfile.TemporaryDirectory(prefix="bindonce-verify-") as root:
-        bindonce_build.install(root)
+        installation.unpack(root)
         os.makedirs(os.path.join(root, "usr/lib/systemd"), exist_ok=True)
         subprocess.run(["cp", "-a", "/usr/lib/systemd/system", os.path.join(root, "usr/lib/systemd/")],
                        check=True)
