@@ -251,6 +251,74 @@ def test_a_socket_activation(c):
     assert_no_errors(c, SVC, cursor)
 
 
+# ---- blocking or not: what systemd 252 passes, what the workers get (issue 10) -----------
+
+O_NONBLOCK = 0o4000
+
+
+def fd_flags(c, pid, fd):
+    """The file status flags of pid's fd, from /proc/PID/fdinfo/FD ("flags:" is octal)."""
+    out = c.run(["cat", "/proc/%d/fdinfo/%d" % (pid, fd)]).stdout
+    m = re.search(r"^flags:\s*([0-7]+)$", out, re.M)
+    assert m, "no flags in /proc/%d/fdinfo/%d:\n%s" % (pid, fd, out)
+    return int(m.group(1), 8)
+
+
+def test_socket_activation_blocking_as_the_service_says(c):
+    """systemd 252 passes the sockets of a socket unit blocking (it clears O_NONBLOCK)
+    unless the service says NonBlocking=yes (a [Service] option: systemd.socket has no
+    such key), and bindonce hands them on as they came: its workers find fd 3 blocking,
+    or non-blocking with NonBlocking=yes; --nonblocking sets O_NONBLOCK on a socket systemd
+    passed blocking. The worker records its fd 3's flags itself (/proc/$$/fdinfo/3,
+    "flags:" in octal) and never changes them: the example httpd sets O_NONBLOCK on the
+    shared open file description, which would hide what it was given."""
+    cases = {   # name: (the service's NonBlocking= line, bindonce option, O_NONBLOCK expected)
+        "nbtest-default": ("", "", False),
+        "nbtest-yes": ("NonBlocking=yes\n", "", True),
+        "nbtest-option": ("", "--nonblocking ", True),
+    }
+    units = ["/etc/systemd/system/%s.%s" % (n, t) for n in cases for t in ("socket", "service")]
+    c.write_file("/usr/local/lib/bindonce-test/fdflags",
+                 "#!/bin/sh\n# fd 3's flags as this worker got them; then hold it, untouched.\n"
+                 "grep '^flags:' /proc/$$/fdinfo/3 >/run/bindonce-test-nb/$1.$BINDONCE_WORKER.tmp\n"
+                 "mv /run/bindonce-test-nb/$1.$BINDONCE_WORKER.tmp /run/bindonce-test-nb/$1.$BINDONCE_WORKER\n"
+                 "exec sleep infinity\n", mode=0o755)
+    c.run(["mkdir", "-p", "/run/bindonce-test-nb"])
+    for name, (nb, opt, _) in cases.items():
+        port = free_port()
+        c.write_file("/etc/systemd/system/%s.socket" % name,
+                     "[Socket]\nListenStream=127.0.0.1:%d\n" % port)
+        c.write_file("/etc/systemd/system/%s.service" % name,
+                     "[Service]\nType=notify\nKillMode=mixed\n%s"
+                     "ExecStart=%s -w 2 %s-l 127.0.0.1:%d -- /usr/local/lib/bindonce-test/fdflags %s\n"
+                     % (nb, BINDONCE, opt, port, name))
+    c.systemctl("daemon-reload")
+    cursor = c.journal_cursor()
+    try:
+        c.systemctl("start", *("%s.socket" % n for n in cases))
+        c.systemctl("start", *("%s.service" % n for n in cases), timeout=90)
+        got = {}
+        for name in cases:
+            main = wait_for(lambda: workers_up(c, name + ".service", 2), 30, "2/2 workers of " + name)
+            log_ = bindonce_log(c, cursor)
+            assert re.search(r"socket activation: adopted 1 sockets? from systemd", log_), log_
+            for slot in ("0", "1"):
+                rec = wait_for(lambda: c.run(["cat", "/run/bindonce-test-nb/%s.%s" % (name, slot)],
+                                             check=False).stdout, 15, "worker %s of %s" % (slot, name))
+                m = re.fullmatch(r"flags:\s*([0-7]+)\n", rec)
+                assert m, "%s worker %s: %r" % (name, slot, rec)
+                got["%s/%s" % (name, slot)] = bool(int(m.group(1), 8) & O_NONBLOCK)
+            # The same open file description in bindonce, as the workers left it.
+            got[name + "/bindonce"] = bool(fd_flags(c, main, 3) & O_NONBLOCK)
+            assert_no_errors(c, name + ".service", cursor)
+        want = {k: cases[k.split("/")[0]][2] for k in got}
+        assert got == want, "O_NONBLOCK of fd 3 (True: non-blocking): got %s, expected %s" % (got, want)
+    finally:
+        c.systemctl("stop", *(os.path.basename(u) for u in units), check=False, timeout=90)
+        c.run(["rm", "-rf", "/run/bindonce-test-nb"] + units, check=False)
+        c.systemctl("daemon-reload", check=False)
+
+
 # ---- b. SIGKILL of workers under load ---------------------------------------------------
 
 def test_b_sigkill_workers_under_load(c):
