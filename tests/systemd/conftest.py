@@ -115,7 +115,12 @@ class SanitizerBuild:
         TIMES["make install"] = time.monotonic() - t0
 
     def install_in(self, c):
-        pass
+        """Only a check: what runs is the sanitizer build (else its reports could not fail
+        the session)."""
+        r = c.run(["ldd", "/usr/bin/bindonce"], check=False)
+        if "libasan" not in r.stdout:
+            pytest.fail("BINDONCE_SANITIZE=1 but /usr/bin/bindonce in the container is not the "
+                        "sanitizer build:\n" + r.stdout + r.stderr)
 
     unpack = put
 
