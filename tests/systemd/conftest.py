@@ -86,9 +86,13 @@ class Package:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copy2(self.deb, dst)
 
+    def dpkg_install(self, c):
+        """dpkg -i of the package in the container (again: an upgrade to the same version)."""
+        return c.run(["dpkg", "-i", DEB_IN_CONTAINER], check=False, timeout=300)
+
     def install_in(self, c):
         t0 = time.monotonic()
-        r = c.run(["dpkg", "-i", DEB_IN_CONTAINER], check=False, timeout=300)
+        r = self.dpkg_install(c)
         self.dpkg_output = r.stdout + r.stderr
         if r.returncode != 0:
             pytest.fail("dpkg -i %s in the container: exit %d\n%s"

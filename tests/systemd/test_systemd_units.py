@@ -501,6 +501,52 @@ def test_d_restart_under_socket_unit(c):
     assert_no_errors(c, SVC, cursor)
 
 
+def _rules_stop_on_upgrade():
+    with open(os.path.join(REPO, "debian/rules")) as f:
+        return "--no-stop-on-upgrade" not in f.read()
+
+
+@pytest.mark.package
+@pytest.mark.xfail(_rules_stop_on_upgrade(), strict=True, reason=(
+    "debian/rules: dh_installsystemd --no-enable --no-start (without --no-stop-on-upgrade) "
+    "adds a preinst that stops bindonce-example.service AND .socket on upgrade: the port "
+    "closes and stays closed (postinst's deb-systemd-invoke restart then finds the service "
+    "not running). With --no-stop-on-upgrade this test passes (refused 0)."))
+def test_d_package_upgrade_restarts_the_service_not_the_socket(c, installation):
+    """dpkg -i over the installed package (an upgrade, to the same version): its postinst
+    restarts a running bindonce-example.service, never enabled, with the new binary, and
+    leaves the socket unit alone, so that the port stays bound and nothing is refused."""
+    main = ensure_example_running(c)
+    inode = listener_inode(c, EXAMPLE_PORT)
+    cursor = c.journal_cursor()
+    with Load("127.0.0.1", EXAMPLE_PORT) as load:
+        load.wait_ok(50)
+        t0 = time.monotonic()
+        r = installation.dpkg_install(c)
+        dpkg_said = "dpkg -i: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
+        # deb-systemd-invoke restart waits for the job: when dpkg returns, the new
+        # bindonce is running (Type=notify), or the postinst did not restart it.
+        states = (c.show(SOCK, "ActiveState"), c.show(SVC, "ActiveState"), c.main_pid(SVC))
+        if states[:2] != ("active", "active") or states[2] in (0, main):
+            pytest.fail("after the upgrade: socket %s, service %s, main pid %d (was %d)\n%s\n%s"
+                        % (states + (main, dpkg_said, c.journal(cursor=cursor, unit=SVC))))
+        wait_for(lambda: workers_up(c, SVC, 4), 30, "4/4 workers of the new bindonce")
+        overlap = load.attempts_within(t0, time.monotonic())
+        load.wait_ok(50)
+    counts = load.counts()
+    log("d/upgrade: %s; %d attempts overlapped" % (summary(counts), overlap))
+    assert r.returncode == 0 and not re.search(r"warning|error|fail|not starting", dpkg_said[8:], re.I), dpkg_said
+    assert overlap >= 4, "only %d requests overlapped the upgrade" % overlap
+    assert counts["client_error"] == 0, "the load client failed: %s" % summary(counts)
+    assert counts["refused"] == 0, summary(counts)
+    assert counts["ok"] == sum(counts.values()), \
+        "%s; failures: %s" % (summary(counts), load.failures()[:10])
+    assert listener_inode(c, EXAMPLE_PORT) == inode, "the upgrade rebound the port"
+    assert c.show(SOCK, "ActiveState") == "active"
+    assert c.show(SVC, "UnitFileState") == "indirect", "the upgrade enabled the example"
+    assert_no_errors(c, SVC, cursor)
+
+
 # ---- e. bindonce@ with the fd store --------------------------------------------------------
 
 def start_fdtest(c, port):
