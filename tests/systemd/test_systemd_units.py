@@ -776,6 +776,35 @@ def test_f_stop_fd_store_instance_and_escaped_grandchild(c):
         _stop_and_check(c, "bindonce@fdtest.service")
 
 
+@pytest.mark.package
+def test_package_remove_stops_what_runs_from_it(c, installation):
+    """dpkg -r: the prerm stops the example and every bindonce@NAME instance before their
+    binary goes, nothing of bindonce is left running, the configuration stays (removed, not
+    purged). The package is installed again at the end, for the tests after this one."""
+    ensure_example_running(c)
+    port = free_port()
+    c.write_file("/etc/bindonce/pkgrm.conf",
+                 'BINDONCE_OPTS="-l 127.0.0.1:%d -w 2 --stop-timeout 5"\nBINDONCE_COMMAND="%s"\n'
+                 % (port, HTTPD))
+    inst = "bindonce@pkgrm.service"
+    try:
+        c.systemctl("start", inst, timeout=60)
+        wait_for(lambda: workers_up(c, inst, 2), 30, "2/2 workers of " + inst)
+        r = c.run(["dpkg", "-r", "bindonce"], check=False, timeout=300)
+        assert r.returncode == 0, "dpkg -r: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
+        running = {u: c.show(u, "ActiveState") for u in (SOCK, SVC, inst)}
+        assert set(running.values()) == {"inactive"}, "after dpkg -r: %s" % running
+        left = c.run(["pgrep", "-a", "-f", "bindonce|example-httpd"], check=False).stdout
+        assert not left.strip(), "still running after dpkg -r:\n" + left
+        assert not os.path.exists(os.path.join(c.root, BINDONCE.lstrip("/")))
+        assert os.path.exists(os.path.join(c.root, "etc/bindonce/example.conf")), "a conffile went"
+        assert request_once("127.0.0.1", EXAMPLE_PORT)[0] == "refused"
+    finally:
+        r = installation.dpkg_install(c)
+        c.run(["rm", "-f", "/etc/bindonce/pkgrm.conf"], check=False)
+    assert r.returncode == 0, "dpkg -i again: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
+
+
 # ---- g. bindonce generate-units ------------------------------------------------------------
 
 def test_g_generate_units_install(c):
