@@ -82,8 +82,11 @@ check: deps
 # Real systemd in a booted Debian 12 container (root; skipped with the reason otherwise).
 # -rs shows every skip; skipcheck fails the run on a skip not in
 # tests/integration/expected-skips.txt (BINDONCE_ALLOW_SKIPS=1: a developer's run without root).
-# The suite builds bindonce itself, in a directory of its own (with SANITIZE=1: the
-# sanitizer build, whose reports in the container fail it), so MAKEFLAGS must not reach it.
+# The suite installs the Debian package with dpkg -i in the container: the one
+# BINDONCE_DEB names (.ci/run: what its `make deb` built), or one it builds with
+# `make deb` in a directory of its own. With SANITIZE=1 it builds the sanitizer build
+# instead and installs it with `make install` (its reports in the container fail the
+# run). Either way it runs make itself, so MAKEFLAGS must not reach it.
 systemd-check:
 	env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS BINDONCE_SANITIZE=$(SANITIZE) PYTHONPATH=tests/integration \
 		$(PYTHON) -m pytest -q -rs -p skipcheck -p no:cacheprovider tests/systemd $(PYTEST_ARGS)

@@ -23,8 +23,11 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 SOCK = "bindonce-example.socket"
 SVC = "bindonce-example.service"
 EXAMPLE_PORT = 8080
-HTTPD = "/usr/local/lib/bindonce/example-httpd"
-BINDONCE = "/usr/local/bin/bindonce"
+# Where the Debian package puts them (and `make install` of the sanitizer pass, given
+# debian/rules' INSTALL_VARS).
+HTTPD = "/usr/libexec/bindonce/example-httpd"
+BINDONCE = "/usr/bin/bindonce"
+UNITS = ("bindonce-example.socket", "bindonce-example.service", "bindonce@.service")
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -108,6 +111,60 @@ def c(container):
     return container
 
 
+# ---- the installation ------------------------------------------------------------------
+
+def readme_package_files():
+    """The list the README's Install section gives after "`dpkg -L bindonce` lists:"."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    m = re.search(r"`dpkg -L bindonce`[^`]*?lists:\s*```\n(.*?)```", text, re.S)
+    assert m, "README.md: no file list after \"`dpkg -L bindonce` lists:\""
+    files = m.group(1).split()
+    assert files and all(f.startswith("/") for f in files), files
+    return files
+
+
+def makefile_version():
+    with open(os.path.join(REPO, "Makefile")) as f:
+        return re.search(r"^VERSION\s*:?=\s*(\S+)", f.read(), re.M).group(1)
+
+
+@pytest.mark.package
+def test_package_installed_as_the_readme_says(c, installation):
+    """dpkg -i in the booted container (the maintainer scripts ran under systemd, before
+    any test) left the package configured, holding every file the README lists."""
+    status = c.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "bindonce"]).stdout
+    assert status == "install ok installed " + makefile_version(), \
+        "%s\ndpkg -i said:\n%s" % (status, installation.dpkg_output)
+    listed = set(c.run(["dpkg", "-L", "bindonce"]).stdout.split())
+    missing = [f for f in readme_package_files() if f not in listed]
+    assert not missing, "dpkg -L bindonce lacks what the README lists: %s\n%s" \
+        % (" ".join(missing), "\n".join(sorted(listed)))
+    for f in readme_package_files():
+        assert os.path.isfile(os.path.join(c.root, f.lstrip("/"))), "listed but not on disk: " + f
+    # dpkg and the maintainer scripts (deb-systemd-helper, daemon-reload) said nothing amiss.
+    assert not re.search(r"warning|error|fail", installation.dpkg_output, re.I), installation.dpkg_output
+
+
+def test_installed_version_and_no_unit_enabled_or_started(c):
+    """bindonce --version is the Makefile's VERSION; installing enabled and started
+    nothing (the package: dh_installsystemd --no-enable --no-start)."""
+    r = c.run([BINDONCE, "--version"])
+    assert r.stdout.strip() == "bindonce " + makefile_version(), \
+        "bindonce --version: %r, the Makefile's VERSION is %s" % (r.stdout + r.stderr, makefile_version())
+    # "indirect": the example service has only Also=bindonce-example.socket in [Install]
+    # (systemctl's exit status counts that as enabled, so the states are compared).
+    r = c.systemctl("is-enabled", *UNITS, check=False)
+    assert dict(zip(UNITS, r.stdout.split())) == {
+        "bindonce-example.socket": "disabled", "bindonce-example.service": "indirect",
+        "bindonce@.service": "disabled"}, "systemctl is-enabled %s:\n%s" % (" ".join(UNITS), r.stdout + r.stderr)
+    wants = c.sh("find /etc/systemd/system -name 'bindonce*' | sort").stdout
+    assert not wants.strip(), "installing enabled something:\n" + wants
+    # First in the file: no test has started the example yet.
+    for u in (SOCK, SVC):
+        assert c.show(u, "ActiveState") == "inactive", "%s is %s after installing" % (u, c.show(u, "ActiveState"))
+
+
 # ---- the unit files -------------------------------------------------------------------
 
 def test_units_verify_in_container(c):
@@ -120,13 +177,13 @@ def test_units_verify_in_container(c):
         "systemd-analyze verify: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
 
 
-def test_units_verify_host(bindonce_build):
+def test_units_verify_host(installation):
     """Same on the host, against a --root holding the installed files and the host's
     own unit directory; no file outside /tmp is written."""
     if subprocess.run(["which", "systemd-analyze"], capture_output=True).returncode != 0:
         pytest.skip("no systemd-analyze on the host")
     with tempfile.TemporaryDirectory(prefix="bindonce-verify-") as root:
-        bindonce_build.install(root)
+        installation.unpack(root)
         os.makedirs(os.path.join(root, "usr/lib/systemd"), exist_ok=True)
         subprocess.run(["cp", "-a", "/usr/lib/systemd/system", os.path.join(root, "usr/lib/systemd/")],
                        check=True)
@@ -192,6 +249,74 @@ def test_a_socket_activation(c):
     assert re.search(r"socket activation: adopted 1 sockets? from systemd", log_), log_
     assert "listening on 127.0.0.1:%d (fd 3, name http, stream, from systemd)" % EXAMPLE_PORT in log_, log_
     assert_no_errors(c, SVC, cursor)
+
+
+# ---- blocking or not: what systemd 252 passes, what the workers get (issue 10) -----------
+
+O_NONBLOCK = 0o4000
+
+
+def fd_flags(c, pid, fd):
+    """The file status flags of pid's fd, from /proc/PID/fdinfo/FD ("flags:" is octal)."""
+    out = c.run(["cat", "/proc/%d/fdinfo/%d" % (pid, fd)]).stdout
+    m = re.search(r"^flags:\s*([0-7]+)$", out, re.M)
+    assert m, "no flags in /proc/%d/fdinfo/%d:\n%s" % (pid, fd, out)
+    return int(m.group(1), 8)
+
+
+def test_socket_activation_blocking_as_the_service_says(c):
+    """systemd 252 passes the sockets of a socket unit blocking (it clears O_NONBLOCK)
+    unless the service says NonBlocking=yes (a [Service] option: systemd.socket has no
+    such key), and bindonce hands them on as they came: its workers find fd 3 blocking,
+    or non-blocking with NonBlocking=yes; --nonblocking sets O_NONBLOCK on a socket systemd
+    passed blocking. The worker records its fd 3's flags itself (/proc/$$/fdinfo/3,
+    "flags:" in octal) and never changes them: the example httpd sets O_NONBLOCK on the
+    shared open file description, which would hide what it was given."""
+    cases = {   # name: (the service's NonBlocking= line, bindonce option, O_NONBLOCK expected)
+        "nbtest-default": ("", "", False),
+        "nbtest-yes": ("NonBlocking=yes\n", "", True),
+        "nbtest-option": ("", "--nonblocking ", True),
+    }
+    units = ["/etc/systemd/system/%s.%s" % (n, t) for n in cases for t in ("socket", "service")]
+    c.write_file("/usr/local/lib/bindonce-test/fdflags",
+                 "#!/bin/sh\n# fd 3's flags as this worker got them; then hold it, untouched.\n"
+                 "grep '^flags:' /proc/$$/fdinfo/3 >/run/bindonce-test-nb/$1.$BINDONCE_WORKER.tmp\n"
+                 "mv /run/bindonce-test-nb/$1.$BINDONCE_WORKER.tmp /run/bindonce-test-nb/$1.$BINDONCE_WORKER\n"
+                 "exec sleep infinity\n", mode=0o755)
+    c.run(["mkdir", "-p", "/run/bindonce-test-nb"])
+    for name, (nb, opt, _) in cases.items():
+        port = free_port()
+        c.write_file("/etc/systemd/system/%s.socket" % name,
+                     "[Socket]\nListenStream=127.0.0.1:%d\n" % port)
+        c.write_file("/etc/systemd/system/%s.service" % name,
+                     "[Service]\nType=notify\nKillMode=mixed\n%s"
+                     "ExecStart=%s -w 2 %s-l 127.0.0.1:%d -- /usr/local/lib/bindonce-test/fdflags %s\n"
+                     % (nb, BINDONCE, opt, port, name))
+    c.systemctl("daemon-reload")
+    cursor = c.journal_cursor()
+    try:
+        c.systemctl("start", *("%s.socket" % n for n in cases))
+        c.systemctl("start", *("%s.service" % n for n in cases), timeout=90)
+        got = {}
+        for name in cases:
+            main = wait_for(lambda: workers_up(c, name + ".service", 2), 30, "2/2 workers of " + name)
+            log_ = bindonce_log(c, cursor)
+            assert re.search(r"socket activation: adopted 1 sockets? from systemd", log_), log_
+            for slot in ("0", "1"):
+                rec = wait_for(lambda: c.run(["cat", "/run/bindonce-test-nb/%s.%s" % (name, slot)],
+                                             check=False).stdout, 15, "worker %s of %s" % (slot, name))
+                m = re.fullmatch(r"flags:\s*([0-7]+)\n", rec)
+                assert m, "%s worker %s: %r" % (name, slot, rec)
+                got["%s/%s" % (name, slot)] = bool(int(m.group(1), 8) & O_NONBLOCK)
+            # The same open file description in bindonce, as the workers left it.
+            got[name + "/bindonce"] = bool(fd_flags(c, main, 3) & O_NONBLOCK)
+            assert_no_errors(c, name + ".service", cursor)
+        want = {k: cases[k.split("/")[0]][2] for k in got}
+        assert got == want, "O_NONBLOCK of fd 3 (True: non-blocking): got %s, expected %s" % (got, want)
+    finally:
+        c.systemctl("stop", *(os.path.basename(u) for u in units), check=False, timeout=90)
+        c.run(["rm", "-rf", "/run/bindonce-test-nb"] + units, check=False)
+        c.systemctl("daemon-reload", check=False)
 
 
 # ---- b. SIGKILL of workers under load ---------------------------------------------------
@@ -373,6 +498,52 @@ def test_d_restart_under_socket_unit(c):
         "%s; failures: %s" % (summary(counts), load.failures()[:10])
     assert listener_inode(c, EXAMPLE_PORT) == inode, "the port was rebound"
     assert c.show(SVC, "ActiveState") == "active"
+    assert_no_errors(c, SVC, cursor)
+
+
+def _rules_stop_on_upgrade():
+    with open(os.path.join(REPO, "debian/rules")) as f:
+        return "--no-stop-on-upgrade" not in f.read()
+
+
+@pytest.mark.package
+@pytest.mark.xfail(_rules_stop_on_upgrade(), strict=True, reason=(
+    "debian/rules: dh_installsystemd --no-enable --no-start (without --no-stop-on-upgrade) "
+    "adds a preinst that stops bindonce-example.service AND .socket on upgrade: the port "
+    "closes and stays closed (postinst's deb-systemd-invoke restart then finds the service "
+    "not running). With --no-stop-on-upgrade this test passes (refused 0)."))
+def test_d_package_upgrade_restarts_the_service_not_the_socket(c, installation):
+    """dpkg -i over the installed package (an upgrade, to the same version): its postinst
+    restarts a running bindonce-example.service, never enabled, with the new binary, and
+    leaves the socket unit alone, so that the port stays bound and nothing is refused."""
+    main = ensure_example_running(c)
+    inode = listener_inode(c, EXAMPLE_PORT)
+    cursor = c.journal_cursor()
+    with Load("127.0.0.1", EXAMPLE_PORT) as load:
+        load.wait_ok(50)
+        t0 = time.monotonic()
+        r = installation.dpkg_install(c)
+        dpkg_said = "dpkg -i: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
+        # deb-systemd-invoke restart waits for the job: when dpkg returns, the new
+        # bindonce is running (Type=notify), or the postinst did not restart it.
+        states = (c.show(SOCK, "ActiveState"), c.show(SVC, "ActiveState"), c.main_pid(SVC))
+        if states[:2] != ("active", "active") or states[2] in (0, main):
+            pytest.fail("after the upgrade: socket %s, service %s, main pid %d (was %d)\n%s\n%s"
+                        % (states + (main, dpkg_said, c.journal(cursor=cursor, unit=SVC))))
+        wait_for(lambda: workers_up(c, SVC, 4), 30, "4/4 workers of the new bindonce")
+        overlap = load.attempts_within(t0, time.monotonic())
+        load.wait_ok(50)
+    counts = load.counts()
+    log("d/upgrade: %s; %d attempts overlapped" % (summary(counts), overlap))
+    assert r.returncode == 0 and not re.search(r"warning|error|fail|not starting", dpkg_said[8:], re.I), dpkg_said
+    assert overlap >= 4, "only %d requests overlapped the upgrade" % overlap
+    assert counts["client_error"] == 0, "the load client failed: %s" % summary(counts)
+    assert counts["refused"] == 0, summary(counts)
+    assert counts["ok"] == sum(counts.values()), \
+        "%s; failures: %s" % (summary(counts), load.failures()[:10])
+    assert listener_inode(c, EXAMPLE_PORT) == inode, "the upgrade rebound the port"
+    assert c.show(SOCK, "ActiveState") == "active"
+    assert c.show(SVC, "UnitFileState") == "indirect", "the upgrade enabled the example"
     assert_no_errors(c, SVC, cursor)
 
 
@@ -603,6 +774,35 @@ def test_f_stop_fd_store_instance_and_escaped_grandchild(c):
     # And the fd-store instance of test e, if it is still there.
     if c.show("bindonce@fdtest.service", "ActiveState") == "active":
         _stop_and_check(c, "bindonce@fdtest.service")
+
+
+@pytest.mark.package
+def test_package_remove_stops_what_runs_from_it(c, installation):
+    """dpkg -r: the prerm stops the example and every bindonce@NAME instance before their
+    binary goes, nothing of bindonce is left running, the configuration stays (removed, not
+    purged). The package is installed again at the end, for the tests after this one."""
+    ensure_example_running(c)
+    port = free_port()
+    c.write_file("/etc/bindonce/pkgrm.conf",
+                 'BINDONCE_OPTS="-l 127.0.0.1:%d -w 2 --stop-timeout 5"\nBINDONCE_COMMAND="%s"\n'
+                 % (port, HTTPD))
+    inst = "bindonce@pkgrm.service"
+    try:
+        c.systemctl("start", inst, timeout=60)
+        wait_for(lambda: workers_up(c, inst, 2), 30, "2/2 workers of " + inst)
+        r = c.run(["dpkg", "-r", "bindonce"], check=False, timeout=300)
+        assert r.returncode == 0, "dpkg -r: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
+        running = {u: c.show(u, "ActiveState") for u in (SOCK, SVC, inst)}
+        assert set(running.values()) == {"inactive"}, "after dpkg -r: %s" % running
+        left = c.run(["pgrep", "-a", "-f", "bindonce|example-httpd"], check=False).stdout
+        assert not left.strip(), "still running after dpkg -r:\n" + left
+        assert not os.path.exists(os.path.join(c.root, BINDONCE.lstrip("/")))
+        assert os.path.exists(os.path.join(c.root, "etc/bindonce/example.conf")), "a conffile went"
+        assert request_once("127.0.0.1", EXAMPLE_PORT)[0] == "refused"
+    finally:
+        r = installation.dpkg_install(c)
+        c.run(["rm", "-f", "/etc/bindonce/pkgrm.conf"], check=False)
+    assert r.returncode == 0, "dpkg -i again: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
 
 
 # ---- g. bindonce generate-units ------------------------------------------------------------
