@@ -32,7 +32,7 @@ int balance_open_sibling(const Listener *l, int backlog) {
          * (a socket from systemd may have BindIPv6Only=ipv6-only). */
         if (sa.ss_family == AF_INET6 && getsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &v6len) < 0)
                 return -errno;
-        /* Blocking or not as the group's first socket (--nonblocking, or the socket unit's
+        /* Blocking or not as the group's first socket (--nonblocking, or the service's
          * NonBlocking=): each worker sees its own, and they must not differ. */
         nonblock = fcntl(l->fd, F_GETFL);
         if (nonblock < 0)

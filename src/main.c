@@ -123,8 +123,8 @@ static int listener_options(ListenerOptions *o) {
         return 0;
 }
 
-/* --nonblocking for sockets systemd passed: otherwise they stay as the socket unit made
- * them (NonBlocking=). O_NONBLOCK is a property of the open file description that systemd,
+/* --nonblocking for sockets systemd passed: otherwise they stay as systemd passed them
+ * (the service's NonBlocking=). O_NONBLOCK is a property of the open file description that systemd,
  * bindonce and every worker share. */
 static int adopted_set_nonblocking(const Listener *l, size_t n) {
         for (size_t i = 0; arg.nonblocking && i < n; i++) {
