@@ -242,7 +242,15 @@ static int read_answer(int fd, const char *path, bool follow, bool json, long ti
         return CTL_NO_ANSWER;
 }
 
-int ctl_main(int argc, char *argv[]) {
+/* ctl's own options. */
+typedef struct CtlArgs {
+        const char *name, *control;
+        bool json;
+        long timeout;                   /* -1: the command's default */
+} CtlArgs;
+
+/* Returns -1 to go on, else the exit status (after --help, or a usage error). */
+static int ctl_parse(int argc, char *argv[], CtlArgs *a) {
         static const struct option options[] = {
                 { "name",    required_argument, NULL, 'n' },
                 { "control", required_argument, NULL, 'c' },
@@ -251,43 +259,33 @@ int ctl_main(int argc, char *argv[]) {
                 { "help",    no_argument,       NULL, 'h' },
                 {}
         };
-        const char *name = NULL, *control = NULL;
-        char path[256], dir[256], request[CONTROL_REQUEST_MAX + 2];
-        size_t request_len = 0;
-        bool json = false;
-        _cleanup_close_ int fd = -1;
-        long timeout = -1;
-        int c, r;
+        unsigned long v;
+        int c;
 
+        *a = (CtlArgs) { .timeout = -1 };
         opterr = 0;
         optind = 1;
         while ((c = getopt_long(argc, argv, "+:h", options, NULL)) >= 0)
                 switch (c) {
                 case 'n':
                         /* It names a file in the control directory: nothing that leaves it. */
-                        if (!fdname_is_valid(optarg) || strchr(optarg, '/')) {
-                                log_usage("ctl --name '%s': must be 1 to 255 printable characters without ':' or '/'",
-                                          optarg);
-                                return EXIT_USAGE;
-                        }
-                        name = optarg;
+                        if (!fdname_is_valid(optarg) || strchr(optarg, '/'))
+                                return log_usage("ctl --name '%s': must be 1 to 255 printable characters without "
+                                                 "':' or '/'", optarg), EXIT_USAGE;
+                        a->name = optarg;
                         break;
                 case 'c':
-                        control = optarg;
+                        a->control = optarg;
                         break;
                 case 'j':
-                        json = true;
+                        a->json = true;
                         break;
-                case 't': {
-                        unsigned long v;
-
-                        if (parse_uint(optarg, 0, 86400, &v) < 0) {
-                                log_usage("ctl --timeout '%s': must be whole seconds from 0 (never) to 86400", optarg);
-                                return EXIT_USAGE;
-                        }
-                        timeout = (long) v;
+                case 't':
+                        if (parse_uint(optarg, 0, 86400, &v) < 0)
+                                return log_usage("ctl --timeout '%s': must be whole seconds from 0 (never) to 86400",
+                                                 optarg), EXIT_USAGE;
+                        a->timeout = (long) v;
                         break;
-                }
                 case 'h':
                         ctl_help();
                         return CTL_OK;
@@ -298,70 +296,71 @@ int ctl_main(int argc, char *argv[]) {
                         log_bad_option(argv[optind - 1], optopt, "bindonce ctl --help");
                         return EXIT_USAGE;
                 }
-        if (optind >= argc) {
-                log_usage("ctl: no command; see 'bindonce ctl --help'");
-                return EXIT_USAGE;
-        }
+        if (optind >= argc)
+                return log_usage("ctl: no command; see 'bindonce ctl --help'"), EXIT_USAGE;
+        return -1;
+}
 
-        /* upgrade --exe PATH: relative to ctl's directory, not bindonce's. */
-        _cleanup_free_ char *exe = NULL;
-        if (argc - optind == 3 && strcmp(argv[optind], "upgrade") == 0 && strcmp(argv[optind + 1], "--exe") == 0 &&
-            argv[optind + 2][0] != '/') {
-                exe = realpath(argv[optind + 2], NULL);
-                if (!exe) {
-                        log_usage("ctl upgrade --exe '%s': %m", argv[optind + 2]);
-                        return EXIT_USAGE;
-                }
-                argv[optind + 2] = exe;
-        }
+/* One line: the words joined by spaces, and --json when given before the command. Returns
+ * its length, or 0 (logged). */
+static size_t ctl_request(char **words, int n, bool json, char *request, size_t size) {
+        size_t len = 0;
 
-        /* One line: the words joined by spaces. */
-        for (int i = optind; i <= argc; i++) {
-                const char *word = i < argc ? argv[i] : json ? "--json" : NULL;
-                size_t n;
+        for (int i = 0; i <= n; i++) {
+                const char *word = i < n ? words[i] : json ? "--json" : NULL;
+                size_t k;
 
                 if (!word)
                         break;
-                n = strlen(word);
-                if (request_len + n + 2 > sizeof request || strpbrk(word, " \n")) {
+                k = strlen(word);
+                if (len + k + 2 > size || strpbrk(word, " \n")) {
                         log_usage("ctl: the request is too long or has spaces or newlines inside a word");
-                        return EXIT_USAGE;
+                        return 0;
                 }
-                if (i > optind)
-                        request[request_len++] = ' ';
-                memcpy(request + request_len, word, n);
-                request_len += n;
+                if (i > 0)
+                        request[len++] = ' ';
+                memcpy(request + len, word, k);
+                len += k;
         }
-        request[request_len++] = '\n';
+        request[len++] = '\n';
+        return len;
+}
 
-        if (control)
-                snprintf(path, sizeof path, "%s", control);
-        else if (name) {
-                if (control_default_path(name, path, sizeof path, dir, sizeof dir) < 0) {
-                        log_usage("ctl: no default control directory (XDG_RUNTIME_DIR unset); use --control PATH");
-                        return EXIT_USAGE;
-                }
+/* The control socket's path: --control, --name's default, or the one socket there is.
+ * Returns -1 to go on, else the exit status. */
+static int ctl_path(const CtlArgs *a, char *path, size_t size) {
+        char dir[256];
+        int r;
+
+        if (a->control)
+                snprintf(path, size, "%s", a->control);
+        else if (a->name) {
+                if (control_default_path(a->name, path, size, dir, sizeof dir) < 0)
+                        return log_usage("ctl: no default control directory (XDG_RUNTIME_DIR unset); use "
+                                         "--control PATH"), EXIT_USAGE;
         } else {
-                r = find_single(path, sizeof path);
+                r = find_single(path, size);
                 if (r < 0)
                         return r == -ENOENT ? CTL_NO_ANSWER : EXIT_USAGE;
         }
+        return -1;
+}
 
-        fd = connect_to(path);
+/* Connects, checks who answers, sends. Returns the fd, or -(exit status). */
+static int ctl_send(const char *path, const char *request, size_t len, long timeout) {
+        _cleanup_close_ int fd = connect_to(path);
+
         if (fd < 0) {
                 if (fd == -EACCES || fd == -EPERM) {
                         log_usage("ctl: permission denied connecting to %s; run as root or as bindonce's user", path);
-                        return EXIT_NOPERM;
+                        return -EXIT_NOPERM;
                 }
                 errno = -fd;
                 log_usage("ctl: no bindonce answers at %s: %m", path);
-                return CTL_NO_ANSWER;
+                return -CTL_NO_ANSWER;
         }
-        r = ctl_check_peer(fd, path);
-        if (r < 0)
-                return EXIT_NOPERM;
-        if (timeout < 0)
-                timeout = strcmp(argv[optind], "reload") == 0 || strcmp(argv[optind], "upgrade") == 0 ? 0 : TIMEOUT_DEFAULT_SEC;
+        if (ctl_check_peer(fd, path) < 0)
+                return -EXIT_NOPERM;
         if (timeout > 0) {
                 struct timeval tv = { .tv_sec = timeout };
                 (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -369,16 +368,52 @@ int ctl_main(int argc, char *argv[]) {
         }
         /* A refused client is answered and closed before it may finish sending: read the
          * answer anyway. */
-        if (send(fd, request, request_len, MSG_NOSIGNAL) != (ssize_t) request_len &&
-            errno != EPIPE && errno != ECONNRESET) {
+        if (send(fd, request, len, MSG_NOSIGNAL) != (ssize_t) len && errno != EPIPE && errno != ECONNRESET) {
                 log_usage("ctl: cannot send to %s: %m", path);
-                return CTL_NO_ANSWER;
+                return -CTL_NO_ANSWER;
         }
         (void) shutdown(fd, SHUT_WR);
-        bool as_json = json;
+        return TAKE_FD(fd);
+}
+
+int ctl_main(int argc, char *argv[]) {
+        char path[256], request[CONTROL_REQUEST_MAX + 2];
+        _cleanup_free_ char *exe = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t request_len;
+        CtlArgs a;
+        int r;
+
+        r = ctl_parse(argc, argv, &a);
+        if (r >= 0)
+                return r;
+        char **words = argv + optind;
+        int n = argc - optind;
+
+        /* upgrade --exe PATH: relative to ctl's directory, not bindonce's. */
+        if (n == 3 && strcmp(words[0], "upgrade") == 0 && strcmp(words[1], "--exe") == 0 && words[2][0] != '/') {
+                exe = realpath(words[2], NULL);
+                if (!exe)
+                        return log_usage("ctl upgrade --exe '%s': %m", words[2]), EXIT_USAGE;
+                words[2] = exe;
+        }
+        request_len = ctl_request(words, n, a.json, request, sizeof request);
+        if (request_len == 0)
+                return EXIT_USAGE;
+        r = ctl_path(&a, path, sizeof path);
+        if (r >= 0)
+                return r;
+        /* A reload or an upgrade takes as long as it takes: bindonce bounds it itself. */
+        if (a.timeout < 0)
+                a.timeout = strcmp(words[0], "reload") == 0 || strcmp(words[0], "upgrade") == 0 ? 0
+                                                                                                 : TIMEOUT_DEFAULT_SEC;
+        fd = ctl_send(path, request, request_len, a.timeout);
+        if (fd < 0)
+                return -fd;
 
         /* "status --json" as words of the command asks for JSON too. */
-        for (int i = optind; i < argc; i++)
-                as_json = as_json || strcmp(argv[i], "--json") == 0;
-        return read_answer(fd, path, strcmp(argv[optind], "events") == 0, as_json, timeout);
+        bool json = a.json;
+        for (int i = 0; i < n; i++)
+                json = json || strcmp(words[i], "--json") == 0;
+        return read_answer(fd, path, strcmp(words[0], "events") == 0, json, a.timeout);
 }

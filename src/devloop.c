@@ -5,10 +5,12 @@
 
 #include "devloop.h"
 #include "log.h"
-#include "supervisor-internal.h"
+#include "util.h"
 
 struct DevLoop {
-        Supervisor *sup;
+        sd_event *event;
+        const DevLoopOps *ops;
+        void *userdata;
         Watch *watch;
         bool restart_first;
         bool waiting;           /* a roll of ours is running: its outcome is still to be told */
@@ -16,12 +18,19 @@ struct DevLoop {
         usec_t started;
 };
 
+static usec_t now(const DevLoop *d) {
+        uint64_t t = 0;
+
+        (void) sd_event_now(d->event, CLOCK_MONOTONIC, &t);
+        return t;
+}
+
 static void on_rolled(void *userdata, const char *error) {
         DevLoop *d = userdata;
-        unsigned long long ms = (now_usec() - d->started) / USEC_PER_MSEC;
+        unsigned long long ms = (now(d) - d->started) / USEC_PER_MSEC;
 
         d->waiting = false;
-        if (d->sup->stopping)
+        if (d->ops->stopping(d->userdata))
                 return;
         if (!error)
                 log_info("%s changed: reloaded in %llu ms", d->file, ms);
@@ -35,29 +44,28 @@ static void on_rolled(void *userdata, const char *error) {
  * temporary file, a rename), and the name the developer knows comes last. */
 static void on_changed(void *userdata, const char *last, unsigned n) {
         DevLoop *d = userdata;
-        Supervisor *sup = d->sup;
         int r;
 
-        if (sup->stopping)
+        if (d->ops->stopping(d->userdata))
                 return;
         free(d->file);
         d->file = strdup(last);
         if (!d->file)
                 d->file = strdup("?");  /* small enough to be had when the path was not */
-        d->started = now_usec();
+        d->started = now(d);
 
         if (d->restart_first) {
-                log_info("%s changed: restarting %u workers", d->file, sup->target);
-                r = supervisor_restart_slot(sup, -1);
+                log_info("%s changed: restarting %u workers", d->file, d->ops->workers(d->userdata));
+                r = d->ops->restart_all(d->userdata);
                 if (r < 0)
                         log_error_errno(r, "%s changed: cannot restart the workers: %m", d->file);
                 return;
         }
 
-        log_info("%s changed: rolling %u workers", d->file, sup->target);
+        log_info("%s changed: rolling %u workers", d->file, d->ops->workers(d->userdata));
         /* A change during our own roll starts it over; its one waiter hears the outcome. */
         ReloadWaiter waiter = { .done = on_rolled, .userdata = d };
-        r = supervisor_reload(sup, d->waiting ? NULL : &waiter);
+        r = d->ops->reload(d->userdata, d->waiting ? NULL : &waiter);
         if (r < 0) {
                 log_error_errno(r, "%s changed: cannot start a reload: %m", d->file);
                 return;
@@ -65,16 +73,19 @@ static void on_changed(void *userdata, const char *last, unsigned n) {
         d->waiting = true;
 }
 
-int devloop_new(DevLoop **ret, Supervisor *sup, const WatchConfig *config, bool restart_first) {
+int devloop_new(DevLoop **ret, sd_event *event, const WatchConfig *config, bool restart_first,
+                const DevLoopOps *ops, void *userdata) {
         DevLoop *d = calloc(1, sizeof *d);
         const char *bad = NULL;
         int r;
 
         if (!d)
                 return log_error_errno(-ENOMEM, "Out of memory");
-        d->sup = sup;
+        d->event = event;
+        d->ops = ops;
+        d->userdata = userdata;
         d->restart_first = restart_first;
-        r = watch_new(&d->watch, sup->event, config, on_changed, d, &bad);
+        r = watch_new(&d->watch, event, config, on_changed, d, &bad);
         if (r < 0) {
                 free(d);
                 return log_error_errno(r, "--watch %s: cannot watch it: %m", bad ? bad : "");
@@ -89,7 +100,7 @@ DevLoop *devloop_free(DevLoop *d) {
                 return NULL;
         /* A roll still running holds our waiter: forget it, the supervisor outlives us. */
         if (d->waiting)
-                roll_forget_waiter(&d->sup->roll, d);
+                d->ops->forget_waiter(d->userdata, d);
         watch_free(d->watch);
         free(d->file);
         free(d);

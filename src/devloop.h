@@ -13,8 +13,20 @@
  * version: a port of its own, a lock file) the workers are stopped first, then started
  * anew. One line says what changed, one line how it went. */
 
-struct Supervisor;
+#include "status.h"
+
 typedef struct DevLoop DevLoop;
 
-int devloop_new(DevLoop **ret, struct Supervisor *sup, const WatchConfig *config, bool restart_first);
+/* What the loop asks of the supervisor: a rolling restart (its outcome told to the waiter),
+ * a restart of every slot, and whether it is stopping. Each returns -errno. */
+typedef struct DevLoopOps {
+        int (*reload)(void *userdata, const ReloadWaiter *waiter);     /* waiter may be NULL */
+        void (*forget_waiter)(void *userdata, void *waiter_userdata);
+        int (*restart_all)(void *userdata);
+        unsigned (*workers)(void *userdata);
+        bool (*stopping)(void *userdata);
+} DevLoopOps;
+
+int devloop_new(DevLoop **ret, sd_event *event, const WatchConfig *config, bool restart_first,
+                const DevLoopOps *ops, void *userdata);
 DevLoop *devloop_free(DevLoop *d);

@@ -9,7 +9,6 @@
 
 #include "exit_status.h"
 #include "log.h"
-#include "escapes.h"
 #include "fdbudget.h"
 #include "stall.h"
 #include "supervisor-internal.h"
@@ -538,7 +537,8 @@ static int on_worker_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         /* Whatever is left of its process group would keep serving our sockets behind our
          * back. The pid is still a zombie of ours here, so the group id cannot be reused. */
         (void) kill(-w->pid, SIGKILL);
-        escapes_schedule(sup);          /* and what left the group, holding our sockets */
+        sup->escape_scan = true;        /* and what left the group: the follow-up looks */
+        supervisor_wake(sup);
 
         if (!slot) {
                 retired_remove(sup, w);

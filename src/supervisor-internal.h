@@ -58,6 +58,7 @@ struct Supervisor {
         pid_t dispatching;              /* the worker whose exit sd-event is dispatching */
         /* What the slots ask of the layers above, done by the next follow-up: */
         char *roll_failure;             /* the first replacement that failed its roll */
+        bool escape_scan;               /* a worker ended: look for escapes holding our sockets */
         int stop_request;               /* an exit status: give up (69), or an OS error (71) */
         unsigned fresh_from;            /* no fresh slot below this one */
         sd_event_source *fresh_start;   /* starts fresh slots, after every other pending event */

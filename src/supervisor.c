@@ -127,6 +127,11 @@ static int on_followup(sd_event_source *s, void *userdata) {
                 sup->stop_request = 0;
                 supervisor_stop(sup, code);
         }
+        if (sup->escape_scan) {
+                /* A worker ended: what left its process group may still hold our sockets. */
+                sup->escape_scan = false;
+                escapes_schedule(sup);
+        }
         if (sup->roll_failure) {
                 _cleanup_free_ char *reason = TAKE_PTR(sup->roll_failure);
 
@@ -495,6 +500,22 @@ static const ControlOps control_ops = {
         .upgrade = op_upgrade,
 };
 
+static int op_restart_all(void *userdata) {
+        return supervisor_restart_slot(userdata, -1);
+}
+
+static bool op_stopping(void *userdata) {
+        return ((Supervisor *) userdata)->stopping;
+}
+
+static const DevLoopOps devloop_ops = {
+        .reload = op_reload,
+        .forget_waiter = op_forget_waiter,
+        .restart_all = op_restart_all,
+        .workers = op_workers,
+        .stopping = op_stopping,
+};
+
 /* READY=1 of a slot's worker is a slot event; of a replacement, the start of its proof. */
 static void worker_ready(Supervisor *sup, Worker *w) {
         if (w->ready || w->stopping || !w->slot)
@@ -729,7 +750,7 @@ int supervisor_new(Supervisor **ret, const SupervisorConfig *config, Listener *l
         } else
                 r = control_server_new(&sup->control, sup->event, config->name, config->control_path, &control_ops, sup);
         if (r >= 0 && config->watch)
-                r = devloop_new(&sup->devloop, sup, config->watch, config->watch_restart);
+                r = devloop_new(&sup->devloop, sup->event, config->watch, config->watch_restart, &devloop_ops, sup);
         if (r < 0) {
                 upgrade_incoming_abort("cannot set up the control socket: %s", strerror(-r));
                 supervisor_free(sup);
