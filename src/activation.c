@@ -53,96 +53,86 @@ static int adopt_one(int fd, Listener *l) {
         return 0;
 }
 
-int activation_adopt(Listener **ret) {
+/* How many fds LISTEN_PID and LISTEN_FDS give us: 0 when the environment is not ours (or
+ * absent), -EBADMSG (logged) when it is broken. */
+static long activation_count(void) {
         const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
-        const char *names_s = getenv("LISTEN_FDNAMES");
-        _cleanup_free_ char *names = NULL;
-        Listener *l = NULL;
         unsigned long v;
-        long pid, n = 0;
-        int r;
+        long n;
 
         if (!pid_s) {
                 if (fds_s)
                         log_warning("LISTEN_FDS is set without LISTEN_PID; ignoring it");
-                r = 0;
-                goto out;
+                return 0;
         }
-        if (parse_uint(pid_s, 1, INT_MAX, &v) < 0) {
-                r = (log_usage("LISTEN_PID='%s' is not a process id; the activation environment is broken "
-                              "(exit %d)", pid_s, EXIT_CONFIG), -EBADMSG);
-                goto out;
-        }
-        pid = (long) v;
-        if (pid != getpid()) {
+        if (parse_uint(pid_s, 1, INT_MAX, &v) < 0)
+                return log_usage("LISTEN_PID='%s' is not a process id; the activation environment is broken "
+                                 "(exit %d)", pid_s, EXIT_CONFIG), -EBADMSG;
+        if ((long) v != getpid()) {
                 /* Meant for another process (our parent, typically): not for us, as in sd_listen_fds(). */
-                log_warning("LISTEN_PID=%ld is not our pid %d; ignoring the activation environment",
-                            pid, (int) getpid());
-                r = 0;
-                goto out;
+                log_warning("LISTEN_PID=%lu is not our pid %d; ignoring the activation environment",
+                            v, (int) getpid());
+                return 0;
         }
-        if (!fds_s || parse_uint(fds_s, 0, INT_MAX - SD_LISTEN_FDS_START, &v) < 0) {
-                r = (log_usage("LISTEN_FDS='%s' is not a number of fds; the activation environment is "
-                              "broken (exit %d)", fds_s ? fds_s : "", EXIT_CONFIG), -EBADMSG);
-                goto out;
-        }
+        if (!fds_s || parse_uint(fds_s, 0, INT_MAX - SD_LISTEN_FDS_START, &v) < 0)
+                return log_usage("LISTEN_FDS='%s' is not a number of fds; the activation environment is "
+                                 "broken (exit %d)", fds_s ? fds_s : "", EXIT_CONFIG), -EBADMSG;
         n = (long) v;
-        if (n == 0) {
-                r = 0;
-                goto out;
-        }
         /* Before allocating for n: the last fd must exist (LISTEN_FDS=2000000000 must not
          * end as "out of memory"). */
-        if (fcntl(SD_LISTEN_FDS_START + (int) n - 1, F_GETFD) < 0) {
-                r = (log_usage("LISTEN_FDS=%ld, but fd %ld is not open; the activation environment is broken "
-                               "(exit %d)", n, SD_LISTEN_FDS_START + n - 1, EXIT_CONFIG), -EBADMSG);
-                goto out;
-        }
+        if (n > 0 && fcntl(SD_LISTEN_FDS_START + (int) n - 1, F_GETFD) < 0)
+                return log_usage("LISTEN_FDS=%ld, but fd %ld is not open; the activation environment is broken "
+                                 "(exit %d)", n, SD_LISTEN_FDS_START + n - 1, EXIT_CONFIG), -EBADMSG;
+        return n;
+}
 
-        l = calloc((size_t) n, sizeof *l);
-        names = names_s ? strdup(names_s) : NULL;
-        if (!l || (names_s && !names)) {
-                r = log_error_errno(-ENOMEM, "Out of memory");
-                goto out;
-        }
-        for (long i = 0; i < n; i++)
-                l[i].fd = -1;
-
-        /* As many names as fds, or none at all (then "unknown", as sd_listen_fds_with_names());
-         * each a valid FileDescriptorName=, as systemd would have made sure. */
+/* As many names as fds, or none at all (then "unknown", as sd_listen_fds_with_names());
+ * each a valid FileDescriptorName=, as systemd would have made sure. Returns -errno, logged. */
+static int activation_names(Listener *l, long n) {
+        const char *names_s = getenv("LISTEN_FDNAMES");
+        _cleanup_free_ char *names = names_s ? strdup(names_s) : NULL;
         char *state = names, *name;
+
+        if (names_s && !names)
+                return log_error_errno(-ENOMEM, "Out of memory");
         for (long i = 0; i < n; i++) {
                 name = names ? strsep(&state, ":") : (char *) "unknown";
-                if (!name) {
-                        r = (log_usage("LISTEN_FDNAMES has fewer names than the %ld fds of LISTEN_FDS "
-                                      "(exit %d)", n, EXIT_CONFIG), -EBADMSG);
-                        goto out;
-                }
-                if (!fdname_is_valid(name)) {
-                        r = (log_usage("LISTEN_FDNAMES: name %ld is not 1 to 255 printable characters "
-                                       "(exit %d)", i + 1, EXIT_CONFIG), -EBADMSG);
-                        goto out;
-                }
+                if (!name)
+                        return log_usage("LISTEN_FDNAMES has fewer names than the %ld fds of LISTEN_FDS "
+                                         "(exit %d)", n, EXIT_CONFIG), -EBADMSG;
+                if (!fdname_is_valid(name))
+                        return log_usage("LISTEN_FDNAMES: name %ld is not 1 to 255 printable characters "
+                                         "(exit %d)", i + 1, EXIT_CONFIG), -EBADMSG;
                 l[i].name = strdup(name);
-                if (!l[i].name) {
+                if (!l[i].name)
+                        return log_error_errno(-ENOMEM, "Out of memory");
+        }
+        if (state)
+                return log_usage("LISTEN_FDNAMES has more names than the %ld fds of LISTEN_FDS (exit %d)",
+                                 n, EXIT_CONFIG), -EBADMSG;
+        return 0;
+}
+
+int activation_adopt(Listener **ret) {
+        Listener *l = NULL;
+        long n = activation_count();
+        int r = (int) n;
+
+        if (n > 0) {
+                l = calloc((size_t) n, sizeof *l);
+                if (!l)
                         r = log_error_errno(-ENOMEM, "Out of memory");
-                        goto out;
+                for (long i = 0; l && i < n; i++)
+                        l[i].fd = -1;
+                if (l)
+                        r = activation_names(l, n);
+                for (long i = 0; l && r >= 0 && i < n; i++)
+                        r = adopt_one(SD_LISTEN_FDS_START + (int) i, &l[i]);
+                if (r >= 0) {
+                        *ret = TAKE_PTR(l);
+                        r = (int) n;
                 }
         }
-        if (state) {
-                r = (log_usage("LISTEN_FDNAMES has more names than the %ld fds of LISTEN_FDS (exit %d)",
-                              n, EXIT_CONFIG), -EBADMSG);
-                goto out;
-        }
-        for (long i = 0; i < n; i++) {
-                r = adopt_one(SD_LISTEN_FDS_START + (int) i, &l[i]);
-                if (r < 0)
-                        goto out;
-        }
-
-        *ret = TAKE_PTR(l);
-        r = (int) n;
-out:
         if (l) {
                 /* The fds stay open: they are systemd's, and we exit anyway. */
                 for (long i = 0; i < n; i++)
