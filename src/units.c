@@ -299,6 +299,49 @@ static int write_unit(const char *dir, const char *unit, const char *tmpname, ch
         return 0;
 }
 
+/* The temporary files renamed to their names, all or none: what would refuse a rename (a
+ * directory in the way) is looked for first, and a rename that fails anyway removes the
+ * units this call created. (A unit that existed is replaced, and cannot be put back.) */
+static int rename_units(const char *dir, char **names, size_t n, const char *tmpname) {
+        _cleanup_free_ bool *created = calloc(n ? n : 1, sizeof *created);
+        struct stat st;
+        size_t j;
+        int r = 0;
+
+        if (!created)
+                return -ENOMEM;
+        for (j = 0; j < n; j++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (asprintf(&path, "%s/%s", dir, names[j]) < 0)
+                        return -ENOMEM;
+                if (lstat(path, &st) >= 0 && S_ISDIR(st.st_mode))
+                        return -EISDIR;
+                created[j] = lstat(path, &st) < 0;
+        }
+        for (j = 0; j < n && r >= 0; j++) {
+                _cleanup_free_ char *tmp = NULL, *path = NULL;
+
+                if (asprintf(&tmp, "%s/.%s.%s", dir, names[j], tmpname) < 0 ||
+                    asprintf(&path, "%s/%s", dir, names[j]) < 0)
+                        r = -ENOMEM;
+                else if (rename(tmp, path) < 0)
+                        r = -errno;
+        }
+        if (r >= 0) {
+                for (j = 0; j < n; j++)
+                        printf("wrote %s/%s\n", dir, names[j]);
+                return 0;
+        }
+        for (size_t k = 0; k + 1 < j; k++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (created[k] && asprintf(&path, "%s/%s", dir, names[k]) >= 0)
+                        (void) unlink(path);
+        }
+        return r;
+}
+
 int units_install(const UnitsRequest *req, const char *dir) {
         SocketUnit *u = NULL;
         char **texts = NULL, **names = NULL;
@@ -344,27 +387,15 @@ int units_install(const UnitsRequest *req, const char *dir) {
         }
 
         /* All temporary files first, then the renames: a failure to write leaves nothing
-         * behind; a rename that fails (rare, all are in one directory) leaves the units
-         * renamed before it, and says so. */
+         * behind. */
         for (written = 0; written < n_files; written++) {
                 r = write_unit(dir, names[written], tmpname, texts[written]);
                 if (r < 0)
                         goto done;
         }
-        for (size_t j = 0; j < n_files; j++) {
-                _cleanup_free_ char *tmp = NULL, *path = NULL;
-
-                if (asprintf(&tmp, "%s/.%s.%s", dir, names[j], tmpname) < 0 ||
-                    asprintf(&path, "%s/%s", dir, names[j]) < 0) {
-                        r = -ENOMEM;
-                        goto done;
-                }
-                if (rename(tmp, path) < 0) {
-                        r = -errno;
-                        goto done;
-                }
-                printf("wrote %s\n", path);
-        }
+        r = rename_units(dir, names, n_files, tmpname);
+        if (r < 0)
+                goto done;
         written = 0;
         printf("\nNext:\n  systemctl daemon-reload\n  systemctl enable --now");
         for (size_t j = 0; j < n; j++)

@@ -179,9 +179,6 @@ def test_generate_units_into_a_directory_not_writable_is_77(tmp_path):
     assert os.listdir(unit_dir) == []
 
 
-@pytest.mark.xfail(strict=True, reason="bindonce bug: units_install() renames the units one by one; when "
-                   "a later rename fails (a directory named web.service in the way), web.socket stays "
-                   "written, although bindonce(1) says 'on failure none is written' (src/units.c:309)")
 def test_generate_units_that_cannot_all_be_written_writes_none(tmp_path):
     """71, and all or nothing: web.service cannot be written (a directory is in the way),
     so web.socket is not left behind either."""
