@@ -192,11 +192,13 @@ static void status_json(FILE *f, const StatusSnapshot *st) {
         fprintf(f, ",\"version\":\"%s\"", BINDONCE_VERSION);
         fprintf(f, ",\"pid\":%d,\"workers\":%u,\"ready\":%u,\"restarts\":%u,\"generation\":%u,\"reloading\":%s,"
                    "\"stopping\":%s,\"crash_loop\":%s,\"balance\":\"%s\",\"migrate_req\":%s,"
-                   "\"escaped_stopped\":%u,\"slots\":[",
+                   "\"escaped_stopped\":%u,\"advice\":",
                 (int) getpid(), st->workers, st->ready, st->restarts, st->generation,
                 st->reloading ? "true" : "false", st->stopping ? "true" : "false",
                 st->crash_loop ? "true" : "false", st->reuseport ? "reuseport" : "shared",
                 st->migrate ? "true" : "false", escapes_stopped());
+        json_string(f, st->advice);
+        fputs(",\"slots\":[", f);
         for (size_t i = 0; i < st->n_slots; i++) {
                 fputs(i ? "," : "", f);
                 status_json_slot(f, &st->slots[i]);
@@ -269,12 +271,23 @@ static void status_head(FILE *f, const StatusSnapshot *st) {
                 fprintf(f, "%s\n", flags + 2);
 }
 
+/* What bindonce noticed and the operator should act on, cut to the table's width. */
+static void status_advice(FILE *f, const StatusSnapshot *st) {
+        char line[80 * 4 + 4];
+
+        if (!st->advice)
+                return;
+        fit(st->advice, 80, line, sizeof line);
+        fprintf(f, "%s\n", line);
+}
+
 static void status_table(FILE *f, const StatusSnapshot *st) {
         char addr[ADDRESS_FORMAT_MAX];
         unsigned qlen, qmax;
 
         fputs("OK\n", f);
         status_head(f, st);
+        status_advice(f, st);
         fputc('\n', f);
         status_table_slots(f, st);
         fprintf(f, "\n%-38s %-16s %-9s %-3s %s\n", "SOCKET", "NAME", "TYPE", "FD", "QUEUE");

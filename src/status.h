@@ -29,6 +29,7 @@ typedef struct StatusSnapshot {
         const char *name;
         unsigned workers, ready, restarts, generation;
         bool reloading, stopping, crash_loop;
+        const char *advice;             /* "no worker accepts on ADDR ...", or NULL (borrowed) */
         bool reuseport, migrate;
         SlotSnapshot *slots;            /* owned by the snapshot */
         size_t n_slots;

@@ -435,6 +435,8 @@ static int op_snapshot(void *userdata, StatusSnapshot *ret) {
                 .reloading = sup->roll.active,
                 .stopping = sup->stopping,
                 .crash_loop = sup->crash_loop,
+                /* stall_note() is "; no worker accepts ..." for STATUS=, or "". */
+                .advice = *stall_note(sup->stall) ? stall_note(sup->stall) + 2 : NULL,
                 .reuseport = sup->config.balance == BALANCE_REUSEPORT,
                 .migrate = sup->migrate,
                 .slots = slots,
