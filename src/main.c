@@ -104,7 +104,9 @@ static int listener_options(ListenerOptions *o) {
                 .ipv6_only = arg.ipv6_only,
                 .freebind = arg.freebind,
                 .bind_to_device = arg.bind_to_device,
-                .mode = arg.socket_mode,
+                /* systemd's SocketMode= default, so that a generated socket unit and
+                 * bindonce binding the same path make the same file. */
+                .mode = arg.socket_mode != (mode_t) -1 ? arg.socket_mode : 0666,
                 .uid = (uid_t) -1,
                 .gid = (gid_t) -1,
         };
@@ -170,6 +172,13 @@ static int generate_units(const Listener *l, size_t n) {
                 .control = arg.control && *arg.control ? arg.control : NULL,
                 .no_control = arg.control && !*arg.control,
                 .stop_timeout_sec = (double) arg.stop_timeout / USEC_PER_SEC,
+                .socket_mode = arg.socket_mode,
+                .socket_user = arg.socket_user,
+                .socket_group = arg.socket_group,
+                .bind_to_device = arg.bind_to_device,
+                .ipv6_only = arg.ipv6_only,
+                .freebind = arg.freebind,
+                .nonblocking = arg.nonblocking,
         };
         int r = arg.install ? units_install(&req, arg.unit_dir) : units_print(&req, stdout);
 

@@ -508,6 +508,32 @@ static int parse_options(Options *o, int argc, char *argv[]) {
         return 1;
 }
 
+/* generate-units' own options, and the socket options that become the socket unit's own
+ * settings: not repeated in ExecStart=. Skips a separate value too (advancing *i). */
+static bool unit_setting_option(const char *arg, int *i) {
+        static const char *const with_value[] = {
+                "--unit-dir", "--socket-mode", "--socket-user", "--socket-group", "--bind-to-device",
+        };
+        static const char *const flags[] = { "--install", "--ipv6-only", "--freebind", "--nonblocking" };
+
+        for (size_t k = 0; k < ELEMENTSOF(flags); k++)
+                if (strcmp(arg, flags[k]) == 0)
+                        return true;
+        for (size_t k = 0; k < ELEMENTSOF(with_value); k++) {
+                size_t n = strlen(with_value[k]);
+
+                if (strncmp(arg, with_value[k], n) != 0)
+                        continue;
+                if (arg[n] == '=')
+                        return true;
+                if (arg[n] == '\0') {
+                        (*i)++;
+                        return true;
+                }
+        }
+        return false;
+}
+
 /* ExecStart= repeats the options as given, less generate-units' own. */
 static int collect_exec_options(Options *o, char *argv[]) {
         int end = strcmp(argv[optind - 1], "--") == 0 ? optind - 1 : optind;
@@ -520,12 +546,8 @@ static int collect_exec_options(Options *o, char *argv[]) {
                 o->exec_options[o->n_exec_options++] = (char *) o->generate;
         }
         for (int i = 1; i < end; i++) {
-                if (strcmp(argv[i], "--install") == 0 || strncmp(argv[i], "--unit-dir=", 11) == 0)
+                if (unit_setting_option(argv[i], &i))
                         continue;
-                if (strcmp(argv[i], "--unit-dir") == 0) {
-                        i++;
-                        continue;
-                }
                 o->exec_options[o->n_exec_options++] = argv[i];
         }
         if (!o->name)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,30 @@ static const char *listen_directive(int type) {
         }
 }
 
+/* bindonce's socket options in systemd's words. */
+static void print_socket_settings(const UnitsRequest *req, FILE *f) {
+        static const struct { const char *key; size_t offset; } names[] = {
+                { "SocketUser=",   offsetof(UnitsRequest, socket_user) },
+                { "SocketGroup=",  offsetof(UnitsRequest, socket_group) },
+                { "BindToDevice=", offsetof(UnitsRequest, bind_to_device) },
+        };
+
+        if (req->socket_mode != (mode_t) -1)
+                fprintf(f, "SocketMode=%04o\n", (unsigned) req->socket_mode);
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                const char *v = *(const char *const *) ((const char *) req + names[i].offset);
+                if (v) {
+                        fputs(names[i].key, f);
+                        put_value(f, v);
+                        fputc('\n', f);
+                }
+        }
+        if (req->ipv6_only)
+                fprintf(f, "BindIPv6Only=ipv6-only\n");
+        if (req->freebind)
+                fprintf(f, "FreeBind=yes\n");
+}
+
 static void print_socket_unit(const UnitsRequest *req, const SocketUnit *u, FILE *f) {
         char buf[ADDRESS_FORMAT_MAX];
 
@@ -168,6 +193,7 @@ static void print_socket_unit(const UnitsRequest *req, const SocketUnit *u, FILE
                 fprintf(f, "Backlog=%d\n", req->backlog);
         if (req->reuse_port)
                 fprintf(f, "ReusePort=yes\n");
+        print_socket_settings(req, f);
         fprintf(f, "\n[Install]\nWantedBy=sockets.target\n");
 }
 
@@ -185,8 +211,8 @@ static int print_service_unit(const UnitsRequest *req, const SocketUnit *u, size
                 fprintf(f, "%s%s", j ? " " : "", u[j].unit);
         fprintf(f, "\n\n[Service]\n"
                    "# bindonce says READY=1 once its workers run, and keeps STATUS= current.\n"
-                   "Type=notify\n"
-                   "Sockets=");
+                   "Type=notify\n%s"
+                   "Sockets=", req->nonblocking ? "# --nonblocking, in systemd's words.\nNonBlocking=yes\n" : "");
         for (size_t j = 0; j < n; j++)
                 fprintf(f, "%s%s", j ? " " : "", u[j].unit);
         fprintf(f, "\nExecStart=%s", self);

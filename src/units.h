@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "listener.h"
 
@@ -21,6 +22,11 @@ typedef struct UnitsRequest {
         const char *control;            /* its --control, or NULL for the default path */
         bool no_control;                /* --control none: reload with SIGHUP instead */
         double stop_timeout_sec;
+        /* The socket options, as the socket unit's own settings (bindonce does not bind
+         * sockets systemd passes, so they are left out of ExecStart=). */
+        mode_t socket_mode;             /* (mode_t) -1: systemd's default, 0666 */
+        const char *socket_user, *socket_group, *bind_to_device;
+        bool ipv6_only, freebind, nonblocking;
 } UnitsRequest;
 
 /* Writes each unit as "# FILE\n<contents>" to f. */
