@@ -207,6 +207,23 @@ static int on_waiting(sd_event_source *source, int fd, uint32_t revents, void *u
         return 0;
 }
 
+void stall_worker_ended(Stall *s) {
+        bool said = false;
+
+        for (size_t i = 0; s && i < s->n; i++) {
+                Watched *w = &s->watched[i];
+
+                if (w->state == WATCH_SAMPLED) {
+                        w->since = now(s);
+                        w->n_queued = 0;
+                }
+                said = said || w->stalled;
+                w->stalled = false;
+        }
+        if (said)
+                set_note(s);
+}
+
 void stall_worker_ready(Stall *s) {
         for (size_t i = 0; s && i < s->n; i++)
                 if (s->watched[i].state == WATCH_OFF)

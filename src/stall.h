@@ -23,5 +23,9 @@ Stall *stall_free(Stall *s);
  * until it is empty or moves. */
 void stall_worker_ready(Stall *s);
 
+/* The hook: a worker ended. Its death, not a worker that never calls accept(), may be why
+ * the queue stood still: every window starts again (a crash loop is no stall). */
+void stall_worker_ended(Stall *s);
+
 /* "" or "; no worker accepts on ADDR (queue N): ...", for STATUS=. */
 const char *stall_note(const Stall *s);

@@ -128,9 +128,11 @@ static int on_followup(sd_event_source *s, void *userdata) {
                 supervisor_stop(sup, code);
         }
         if (sup->escape_scan) {
-                /* A worker ended: what left its process group may still hold our sockets. */
+                /* A worker ended: what left its process group may still hold our sockets,
+                 * and a queue that stood still meanwhile says nothing of the others. */
                 sup->escape_scan = false;
                 escapes_schedule(sup);
+                stall_worker_ended(sup->stall);
         }
         if (sup->roll_failure) {
                 _cleanup_free_ char *reason = TAKE_PTR(sup->roll_failure);
