@@ -142,18 +142,23 @@ static void test_directory_made_later_is_watched(void **state) {
  * a few calls, never 200 and never none until the writes stop. */
 static void test_burst_is_a_few_calls(void **state) {
         Fixture *f = *state;
-        usec_t start = now_usec();
+        usec_t start = now_usec(), last = start;
+        unsigned pauses = 0;
 
         for (int i = 0; i < 200; i++) {
                 write_file(f->dir, "app.py", "v\n");
+                /* A loaded machine may stall this loop longer than the debounce: that is a
+                 * real pause between changes, and may rightly end a burst. */
+                pauses += now_usec() - last > DELAY;
+                last = now_usec();
                 run_for(f->event, 5 * USEC_PER_MSEC);
         }
         usec_t elapsed = now_usec() - start;
         run_for(f->event, 4 * DELAY);
-        /* At most one call per capped window while writing, one after (a slow machine
-         * stretches the writing, so the bound follows the time it took). */
+        /* At most one call per capped window while writing, one after, and one per pause
+         * (the bound follows the time the writing took). */
         assert_true(f->seen.calls >= 1);
-        assert_true(f->seen.calls <= 2 + elapsed / (DELAY * WATCH_DELAY_MAX_FACTOR));
+        assert_true(f->seen.calls <= 2 + pauses + elapsed / (DELAY * WATCH_DELAY_MAX_FACTOR));
         assert_true(f->seen.calls < 20);
         assert_true(f->seen.changes >= 200);
 }
