@@ -111,7 +111,10 @@ static void out_line(WorkerOutput *o, const Pipe *p, const char *text, size_t le
         char prefix[64];
         int n = snprintf(prefix, sizeof prefix, "[slot %u pid %d] ", p->slot, (int) p->pid);
 
-        if (n < 0 || o->out_len + (size_t) n + len + 1 > OUT_BUFFER_BYTES) {
+        /* Once dropping, until the reader has taken half the buffer: one episode, one pair
+         * of lines, not one per line that happens to fit. */
+        if (n < 0 || o->out_len + (size_t) n + len + 1 > OUT_BUFFER_BYTES ||
+            (o->dropped > 0 && o->out_len > OUT_BUFFER_BYTES / 2)) {
                 if (o->dropped++ == 0)
                         log_warning("the reader of bindonce's standard output is too slow: dropping lines of "
                                     "the workers' output");
