@@ -216,7 +216,7 @@ def test_rolling_restart_under_load(supervisor, free_port):
         res = load.stop()
     assert overlap >= 8, f"only {overlap} requests overlapped the roll"   # each of the 8 threads
     assert_no_loss(res, (0, 0), "rolling restart")
-    assert "reload: rolling 4 workers (max surge 1, max unavailable 0)" in sup.log(), sup.log()
+    assert "reload: rolling 4 workers to generation 1 (max surge 1, max unavailable 0)" in sup.log(), sup.log()
     assert sup.log().count("(reload)") == 4, sup.log()
     assert all(r["pid"] not in old for r in sup.live_workers().values())
     assert sup.stop() == 0
