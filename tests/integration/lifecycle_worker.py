@@ -42,6 +42,7 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -237,6 +238,13 @@ class Worker:
             # Never change the blocking mode: the open file description is shared with
             # bindonce and the other workers. accept() below copes with EAGAIN.
             if s.type == socket.SOCK_STREAM:
+                # bindonce passes blocking sockets (as systemd does, unless --nonblocking):
+                # a worker that loses the race for a connection select() announced to all
+                # would sit in accept(), and a SIGTERM there only interrupts it for Python
+                # to call it again (PEP 475), so the worker would never stop once the load
+                # ends. SO_RCVTIMEO bounds a blocking accept() (EAGAIN after 0.2 s, nothing
+                # taken from the queue); only accept() reads it, and only workers accept.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200000))
                 socks.append(s)
             else:
                 s.detach()

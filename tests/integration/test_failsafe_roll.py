@@ -56,6 +56,13 @@ BAD_DEPLOYS = [
 def test_bad_deploy_keeps_the_old_workers_serving(instances, args, bad_mode, how):
     n = 4
     inst = instances("bad-deploy", workers=n, args=args)
+    # The failed roll, as bindonce reports it: one warning when it rolls back, one error
+    # for the reload (both name the worker and how it ended).
+    inst.expect_log(r"warning: reload: worker \d+ \(pid \d+\) " + how + r".*; rolling back to generation 0$",
+                    r"error: reload failed: worker \d+ \(pid \d+\) " + how)
+    if bad_mode == "never-ready":
+        # ... and the worker that never got ready is stopped, loudly.
+        inst.expect_log(r"error: worker \d+ \(pid \d+\) did not send READY=1 within 2\.0 s: stopping it$")
     before = inst.pids()
 
     with Load(inst.port, threads=4) as load:
@@ -87,6 +94,11 @@ def test_bad_deploy_keeps_the_old_workers_serving(instances, args, bad_mode, how
 def test_failed_roll_halfway_rolls_back_every_slot(instances):
     n = 8
     inst = instances("halfway", workers=n, args=["--max-surge", "2", "--max-unavailable", "1"])
+    inst.expect_log(r"warning: reload: worker \d+ \(pid \d+\) exited with status 1 .*; rolling back to generation 0$",
+                    r"error: reload failed: worker \d+ \(pid \d+\) exited with status 1 ",
+                    # a generation-1 worker started before the rollback reached its slot dies
+                    # as the mode tells it (0.2 s after exec), after the roll was failed
+                    r"warning: worker \d+ \(pid \d+\) exited with status 1$")
     inst.set_mode("g1: ok")
     with Load(inst.port, threads=4) as load:
         load.wait_ok(20)
@@ -147,6 +159,9 @@ def test_a_scale_during_a_reload(instances):
         assert inst.ctl("scale", "4").returncode == 0
         out, err = reload.communicate(timeout=60)
         st = inst.wait_settled(4)
+        # The fd count teardown compares with was taken with 2 workers (a pidfd each);
+        # the scale made it 4: take it again now that the 4 are settled.
+        inst.mark_fds()
         load.wait_ok(10)
     # Documented: the new slots start the last good generation, and the roll replaces
     # them like the others before it completes.
@@ -157,6 +172,7 @@ def test_a_scale_during_a_reload(instances):
 
 def test_sigterm_during_a_reload(instances):
     inst = instances("term-roll", workers=2, args=["--ready", "notify"])
+    inst.expect_log(r"error: reload failed: bindonce is stopping$")     # asserted below, from ctl
     inst.set_mode("g1: slow-ready 5")
     reload = subprocess.Popen(inst.ctl_command("reload"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: any(s.get("next_pid") for s in inst.status()["slots"]), 5, what="the roll under way")
@@ -170,7 +186,10 @@ def test_sigterm_during_a_reload(instances):
 # ---- the give-up rule ---------------------------------------------------------------------
 
 def test_standalone_crash_loop_is_reported_and_the_port_stays_open(instances):
-    inst = instances("crashloop", workers=2, mode="crash-at-start 3", start=False)
+    inst = instances("crashloop", workers=2, mode="crash-at-start 3", start=False,
+                     expected=[r"warning: worker \d+ \(pid \d+\) exited with status 3$",
+                               r"error: every worker is crash-looping \(5 or more early failures in a row, "
+                               r"last: exit status 3, \d+ restarts so far\)"])
     inst.start(wait=False)
     st = wait_until(lambda: (lambda s: s if s["crash_loop"] else None)(inst.status()), 20,
                     what=lambda: "the crash loop in ctl status; log:\n" + inst.log())
@@ -189,7 +208,9 @@ def test_standalone_crash_loop_is_reported_and_the_port_stays_open(instances):
 
 
 def test_an_explicit_give_up_still_gives_up_standalone(instances):
-    inst = instances("giveup", workers=2, mode="crash-at-start 3", args=["--give-up", "3"], start=False)
+    inst = instances("giveup", workers=2, mode="crash-at-start 3", args=["--give-up", "3"], start=False,
+                     expected=[r"warning: worker \d+ \(pid \d+\) exited with status 3$",
+                               r"error: giving up: every worker failed 3 times in a row "])
     inst.start(wait=False)
     inst.proc.wait(timeout=20)
     assert inst.proc.returncode == 69, inst.log()
@@ -199,7 +220,10 @@ def test_an_explicit_give_up_still_gives_up_standalone(instances):
 def test_a_failed_reload_never_counts_toward_giving_up(instances):
     # --give-up 1 given explicitly: the first self-inflicted early death of every slot
     # would end bindonce. Three failed reloads in a row do not.
-    inst = instances("reload-giveup", workers=2, args=["--give-up", "1"])
+    inst = instances("reload-giveup", workers=2, args=["--give-up", "1"],
+                     expected=[r"warning: reload: worker \d+ \(pid \d+\) exited with status 3 .*; "
+                               r"rolling back to generation 0$",
+                               r"error: reload failed: worker \d+ \(pid \d+\) exited with status 3 "])
     before = inst.pids()
     inst.set_mode("g1: crash-at-start 3\ng2: crash-at-start 3\ng3: crash-at-start 3")
     for _ in range(3):

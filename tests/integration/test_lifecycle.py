@@ -291,7 +291,8 @@ def test_watchdog_replaces_a_hung_worker_while_the_others_serve(instances):
     # The last ping came at most a quarter period before the SIGSTOP; the SIGKILL then
     # comes --stop-timeout after the SIGABRT that a stopped process keeps pending.
     assert took >= period * 0.75 + stop_timeout - 0.05, took
-    assert took <= period + stop_timeout + 3.0, took
+    # No upper bound as pass/fail (the house rules): on a loaded machine the replacement's
+    # start once made it 5.2 s.
     # Served meanwhile by the others (slot 1's replacement may answer before the status
     # poll sees it ready), never by the stopped worker.
     during = [a for a in load.answers if t0 < a[0] and a[4] < t_replaced]

@@ -420,6 +420,7 @@ def test_real_server(supervisor, tmp_path, monkeypatch, recipe, exe, package, ki
         restarts(sup, 0, load)
         victim = first[0]
         t_kill = time.monotonic()
+        sup.expect_log(rf"warning: worker \d+ \(pid {victim}\) killed by signal KILL$")     # this kill
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: not proc_alive(victim), WAIT, f"pid {victim} to die")
         wait_ready(sup, 2, exclude=(victim,))

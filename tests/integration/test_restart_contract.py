@@ -15,6 +15,8 @@ from testlib import EXAMPLE_HTTPD, WORKER_DEATH, cpu_seconds, proc_alive, quiet_
 
 # Workers here die on purpose: their deaths are logged as warnings.
 pytestmark = pytest.mark.log_expected(WORKER_DEATH, r"giving up: every worker failed")
+# The error a crash loop of "exit 1" workers gets after its 5th early death in a row.
+CRASH_LOOP = r"error: every worker is crash-looping \(5 or more early failures in a row, last: exit status 1, "
 
 
 @pytest.fixture
@@ -64,6 +66,7 @@ def test_1_stable_runs_reset_the_count(run, tmp_path):
     assert r.proc.poll() is None
 
 
+@pytest.mark.log_expected(CRASH_LOOP)
 def test_2_first_early_death_is_immediate_then_backoff_doubles(run):
     r = run(["--give-up", "0"], "exit 1")
     r.wait_log(r"restarting in \d+ ms \(5 early exits", timeout=10)
@@ -173,6 +176,7 @@ def log_time(line):
     return int(h) * 3600 + int(mi) * 60 + float(s)
 
 
+@pytest.mark.log_expected(CRASH_LOOP)
 def test_7_ctl_restart_starts_a_waiting_slot_at_once_and_resets_its_count(run):
     # A crash loop waits out a backoff of 0.4-0.8 s after its 5th early death; ctl restart
     # then starts it before that delay is over, and its count starts again: the next delayed
@@ -194,6 +198,7 @@ def test_7_ctl_restart_starts_a_waiting_slot_at_once_and_resets_its_count(run):
     assert r.proc.poll() is None
 
 
+@pytest.mark.log_expected(CRASH_LOOP)
 def test_crash_loop_then_fixed(bindonce, tmp_path):
     """TESTING.md scenario 6: every worker dies at start for 6 s, then the fault is fixed.
     The backoff bounds the restarts and bindonce's CPU, the socket stays open (a client
@@ -201,6 +206,11 @@ def test_crash_loop_then_fixed(bindonce, tmp_path):
     fixed = tmp_path / "fixed"
     b = bindonce(["-w", "2", "--give-up", "0", "--stop-timeout", "1"],
                  ["sh", "-c", '[ -e %s ] || exit 1; exec %s' % (fixed, EXAMPLE_HTTPD)])
+    # The client queued below may wait 10 s or more on a crash loop (backoff delays reach
+    # 6.4 s), long enough for the stall check's warning: a known misdiagnosis of a crash
+    # loop (see the report of the fixtests branch: the stall check does not know that no
+    # worker runs).
+    b.expect_log(rf"warning: no worker accepts on 127\.0\.0\.1:{b.port} \(queue 1\): ")
     b.wait_log("restarting in", timeout=5)
     cpu0 = cpu_seconds(b.proc.pid)
     queued = socket.create_connection(("127.0.0.1", b.port), timeout=3)     # refused would raise
@@ -232,3 +242,4 @@ def test_crash_loop_then_fixed(bindonce, tmp_path):
     # Past the 1 s of an early death (and a backoff delay), these workers stay.
     quiet_for(1.5, lambda: (lambda now: now if now != pids else None)([s["pid"] for s in b.status()["slots"]]),
               "a fixed worker was replaced")
+

@@ -50,7 +50,7 @@ while True:
 # Writes what it sees of itself to OUT_DIR/report-PID.json, then serves like PLAIN_SERVER.
 # With STOP_SIGNAL_LOG it records the signals it gets (and exits on them).
 REPORTER = r"""
-import fcntl, json, os, signal, socket, sys
+import fcntl, json, os, select, signal, socket, sys
 out = os.environ["OUT_DIR"]
 status = {}
 with open("/proc/self/status") as f:
@@ -89,7 +89,12 @@ with open(tmp, "w") as f:
 os.rename(tmp, os.path.join(out, "report-%d.json" % os.getpid()))
 slot = os.environ["BINDONCE_WORKER"].encode()
 while True:
-    c, _ = s.accept()
+    # With --nonblocking, fd 3 is O_NONBLOCK: wait until a connection is queued.
+    select.select([s], [], [])
+    try:
+        c, _ = s.accept()
+    except BlockingIOError:
+        continue            # another worker took it
     c.recv(4096)
     c.sendall(b"HTTP/1.0 200 OK\r\n\r\npid=%d slot=%s\n" % (os.getpid(), slot))
     c.close()
@@ -142,6 +147,7 @@ def test_plain_blocking_server_survives_a_kill_under_load(bindonce, out_dir):
     first = request_once(("127.0.0.1", b.port))
     assert first[0] == "ok", f"{first}; log:\n{b.log()}"
     victim = b.wait_status(lambda st: all(s.get("pid") for s in st["slots"]), 10, "2 pids")["slots"][0]["pid"]
+    b.expect_log(rf"warning: worker 0 \(pid {victim}\) killed by signal KILL$")      # the kill below
 
     load = LoadClient(("127.0.0.1", b.port), threads=8, duration=3.0).start()
     wait_until(lambda: load.oks() >= 50, 10, "50 answers before the kill")
@@ -251,6 +257,9 @@ def test_group_and_numeric_ids(bindonce, out_dir):
 
 
 @root_only
+@pytest.mark.log_expected(r"error: worker 0: cannot change to its --chdir directory: Permission denied$",
+                          r"error: giving up: every worker failed 2 times in a row within 1 s of starting "
+                          r"\(last: exit status 126\)")
 def test_user_failure_is_a_failed_start(bindonce, out_dir, tmp_path):
     """A worker that cannot enter its --chdir as nobody never runs, as nobody or as root."""
     private = tmp_path / "private"
@@ -313,6 +322,7 @@ def test_nobody_accepts_is_reported(bindonce, out_dir):
         b.wait_log(rf"no worker accepts on 127\.0\.0\.1:{b.port} \(queue 3\): .*LISTEN_PID\? run it with exec",
                    timeout=30)
         assert b.log().count("no worker accepts") == 1, b.log()
+        b.expect_log(rf"warning: no worker accepts on 127\.0\.0\.1:{b.port} \(queue 3\): ")   # the point, checked above
     finally:
         for c in clients:
             c.close()
