@@ -11,6 +11,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from lifecycle_support import BINDONCE, instances, monotonic, wait_until  # noqa: F401
 
 
@@ -81,6 +83,8 @@ def in_order(follower, patterns, timeout=10):
     return lines
 
 
+# The test kills worker 1 on purpose.
+@pytest.mark.log_expected(r"warning: worker 1 \(pid \d+\) killed by signal KILL$")
 def test_events_kill_reload_scale_in_order(instances):
     inst = instances("events", workers=2, args=["--ready", "notify"])
     base = inst.fd_count()
@@ -125,6 +129,8 @@ def test_events_kill_reload_scale_in_order(instances):
                what=lambda: "fd count back to %d (now %d)" % (base, inst.fd_count()))
 
 
+# The test kills worker 0 on purpose.
+@pytest.mark.log_expected(r"warning: worker 0 \(pid \d+\) killed by signal KILL$")
 def test_events_json_fields_and_stop(instances):
     inst = instances("evjson", workers=2)
     pids = inst.pids()
@@ -282,6 +288,10 @@ def test_status_table_fits_80_columns(instances):
         assert len(row) == 80, row
 
 
+# Slot 1 stops pinging (the watchdog aborts it), then crashes at start with status 3.
+@pytest.mark.log_expected(r"warning: worker 1 \(pid \d+\) missed its watchdog deadline \(1\.0 s\): sending SIGABRT$",
+                          r"warning: worker 1 \(pid \d+\) killed by signal ABRT$",
+                          r"warning: worker 1 \(pid \d+\) exited with status 3$")
 def test_events_watchdog_and_backoff(instances):
     inst = instances("evwdog", workers=2, args=["--watchdog", "1", "--ready", "notify"],
                      mode="ok\n1: stop-pinging-after 2")
@@ -336,6 +346,9 @@ def test_ctl_events_exit_status(tmp_path):
         assert (b"dropped this follower" in err) == (code == 1), err
 
 
+# Generation 1 crashes at start with status 3: the reload fails and rolls back.
+@pytest.mark.log_expected(r"warning: reload: worker \d \(pid \d+\) exited with status 3 .*; rolling back to generation 0$",
+                          r"error: reload failed: worker \d \(pid \d+\) exited with status 3 ")
 def test_events_failed_reload(instances):
     inst = instances("evfail", workers=2, args=["--ready", "notify"])
     pids = inst.pids()

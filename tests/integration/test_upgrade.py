@@ -11,6 +11,7 @@ replace that file (as `make install` does) and see /proc/PID/exe follow.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -146,6 +147,8 @@ BROKEN = [
 def test_broken_binary_never_takes_over(supervisor, binary, tmp_path, text, mode, why):
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=2)
+    # The refusal this test provokes, with its reason.
+    sup.expect_log(r"error: upgrade refused: .*%s.*; bindonce \S+ continues$" % re.escape(why))
     before = workers_of(status(sup))
     exe = os.readlink(f"/proc/{sup.pid}/exe")
     bad = script(tmp_path / "new-bindonce", text.format(real=conftest.REPO / "build" / "bindonce"), mode)
@@ -163,6 +166,11 @@ def test_broken_binary_never_takes_over(supervisor, binary, tmp_path, text, mode
     assert workers_of(status(sup)) == before
 
 
+# The new process refuses the state on purpose: both sides say so.
+@pytest.mark.log_expected(r"error: upgrade: this bindonce \(\S+\) cannot take over: BINDONCE_TEST_FAIL_RESTORE "
+                          r"is set; executing the previous binary again$",
+                          r"error: upgrade failed: the new bindonce \S+ could not take over: "
+                          r"BINDONCE_TEST_FAIL_RESTORE is set; bindonce \S+ continues$")
 def test_new_binary_that_cannot_read_the_state_hands_it_back(supervisor, binary, tmp_path):
     """The check passes, the exec succeeds, and the new process then refuses the state:
     the old binary (kept as an fd, its file replaced meanwhile) comes back with it."""
@@ -198,6 +206,7 @@ def test_worker_killed_during_the_exec_is_restarted(supervisor, binary, tmp_path
     sup = start(supervisor, port, workers=4)
     before = workers_of(status(sup))
     victim = before[1][0]
+    sup.expect_log(rf"warning: worker 1 \(pid {victim}\) killed by signal KILL$")   # on purpose
     real = conftest.REPO / "build" / "bindonce"
     wrapper = script(tmp_path / "new-bindonce",
                      f'#!/bin/sh\n[ "$1" = --upgrade-check ] || kill -KILL {victim}\nexec "{real}" "$@"\n')
@@ -214,6 +223,7 @@ def test_worker_killed_during_the_exec_is_restarted(supervisor, binary, tmp_path
     assert_serving(port)
 
 
+@pytest.mark.log_expected(r"warning: upgrade refused: a reload is in progress; upgrade once it has ended$")
 def test_upgrade_is_refused_while_a_reload_runs(supervisor, binary):
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=2, args=["--min-ready", "3"])
@@ -237,6 +247,10 @@ def log_time(line):
     return datetime.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
 
 
+# The worker crash-loops on purpose (exit 3 at start), so that a slot is backing off.
+@pytest.mark.log_expected(r"warning: worker 0 \(pid \d+\) exited with status 3$",
+                          r"error: every worker is crash-looping \(5 or more early failures in a row, "
+                          r"last: exit status 3, ")
 def test_pending_restart_keeps_its_deadline(supervisor, binary):
     """A slot backing off when the upgrade comes starts again when it was due: not at
     once (the deadline is an absolute CLOCK_MONOTONIC time in the state)."""
@@ -267,7 +281,10 @@ def test_reuseport_sockets_cross_the_exec(supervisor, binary):
     def sockets():
         return sorted(t for t, _ in conftest.proc_fds(sup.pid).values() if t.startswith("socket:"))
 
-    before, pids = sockets(), workers_of(status(sup))
+    pids = workers_of(status(sup))
+    # A ctl connection bindonce is still closing is a socket too: count once settled.
+    sup.stable_fd_count()
+    before = sockets()
     r = ctl(sup, "upgrade")
     assert r.returncode == 0, r.stderr
     wait_until(lambda: sockets() == before, 5, lambda: f"the same sockets: {before} vs {sockets()}")
@@ -299,6 +316,8 @@ def notifications(sock, until, stop):
     return got
 
 
+@pytest.mark.log_expected(r"error: upgrade refused: \S+/bad --upgrade-check exited with status 1; "
+                          r"bindonce \S+ continues$")
 def test_systemd_hears_reloading_then_ready_from_the_same_pid(supervisor, binary, tmp_path):
     """What a service manager sees (a notify socket of our own stands in for it): RELOADING=1
     with MONOTONIC_USEC before the exec, READY=1 after it, both from the same main pid; the
@@ -329,6 +348,8 @@ def test_systemd_hears_reloading_then_ready_from_the_same_pid(supervisor, binary
         sock.close()
 
 
+@pytest.mark.log_expected(r"error: upgrade refused: \S+/new-bindonce --upgrade-check did not answer within 5 s; "
+                          r"bindonce \S+ continues$")
 def test_check_that_hangs_is_refused_after_5_s(supervisor, binary, tmp_path):
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=1)
@@ -341,6 +362,7 @@ def test_check_that_hangs_is_refused_after_5_s(supervisor, binary, tmp_path):
     assert_serving(port)
 
 
+@pytest.mark.log_expected(r"error: upgrade refused: bindonce is stopping; bindonce \S+ continues$")
 def test_stop_during_the_check(supervisor, binary, tmp_path):
     """SIGTERM while the new binary is being checked: the waiting ctl hears why, the check
     is killed, and bindonce stops as always (the fixture checks nothing is left)."""
