@@ -113,6 +113,17 @@ bench: DEPS += python3-matplotlib
 bench: deps all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
+	@echo "== upgrade in place and the --watch loop (docs/PERFORMANCE-upgrade-watch.md)"
+	@{ echo "# Upgrade in place and the development loop"; echo; \
+	   echo "Written by \`make bench\` ($$(date -u +%Y-%m-%d), $$(nproc) cores, load $$(cut -d' ' -f1 /proc/loadavg))."; \
+	   echo "Medians, never pass/fail; the commands are the scripts' own docstrings."; echo; \
+	   echo '```'; \
+	   BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
+		$(PYTHON) tests/bench/upgrade_bench.py -n 20; \
+	   echo '```'; echo; \
+	   BINDONCE=$(CURDIR)/$(BUILD)/bindonce EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd \
+		$(PYTHON) tests/bench/watch_bench.py -n 10; } > docs/PERFORMANCE-upgrade-watch.md.tmp
+	@mv docs/PERFORMANCE-upgrade-watch.md.tmp docs/PERFORMANCE-upgrade-watch.md
 
 # The units name /usr/local paths; other prefixes are written into the installed copies.
 UNITS      := $(wildcard units/*.service units/*.socket)
