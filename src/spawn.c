@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <dirent.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "output.h"
 #include "spawn.h"
 #include "util.h"
@@ -251,6 +253,7 @@ const char *spawn_stage_name(SpawnStage stage) {
 typedef struct ChildReport {
         int stage;
         int error;
+        bool table_kept;        /* it could not leave our fd table: see clone_child() */
 } ChildReport;
 
 /* In the child: say why, in the memory the parent reads once we are gone. */
@@ -274,6 +277,39 @@ static void child_put_pidfdid(char *buf, size_t size) {
                 memcpy(buf, "BINDONCE_NO_PIDFDID=", sizeof "BINDONCE_NO_PIDFDID=");
         if (fd >= 0)
                 (void) close(fd);
+}
+
+/* close_range(from, ~0U) where the kernel (before 5.9) or a seccomp filter refuses it: the
+ * fds /proc/self/fd lists, read with getdents64 into our stack (nothing allocated in the
+ * child); without /proc, every number up to the limit. What bindonce inherited without
+ * close-on-exec must not reach a worker either way. */
+static void child_close_from(int from) {
+        char buf[4096] __attribute__((aligned(8)));
+        struct rlimit rl;
+        long n;
+        int dir;
+
+        if (close_range((unsigned) from, ~0U, 0) >= 0)
+                return;
+        dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0) {
+                if (getrlimit(RLIMIT_NOFILE, &rl) >= 0)
+                        for (rlim_t fd = (rlim_t) from; fd < rl.rlim_cur && fd < INT_MAX; fd++)
+                                (void) close((int) fd);
+                return;
+        }
+        while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0)
+                for (long off = 0; off < n;) {
+                        const struct dirent64 *d = (const struct dirent64 *) (buf + off);
+                        int fd = 0;
+
+                        off += d->d_reclen;
+                        for (const char *c = d->d_name; *c >= '0' && *c <= '9' && fd < INT_MAX / 10; c++)
+                                fd = fd * 10 + (*c - '0');
+                        if (fd >= from && fd != dir)
+                                (void) close(fd);
+                }
+        (void) close(dir);
 }
 
 /* --umask, --group, --user, --chdir. The ids go by raw system calls: glibc's setuid() and
@@ -345,9 +381,8 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         }
 
         /* Nothing but stdio and the sockets: whatever the supervisor inherited or opened,
-         * close-on-exec or not. (Without close_range, exec closes the rest: all of it is
-         * close-on-exec.) */
-        (void) close_range((unsigned) end, ~0U, 0);
+         * close-on-exec or not. */
+        child_close_from(end);
 
         /* LISTEN_PID must be computed here: only the child knows its pid for sure. (This
          * writes the parent's copy of the string: it is rewritten for every worker.) */
@@ -377,6 +412,7 @@ typedef struct ChildArgs {
         size_t n_moves;
         int output_fd;
         unsigned keep;                  /* every fd the child needs is below this */
+        bool shared_table;              /* cloned with CLONE_FILES */
         volatile ChildReport *report;
 } ChildArgs;
 
@@ -390,9 +426,35 @@ typedef struct ChildArgs {
 static int child_main(void *userdata) {
         const ChildArgs *a = userdata;
 
-        if (close_range(a->keep, ~0U, CLOSE_RANGE_UNSHARE) < 0 && unshare(CLONE_FILES) < 0)
+        if (a->shared_table && close_range(a->keep, ~0U, CLOSE_RANGE_UNSHARE) < 0 && unshare(CLONE_FILES) < 0) {
+                a->report->table_kept = true;
                 child_fail(a->report, SPAWN_STAGE_SETUP, errno);
+        }
         child_exec(a->p, a->fds, a->moves, a->n_moves, a->output_fd, a->report);
+}
+
+/* Whether a child may leave our fd table: a seccomp filter may refuse both close_range and
+ * unshare (container runtimes of 2020 did). Then the kernel copies the table at clone, as
+ * vfork() does: slower with many workers, the same for the worker. Learnt once. */
+static bool share_fd_table = true;
+
+static pid_t clone_child(ChildArgs *a, char *stack_top) {
+        for (;;) {
+                pid_t pid;
+
+                a->shared_table = share_fd_table;
+                pid = clone(child_main, stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD | (a->shared_table ? CLONE_FILES : 0), a);
+                if (pid < 0)
+                        return -errno;
+                if (!a->report->table_kept)
+                        return pid;
+                /* It has exited already (we ran again only then): reaped at once. */
+                (void) waitpid(pid, NULL, 0);
+                (void) log_full_errno(LOG_NOTICE, a->report->error,
+                                      "cannot give a worker a private fd table cheaply (%m): each start copies bindonce's");
+                share_fd_table = false;
+                *a->report = (ChildReport) { SPAWN_STAGE_EXEC, 0, false };
+        }
 }
 
 /* A per-spawn fd the child needs (the output pipe) is born above every pidfd, and the
@@ -441,7 +503,7 @@ static size_t child_stack_size(const SpawnParams *p) {
 
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
         FdMove moves[2 * p->n_fds + 1];
-        volatile ChildReport report = { SPAWN_STAGE_EXEC, 0 };
+        volatile ChildReport report = { SPAWN_STAGE_EXEC, 0, false };
         _Alignas(16) char stack[child_stack_size(p)];
         ChildArgs args = { .p = p, .fds = fds, .moves = moves, .report = &report };
         int n_moves, output_fd;
@@ -464,9 +526,7 @@ int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret
         /* CLONE_VM|CLONE_VFORK, as vfork(): no page tables to copy, so a restart costs one
          * exec, and we run again only once the child has exec'd or exited, so the report
          * below is final. CLONE_FILES: see child_main(). */
-        pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &args);
-        if (pid < 0)
-                pid = -errno;
+        pid = clone_child(&args, stack + sizeof stack);
         if (output_fd >= 0)
                 return_low_fd(p, args.output_fd, output_fd);
         if (p->setup.output)

@@ -10,7 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -477,6 +482,53 @@ static void test_spawn_output_pipe(void **state) {
         worker_output_free(setup.output);
 }
 
+/* A seccomp filter that refuses close_range and unshare with EPERM, as some container
+ * runtimes' did: the spawn falls back to copying the fd table at clone, and the worker
+ * still gets exactly what it should. In a process of its own, which keeps the filter. */
+static void test_spawn_without_close_range(void **state) {
+#if defined(__x86_64__)
+        struct sock_filter filter[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 1, 0),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = sizeof filter / sizeof filter[0], .filter = filter };
+        siginfo_t si = {};
+        pid_t pid;
+
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                static int fds[500];
+                int n;
+
+                if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+                        _exit(77);
+                if (syscall(SYS_close_range, 1000000, 1000000, 0) == 0 || errno != EPERM)
+                        _exit(78);
+                /* Twice: once learning, once knowing. */
+                n = open_many(fds, 500);
+                spawn_and_wait((char *[]) { "/usr/bin/python3", "-I", "-c", CHECK_FDS_PY, NULL }, 0, 0);
+                spawn_and_wait((char *[]) { "/usr/bin/python3", "-I", "-c", CHECK_FDS_PY, NULL }, 0, 0);
+                spawn_and_wait((char *[]) { "/nonexistent/command", NULL }, ENOENT, 127);
+                close_many(fds, n);
+                _exit(0);
+        }
+        assert_int_equal(waitid(P_PID, (id_t) pid, &si, WEXITED), 0);
+        assert_int_equal(si.si_code, CLD_EXITED);
+        if (si.si_status == 77)
+                skip();
+        assert_int_equal(si.si_status, 0);
+#else
+        skip();
+#endif
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_plan_sources_above),
@@ -492,6 +544,7 @@ int main(void) {
                 cmocka_unit_test(test_spawn_pidfdid),
                 cmocka_unit_test(test_spawn_many_fds),
                 cmocka_unit_test(test_spawn_output_pipe),
+                cmocka_unit_test(test_spawn_without_close_range),
         };
         return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
 }
