@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -6,7 +7,6 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <dirent.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -472,7 +472,7 @@ static int lend_low_fd(const SpawnParams *p, int fd) {
 }
 
 static void return_low_fd(const SpawnParams *p, int lent, int fd) {
-        /* The worker's end must close when the worker's does, not stay open here. */
+        /* Our copy of the worker's end goes: the pipe must end when the worker does. */
         if (lent != fd && dup3(p->devnull, low_fd, O_CLOEXEC) < 0) {
                 (void) close(low_fd);
                 low_fd = -1;
