@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "output.h"
 #include "closefds.h"
 #include "spawn.h"
@@ -251,9 +255,10 @@ const char *spawn_stage_name(SpawnStage stage) {
 typedef struct ChildReport {
         int stage;
         int error;
+        bool table_kept;        /* it could not leave our fd table: see clone_child() */
 } ChildReport;
 
-/* In the vfork() child: say why, in the memory the parent reads once we are gone. */
+/* In the child: say why, in the memory the parent reads once we are gone. */
 static _noreturn_ void child_fail(volatile ChildReport *report, SpawnStage stage, int error) {
         report->stage = stage;
         report->error = error;
@@ -276,6 +281,7 @@ static void child_put_pidfdid(char *buf, size_t size) {
                 (void) close(fd);
 }
 
+
 /* --umask, --group, --user, --chdir. The ids go by raw system calls: glibc's setuid() and
  * friends would signal the parent's threads (setxid), whose memory this child shares. In
  * the order that keeps each step permitted: groups, gid, then uid; a failure anywhere is
@@ -295,16 +301,19 @@ static void child_setup(const WorkerSetup *s, volatile ChildReport *report) {
                 child_fail(report, SPAWN_STAGE_CHDIR, errno);
 }
 
-/* Runs in the vfork() child, on the parent's memory, until exec: no allocation, no stdio,
- * nothing that takes a lock or returns into the parent's frames. Async-signal-safe calls. */
+/* Runs in the child, on the parent's memory, until exec: no allocation, no stdio, nothing
+ * that takes a lock or returns into the parent's frames. Async-signal-safe calls. Its fd
+ * table is already its own (child_main). */
 static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
-                                  int output_fd, int *cur, volatile ChildReport *report) {
+                                  int output_fd, volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
+        /* On the child's stack: a buffer of the parent's heap, sized for it (child_stack_size()). */
+        int cur[p->n_fds ? p->n_fds : 1];
         KernelSigaction dfl = { .handler = SIG_DFL };
         sigset_t none;
 
         /* Default dispositions before unblocking, so nothing pending reaches a stale one.
-         * Not shared with the parent: vfork() gives the child a table of its own. */
+         * Not shared with the parent: without CLONE_SIGHAND the child has a table of its own. */
         for (size_t i = 0; i < p->n_reset_signals; i++)
                 (void) syscall(SYS_rt_sigaction, p->reset_signals[i], &dfl, NULL, sizeof dfl.mask);
 
@@ -368,37 +377,139 @@ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *
         child_fail(report, SPAWN_STAGE_EXEC, errno);
 }
 
+typedef struct ChildArgs {
+        SpawnParams *p;
+        const int *fds;
+        const FdMove *moves;
+        size_t n_moves;
+        int output_fd;
+        unsigned keep;                  /* every fd the child needs is below this */
+        bool shared_table;              /* cloned with CLONE_FILES */
+        volatile ChildReport *report;
+} ChildArgs;
+
+/* The child starts on bindonce's own fd table (CLONE_FILES): a copy of it would cost a
+ * reference per open fd, and bindonce holds a pidfd per worker, so with 10,000 workers a
+ * spawn spent 8 ms copying and closing them. Its first act is to leave that table, taking
+ * only the fds below a->keep: with a range that reaches ~0U, CLOSE_RANGE_UNSHARE copies just
+ * those (Linux 5.9). Before that it must not open, close or move any fd: the table is still
+ * bindonce's. Where close_range cannot (an old kernel, a seccomp filter), unshare() copies
+ * the whole table: slower, just as correct, since the rest is closed below or at exec. */
+static int child_main(void *userdata) {
+        const ChildArgs *a = userdata;
+
+        if (a->shared_table && close_range(a->keep, ~0U, CLOSE_RANGE_UNSHARE) < 0 && unshare(CLONE_FILES) < 0) {
+                a->report->table_kept = true;
+                child_fail(a->report, SPAWN_STAGE_SETUP, errno);
+        }
+        child_exec(a->p, a->fds, a->moves, a->n_moves, a->output_fd, a->report);
+}
+
+/* Whether a child may leave our fd table: a seccomp filter may refuse both close_range and
+ * unshare (container runtimes of 2020 did). Then the kernel copies the table at clone, as
+ * vfork() does: slower with many workers, the same for the worker. Learnt once. */
+static bool share_fd_table = true;
+
+static pid_t clone_child(ChildArgs *a, char *stack_top) {
+        for (;;) {
+                pid_t pid;
+
+                a->shared_table = share_fd_table;
+                pid = clone(child_main, stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD | (a->shared_table ? CLONE_FILES : 0), a);
+                if (pid < 0)
+                        return -errno;
+                if (!a->report->table_kept)
+                        return pid;
+                /* It has exited already (we ran again only then): reaped at once. */
+                (void) waitpid(pid, NULL, 0);
+                (void) log_full_errno(LOG_NOTICE, a->report->error,
+                                      "cannot give a worker a private fd table cheaply (%m): each start copies bindonce's");
+                share_fd_table = false;
+                *a->report = (ChildReport) { SPAWN_STAGE_EXEC, 0, false };
+        }
+}
+
+/* A per-spawn fd the child needs (the output pipe) is born above every pidfd, and the
+ * child would copy the fd table up to it. It is lent to the child at a low number instead,
+ * reserved the first time: a dup of /dev/null keeps the number while no spawn uses it. One
+ * for the process, as spawns never overlap (the parent waits for each child's exec). */
+static int low_fd = -1;
+
+static int lend_low_fd(const SpawnParams *p, int fd) {
+        if (low_fd < 0)
+                low_fd = fcntl(p->devnull, F_DUPFD_CLOEXEC, SD_LISTEN_FDS_START);
+        if (low_fd < 0 || low_fd >= fd || dup3(fd, low_fd, O_CLOEXEC) < 0)
+                return fd;      /* lent as it is: the child copies more, nothing else changes */
+        return low_fd;
+}
+
+static void return_low_fd(const SpawnParams *p, int lent, int fd) {
+        /* Our copy of the worker's end goes: the pipe must end when the worker does. */
+        if (lent != fd && dup3(p->devnull, low_fd, O_CLOEXEC) < 0) {
+                (void) close(low_fd);
+                low_fd = -1;
+        }
+}
+
+/* What the child needs below child_main()'s bound: stdio, /dev/null, the sockets, its
+ * output. */
+static unsigned fds_bound(const SpawnParams *p, const int *fds, int output_fd) {
+        int top = p->devnull > output_fd ? p->devnull : output_fd;
+
+        for (size_t i = 0; i < p->n_fds; i++)
+                if (fds[i] > top)
+                        top = fds[i];
+        return top > STDERR_FILENO ? (unsigned) top + 1 : STDERR_FILENO + 1;
+}
+
+/* The child's stack, on ours: we are suspended until it has exec'd (as musl's posix_spawn
+ * does). Enough for child_exec()'s frames and for execvpe(), which builds each PATH
+ * candidate and, for a script without #!, a copy of argv on the stack. */
+static size_t child_stack_size(const SpawnParams *p) {
+        size_t argc = 0;
+
+        while (p->argv[argc])
+                argc++;
+        return (64 * 1024 + (argc + 3) * sizeof(char *) + p->n_fds * sizeof(int) + 15) & ~(size_t) 15;
+}
+
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret) {
         /* On the heap, not the stack: thousands of sockets (from systemd) must not overflow
-         * the stack the vfork() child shares with us. */
+         * bindonce's stack, nor the child's, which is this buffer. */
         _cleanup_free_ FdMove *moves = calloc(2 * p->n_fds + 1, sizeof *moves);
-        _cleanup_free_ int *cur = calloc(p->n_fds + 1, sizeof *cur);
-        volatile ChildReport report = { SPAWN_STAGE_EXEC, 0 };
+        volatile ChildReport report = { SPAWN_STAGE_EXEC, 0, false };
+        size_t stack_size = child_stack_size(p);
+        _cleanup_free_ char *stack = aligned_alloc(16, stack_size);
+        ChildArgs args = { .p = p, .fds = fds, .moves = moves, .report = &report };
         int n_moves, output_fd;
         pid_t pid;
 
-        if (!moves || !cur)
+        if (!moves || !stack)
                 return -ENOMEM;
         /* Planned here, not in the child: the child only replays it. */
         n_moves = fd_plan(fds, p->n_fds, moves);
         if (n_moves < 0)
                 return n_moves;
+        args.n_moves = (size_t) n_moves;
 
         worker_env_set_slot(&p->env, slot);
 
         /* The worker's stdout and stderr: a pipe to bindonce (--log-prefix), a journal
          * stream, or -1: bindonce's own. */
         output_fd = p->setup.output ? worker_output_open(p->setup.output, slot) : -1;
+        args.output_fd = output_fd >= 0 ? lend_low_fd(p, output_fd) : -1;
+        args.keep = fds_bound(p, fds, args.output_fd);
 
-        /* vfork(): no page tables to copy, so a restart costs one exec. We run again only
-         * once the child has exec'd or exited, so the report below is final. */
-        pid = vfork();
-        if (pid == 0)
-                child_exec(p, fds, moves, (size_t) n_moves, output_fd, cur, &report);
+        /* CLONE_VM|CLONE_VFORK, as vfork(): no page tables to copy, so a restart costs one
+         * exec, and we run again only once the child has exec'd or exited, so the report
+         * below is final. CLONE_FILES: see child_main(). */
+        pid = clone_child(&args, stack + stack_size);
+        if (output_fd >= 0)
+                return_low_fd(p, args.output_fd, output_fd);
         if (p->setup.output)
-                worker_output_started(p->setup.output, pid);
+                worker_output_started(p->setup.output, pid < 0 ? -1 : pid);
         if (pid < 0)
-                return -errno;
+                return pid;
 
         *ret = (SpawnResult) {
                 .pid = pid,

@@ -100,8 +100,8 @@ bool env_is_reserved(const char *entry);
 /* Fills p->reset_signals from the current dispositions; call once they are final. */
 void spawn_signals_init(SpawnParams *p);
 
-/* Why a spawn failed in the child, reported before exec through the memory that a vfork()
- * child shares with its parent. */
+/* Why a spawn failed in the child, reported before exec through the memory that the child
+ * (CLONE_VM, as vfork()) shares with its parent. */
 typedef enum SpawnStage {
         SPAWN_STAGE_SETUP,
         SPAWN_STAGE_EXEC,
@@ -118,7 +118,9 @@ typedef struct SpawnResult {
         SpawnStage stage;
 } SpawnResult;
 
-/* Starts one worker with fds[0..n_fds-1] as its sockets (vfork + exec). Returns -errno when
- * no process was created; otherwise 0 with ret->child_errno set if the child could not exec
- * (it exits 127 or 126, like a shell). The child is not reaped: watch it by pid. */
+/* Starts one worker with fds[0..n_fds-1] as its sockets (clone as vfork, on our fd table
+ * until it takes a private copy of the few fds it needs, then exec): its cost does not grow
+ * with the fds bindonce holds. Returns -errno when no process was created; otherwise 0 with
+ * ret->child_errno set if the child could not exec (it exits 127 or 126, like a shell). The
+ * child is not reaped: watch it by pid. */
 int spawn_worker(SpawnParams *p, unsigned slot, const int *fds, SpawnResult *ret);

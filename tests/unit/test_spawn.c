@@ -10,10 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "output.h"
 #include "spawn.h"
 
 /* A model fd table: which "object" each fd number refers to, and its close-on-exec bit. */
@@ -317,6 +325,210 @@ static void test_spawn_worker_sees_protocol(void **state) {
                 "[ \"$(readlink /proc/self/fd/0)\" = /dev/null ] && exit 0; exit 9", NULL }, 0, 0);
 }
 
+static int count_open_fds(void) {
+        struct stat st;
+        int n = 0;
+
+        for (int fd = 0; fd < 65536; fd++)
+                n += fstat(fd, &st) >= 0;
+        return n;
+}
+
+/* Opens up to n more fds above everything open (dups of /dev/null, close-on-exec as every
+ * fd of bindonce is, but for a few: what bindonce inherited may lack it). Returns how many. */
+static int open_many(int *fds, int n) {
+        struct rlimit rl;
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC), k;
+
+        assert_true(null >= 0);
+        assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        if (rl.rlim_cur < (rlim_t) n + 256 && rl.rlim_max > rl.rlim_cur) {
+                rl.rlim_cur = rl.rlim_max < (rlim_t) n + 256 ? rl.rlim_max : (rlim_t) n + 256;
+                assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        }
+        for (k = 0; k < n && (rlim_t) k + 128 < rl.rlim_cur; k++) {
+                fds[k] = fcntl(null, k % 500 == 7 ? F_DUPFD : F_DUPFD_CLOEXEC, 3);
+                assert_true(fds[k] >= 0);
+        }
+        close(null);
+        return k;
+}
+
+static void close_many(const int *fds, int n) {
+        for (int k = 0; k < n; k++) {
+                int flags = fcntl(fds[k], F_GETFD);
+
+                /* The parent's table, as it was: every fd open, its flag untouched. */
+                assert_true(flags >= 0);
+                assert_int_equal(!!(flags & FD_CLOEXEC), k % 500 != 7);
+                close(fds[k]);
+        }
+}
+
+/* The worker's view: exactly stdio and its socket, wherever the socket was. */
+#define CHECK_FDS_PY \
+        "import os, stat, sys\n" \
+        "def is_open(fd):\n" \
+        "    try: return os.fstat(fd) is not None\n" \
+        "    except OSError: return False\n" \
+        "fds = sorted(fd for fd in map(int, os.listdir('/proc/self/fd')) if is_open(fd))\n" \
+        "ok = fds == [0, 1, 2, 3] and stat.S_ISSOCK(os.fstat(3).st_mode) and os.get_inheritable(3) and " \
+        "os.path.samestat(os.fstat(0), os.stat('/dev/null'))\n" \
+        "print('worker fds:', fds, file=sys.stderr) if not ok else None\n" \
+        "sys.exit(0 if ok else 9)\n"
+
+/* bindonce holds a pidfd per worker: thousands of fds. The child starts on that very table
+ * (CLONE_FILES) and leaves it first thing: the worker still gets exactly stdio and its
+ * socket (here above every other fd, so the child keeps them all until its moves), and
+ * nothing the child does afterwards (stdin to /dev/null, the moves, the closing) reaches
+ * the parent's table. */
+static void test_spawn_many_fds(void **state) {
+        enum { N = 3000 };
+        static int fds[N];
+        int in[2], saved_stdin, before, n;
+        struct stat st_in, st;
+
+        /* Our stdin, a pipe: the child's dup2(/dev/null, 0) must not land here. */
+        assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+        assert_int_equal(fstat(in[0], &st_in), 0);
+        saved_stdin = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+        assert_true(saved_stdin >= 0);
+        assert_int_equal(dup2(in[0], STDIN_FILENO), STDIN_FILENO);
+
+        n = open_many(fds, N);
+        assert_true(n > 1000);
+        before = count_open_fds();
+        spawn_and_wait((char *[]) { "/usr/bin/python3", "-I", "-c", CHECK_FDS_PY, NULL }, 0, 0);
+        assert_int_equal(count_open_fds(), before);
+        assert_int_equal(fstat(STDIN_FILENO, &st), 0);
+        assert_int_equal(st.st_ino, st_in.st_ino);
+        close_many(fds, n);
+
+        assert_int_equal(dup2(saved_stdin, STDIN_FILENO), STDIN_FILENO);
+        close(saved_stdin);
+        close(in[0]);
+        close(in[1]);
+}
+
+static int count_fds_linked_to(const char *target) {
+        char path[64], link[64];
+        int n = 0;
+
+        for (int fd = 0; fd < 65536; fd++) {
+                ssize_t l;
+
+                snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+                l = readlink(path, link, sizeof link - 1);
+                if (l < 0)
+                        continue;
+                link[l] = '\0';
+                n += strcmp(link, target) == 0;
+        }
+        return n;
+}
+
+/* --log-prefix: the output pipe is made per spawn, above every fd, and lent to the child at
+ * a low number. The worker writes to it on fd 1 and 2; once it runs, bindonce holds only the
+ * read end, so the pipe ends when the worker does. */
+static void test_spawn_output_pipe(void **state) {
+        enum { N = 2000 };
+        static int fds[N];
+        WorkerSetup setup = WORKER_SETUP_NULL;
+        int sv[2], devnull = open("/dev/null", O_RDONLY | O_CLOEXEC), n;
+        SpawnParams p = { .argv = NULL, .devnull = devnull, .n_fds = 1 };
+        char path[64], pipe_name[64];
+        siginfo_t si = {};
+        SpawnResult res;
+        ssize_t l;
+
+        if (getenv("JOURNAL_STREAM"))
+                skip();         /* the journal mode instead: no pipe */
+        assert_int_equal(worker_output_new(&setup.output, "t", true), 0);
+        assert_non_null(setup.output);
+        p.setup = setup;
+        /* It waits on its socket until we have looked at both ends of its pipe. */
+        p.argv = (char *[]) { "/usr/bin/python3", "-I", "-c",
+                "import os, stat, sys\n"
+                "a, b = os.fstat(1), os.fstat(2)\n"
+                "ok = stat.S_ISFIFO(a.st_mode) and os.path.samestat(a, b) and not os.path.exists('/proc/self/fd/4')\n"
+                "os.read(3, 1)\n"
+                "sys.exit(0 if ok else 9)\n", NULL };
+        spawn_signals_init(&p);
+        n = open_many(fds, N);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(worker_env_build(&p.env, (char *[]) { "PATH=/usr/bin:/bin", NULL }, NULL, 0, 1, "t", NULL, 0), 0);
+
+        for (int round = 0; round < 2; round++) {
+                assert_int_equal(spawn_worker(&p, 1, &sv[0], &res), 0);
+                assert_int_equal(res.child_errno, 0);
+                snprintf(path, sizeof path, "/proc/%d/fd/1", (int) res.pid);
+                l = readlink(path, pipe_name, sizeof pipe_name - 1);
+                assert_true(l > 0);
+                pipe_name[l] = '\0';
+                assert_true(strncmp(pipe_name, "pipe:", 5) == 0);
+                assert_int_equal(count_fds_linked_to(pipe_name), 1);
+
+                assert_int_equal(write(sv[1], "x", 1), 1);
+                assert_int_equal(waitid(P_PID, (id_t) res.pid, &si, WEXITED), 0);
+                assert_int_equal(si.si_code, CLD_EXITED);
+                assert_int_equal(si.si_status, 0);
+        }
+
+        close_many(fds, n);
+        close(sv[0]);
+        close(sv[1]);
+        close(devnull);
+        worker_env_done(&p.env);
+        worker_output_free(setup.output);
+}
+
+/* A seccomp filter that refuses close_range and unshare with EPERM, as some container
+ * runtimes' did: the spawn falls back to copying the fd table at clone, and the worker
+ * still gets exactly what it should. In a process of its own, which keeps the filter. */
+static void test_spawn_without_close_range(void **state) {
+#if defined(__x86_64__)
+        struct sock_filter filter[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 1, 0),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { .len = sizeof filter / sizeof filter[0], .filter = filter };
+        siginfo_t si = {};
+        pid_t pid;
+
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                static int fds[500];
+                int n;
+
+                if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+                        _exit(77);
+                if (syscall(SYS_close_range, 1000000, 1000000, 0) == 0 || errno != EPERM)
+                        _exit(78);
+                /* Twice: once learning, once knowing. */
+                n = open_many(fds, 500);
+                spawn_and_wait((char *[]) { "/usr/bin/python3", "-I", "-c", CHECK_FDS_PY, NULL }, 0, 0);
+                spawn_and_wait((char *[]) { "/usr/bin/python3", "-I", "-c", CHECK_FDS_PY, NULL }, 0, 0);
+                spawn_and_wait((char *[]) { "/nonexistent/command", NULL }, ENOENT, 127);
+                close_many(fds, n);
+                _exit(0);
+        }
+        assert_int_equal(waitid(P_PID, (id_t) pid, &si, WEXITED), 0);
+        assert_int_equal(si.si_code, CLD_EXITED);
+        if (si.si_status == 77)
+                skip();
+        assert_int_equal(si.si_status, 0);
+#else
+        skip();
+#endif
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_plan_sources_above),
@@ -330,6 +542,9 @@ int main(void) {
                 cmocka_unit_test(test_spawn_umask_chdir),
                 cmocka_unit_test(test_spawn_user),
                 cmocka_unit_test(test_spawn_pidfdid),
+                cmocka_unit_test(test_spawn_many_fds),
+                cmocka_unit_test(test_spawn_output_pipe),
+                cmocka_unit_test(test_spawn_without_close_range),
         };
         return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
 }
