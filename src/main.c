@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "activation.h"
+#include "closefds.h"
 #include "ctl.h"
 #include "identity.h"
 #include "address.h"
@@ -383,6 +386,25 @@ static int supervise(Listener *listeners, size_t n_listeners, bool bound_here, c
         return r;
 }
 
+/* What bindonce inherited and will not adopt goes at once: an fd a careless parent left
+ * open (a log file, a pipe's end, a deleted file's space) would otherwise be held for
+ * bindonce's whole life. Kept: stdio, the sockets LISTEN_FDS names for this process, and
+ * everything when an upgrade in place hands its state over (its fds are ours). A broken
+ * activation environment keeps them too: activation_adopt() then refuses it (exit 78). */
+static void close_inherited(void) {
+        const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+        unsigned long pid, n = 0;
+
+        if (getenv(UPGRADE_ENV_STATE) || getenv(UPGRADE_ENV_FAILED))
+                return;
+        if (pid_s && parse_uint(pid_s, 1, INT_MAX, &pid) >= 0 && (pid_t) pid == getpid() &&
+            (!fds_s || parse_uint(fds_s, 0, INT_MAX - SD_LISTEN_FDS_START, &n) < 0))
+                return;
+        if (pid_s && (pid_t) strtoul(pid_s, NULL, 10) != getpid())
+                n = 0;          /* meant for another process: none of them is ours */
+        (void) close_from(SD_LISTEN_FDS_START + (int) n);
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(workers_done) Workers workers = {};
         WatchConfig watch = {};
@@ -399,6 +421,7 @@ static int run(int argc, char *argv[]) {
         r = ensure_stdio();
         if (r < 0)
                 return EXIT_OSERR;
+        close_inherited();      /* before bindonce opens anything of its own */
         log_setup();
 
         /* NEW --upgrade-check OPTIONS: the bindonce about to execute this binary asks. */

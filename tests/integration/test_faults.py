@@ -650,7 +650,7 @@ int close_range(unsigned int first, unsigned int last, int flags) {
 '''
 
 
-def test_inherited_fd_never_reaches_a_worker_when_close_range_fails(supervisor, free_port, tmp_path):
+def test_inherited_fd_is_closed_and_never_reaches_a_worker_when_close_range_fails(supervisor, free_port, tmp_path):
     src = tmp_path / "noclose.c"
     src.write_text(NO_CLOSE_RANGE)
     shim = tmp_path / "noclose.so"
@@ -663,11 +663,17 @@ def test_inherited_fd_never_reaches_a_worker_when_close_range_fails(supervisor, 
     asan = [l.split("=>")[1].split()[0] for l in ldd.splitlines() if "libasan" in l and "=>" in l]
     if asan:
         preload = asan[0] + ":" + preload
-    # fd 9 opened by the shell for bindonce, without close-on-exec: an inherited fd.
+    # fd 9 opened by the shell for bindonce, without close-on-exec: an inherited fd, on a
+    # file of its own so that it cannot be mistaken for one bindonce opens itself.
+    inherited = tmp_path / "inherited"
+    inherited.write_text("x")
     sup = supervisor().start(["-l", f"127.0.0.1:{free_port()}"], wait_workers=1,
-                             wrapper=["sh", "-c", 'exec "$@" 9</dev/null', "sh"],
+                             wrapper=["sh", "-c", f'exec "$@" 9<{inherited}', "sh"],
                              env_extra={"LD_PRELOAD": preload})
-    assert os.readlink(f"/proc/{sup.pid}/fd/9") == "/dev/null"
+    # Not adopted, so not kept: bindonce closed it at start (close_range() failing or not).
+    held = [fd for fd in os.listdir(f"/proc/{sup.pid}/fd")
+            if os.readlink(f"/proc/{sup.pid}/fd/{fd}") == str(inherited)]
+    assert held == [], "bindonce still holds the inherited fd"
     rep = sup.reports()[0]
     fds = sorted(f["fd"] for f in rep["fds"])
     assert fds == [0, 1, 2, 3], fds
