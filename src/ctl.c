@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -89,6 +90,22 @@ static int find_single(char *path, size_t size) {
 
 /* Only root or our own user may answer: a socket file in a directory somebody else could
  * write to must not make us print, and act on, a stranger's words. */
+/* Does uid own the directory that holds path, one nobody else may write to? A service's
+ * RuntimeDirectory= is such a place: root may then trust its bindonce (User=). */
+static bool dir_owned_by(const char *path, uid_t uid) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash = dir ? strrchr(dir, '/') : NULL;
+        struct stat st;
+
+        if (!slash)
+                return false;
+        *(slash == dir ? slash + 1 : slash) = '\0';
+        return stat(dir, &st) >= 0 && st.st_uid == uid && !(st.st_mode & (S_IWGRP | S_IWOTH));
+}
+
+/* Who answers must be bindonce, not whoever could plant a socket: root, ourselves, or (for
+ * root steering a service's bindonce that runs as another user) the owner of the socket's
+ * private directory. */
 static int ctl_check_peer(int fd, const char *path) {
         struct ucred cred;
         socklen_t n = sizeof cred;
@@ -98,7 +115,7 @@ static int ctl_check_peer(int fd, const char *path) {
                 log_usage("ctl: cannot tell who answers at %s: %m", path);
                 return r;
         }
-        if (cred.uid != 0 && cred.uid != geteuid()) {
+        if (cred.uid != 0 && cred.uid != geteuid() && !(geteuid() == 0 && dir_owned_by(path, cred.uid))) {
                 log_usage("ctl: %s is answered by uid %u, neither root nor you: not trusting it", path,
                           (unsigned) cred.uid);
                 return -EPERM;

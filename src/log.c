@@ -50,6 +50,20 @@ static size_t log_buffered;             /* bytes waiting, from the start of log_
 static unsigned long log_dropped;       /* lines dropped since the last "dropped" line */
 static sd_event_source *log_io;         /* EPOLLOUT on log_fd while lines wait */
 
+/* The sink is opened before anything else, but must not take fd 3: that is where the
+ * first socket goes, and where operators and tests look for it. Up high when the limit
+ * allows. */
+#define LOG_FD_MIN 256
+
+static int log_fd_high(int fd) {
+        int high = fcntl(fd, F_DUPFD_CLOEXEC, LOG_FD_MIN);
+
+        if (high < 0)
+                return fd;
+        (void) close(fd);
+        return high;
+}
+
 static void log_open_sink(void) {
         struct stat st;
         int fd;
@@ -57,13 +71,17 @@ static void log_open_sink(void) {
         if (fstat(STDERR_FILENO, &st) < 0)
                 return;
         if (S_ISSOCK(st.st_mode)) {
-                fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+                fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, LOG_FD_MIN);
+                if (fd < 0)
+                        fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
                 if (fd >= 0) {
                         log_fd = fd;
                         log_sink = LOG_SINK_SOCKET;
                 }
         } else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
                 fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+                if (fd >= 0)
+                        fd = log_fd_high(fd);
                 if (fd >= 0) {
                         log_fd = fd;
                         log_sink = LOG_SINK_NONBLOCK;
