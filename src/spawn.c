@@ -259,7 +259,7 @@ typedef struct ChildReport {
 } ChildReport;
 
 /* In the child: say why, in the memory the parent reads once we are gone. */
-static _noreturn_ void child_fail(volatile ChildReport *report, SpawnStage stage, int error) {
+_no_asan_ static _noreturn_ void child_fail(volatile ChildReport *report, SpawnStage stage, int error) {
         report->stage = stage;
         report->error = error;
         /* Shell conventions: 127 command not found, 126 found but not executable. */
@@ -286,7 +286,7 @@ static void child_put_pidfdid(char *buf, size_t size) {
  * friends would signal the parent's threads (setxid), whose memory this child shares. In
  * the order that keeps each step permitted: groups, gid, then uid; a failure anywhere is
  * a failed start, never a worker left running as root. */
-static void child_setup(const WorkerSetup *s, volatile ChildReport *report) {
+_no_asan_ static void child_setup(const WorkerSetup *s, volatile ChildReport *report) {
         if (s->set_umask)
                 (void) umask(s->umask);
         if (s->set_ids) {
@@ -304,7 +304,7 @@ static void child_setup(const WorkerSetup *s, volatile ChildReport *report) {
 /* Runs in the child, on the parent's memory, until exec: no allocation, no stdio, nothing
  * that takes a lock or returns into the parent's frames. Async-signal-safe calls. Its fd
  * table is already its own (child_main). */
-static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
+_no_asan_ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, const FdMove *moves, size_t n_moves,
                                   int output_fd, volatile ChildReport *report) {
         const int end = SD_LISTEN_FDS_START + (int) p->n_fds;
         /* On the child's stack: a buffer of the parent's heap, sized for it (child_stack_size()). */
@@ -395,7 +395,7 @@ typedef struct ChildArgs {
  * those (Linux 5.9). Before that it must not open, close or move any fd: the table is still
  * bindonce's. Where close_range cannot (an old kernel, a seccomp filter), unshare() copies
  * the whole table: slower, just as correct, since the rest is closed below or at exec. */
-static int child_main(void *userdata) {
+_no_asan_ static int child_main(void *userdata) {
         const ChildArgs *a = userdata;
 
         if (a->shared_table && close_range(a->keep, ~0U, CLOSE_RANGE_UNSHARE) < 0 && unshare(CLONE_FILES) < 0) {

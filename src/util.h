@@ -35,6 +35,9 @@ static inline void freep(void *p) {
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define _unused_ __attribute__((unused))
 #define _noreturn_ __attribute__((noreturn))
+/* Code that runs in a spawned child on a stack of its own (spawn.c): AddressSanitizer
+ * knows neither the stack nor the clone, and its no-return bookkeeping there only warns. */
+#define _no_asan_ __attribute__((no_sanitize_address))
 
 typedef uint64_t usec_t;
 #define USEC_PER_MSEC ((usec_t) 1000)
