@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_upgrade_under_load_changes_nothing_but_the_binary(supervisor, binary):
     try:
         wait_until(lambda: load.oks() >= 50, 10, "the load to get going")
         for i in range(UPGRADES):
-            replace_file(binary, conftest.REPO / "build" / "bindonce" if i % 2 else binary.with_name("bindonce"))
+            replace_file(binary, Path(conftest.BINDONCE) if i % 2 else binary.with_name("bindonce"))
             r = ctl(sup, "upgrade")
             assert r.returncode == 0, f"upgrade {i + 1}: {r.stderr}\n{sup.log()}"
             assert r.stdout == f"upgraded to 0.1 (pid {sup.pid})\n"
@@ -151,7 +152,7 @@ def test_broken_binary_never_takes_over(supervisor, binary, tmp_path, text, mode
     sup.expect_log(r"error: upgrade refused: .*%s.*; bindonce \S+ continues$" % re.escape(why))
     before = workers_of(status(sup))
     exe = os.readlink(f"/proc/{sup.pid}/exe")
-    bad = script(tmp_path / "new-bindonce", text.format(real=conftest.REPO / "build" / "bindonce"), mode)
+    bad = script(tmp_path / "new-bindonce", text.format(real=Path(conftest.BINDONCE)), mode)
 
     r = ctl(sup, "upgrade", "--exe", str(bad))
     assert r.returncode == 1, r.stdout
@@ -177,7 +178,7 @@ def test_new_binary_that_cannot_read_the_state_hands_it_back(supervisor, binary,
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=2)
     before = workers_of(status(sup))
-    real = conftest.REPO / "build" / "bindonce"
+    real = Path(conftest.BINDONCE)
     wrapper = script(tmp_path / "new-bindonce",
                      '#!/bin/sh\n[ "$1" = --upgrade-check ] || export BINDONCE_TEST_FAIL_RESTORE=1\n'
                      f'exec "{real}" "$@"\n')
@@ -207,7 +208,7 @@ def test_worker_killed_during_the_exec_is_restarted(supervisor, binary, tmp_path
     before = workers_of(status(sup))
     victim = before[1][0]
     sup.expect_log(rf"warning: worker 1 \(pid {victim}\) killed by signal KILL$")   # on purpose
-    real = conftest.REPO / "build" / "bindonce"
+    real = Path(conftest.BINDONCE)
     wrapper = script(tmp_path / "new-bindonce",
                      f'#!/bin/sh\n[ "$1" = --upgrade-check ] || kill -KILL {victim}\nexec "{real}" "$@"\n')
 
@@ -395,7 +396,7 @@ def test_deadlines_cross_the_exec_unchanged(supervisor, binary, tmp_path):
     one had it, not --watchdog from its own start."""
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=2, args=["--watchdog", "30"])
-    real = conftest.REPO / "build" / "bindonce"
+    real = Path(conftest.BINDONCE)
     keep = tmp_path / "states"
     keep.mkdir()
     wrapper = script(tmp_path / "new-bindonce",
