@@ -31,6 +31,21 @@ const char *signal_name(int sig) {
         return n ? n : "unknown";
 }
 
+extern char **environ;
+
+/* What a new generation is made from: the spawn template and the options of now. */
+GenerationTemplate generation_template(const Supervisor *sup) {
+        return (GenerationTemplate) {
+                .spawn = &sup->spawn,
+                .base_env = environ,
+                .setenv = sup->config.setenv,
+                .n_setenv = sup->config.n_setenv,
+                .fdnames = sup->fdnames,
+                .notify_socket = notify_server_address(sup->notify_server),
+                .watchdog_usec = sup->config.watchdog,
+        };
+}
+
 void supervisor_wake(Supervisor *sup) {
         (void) sd_event_source_set_enabled(sup->followup, SD_EVENT_ONESHOT);
 }

@@ -8,8 +8,6 @@
 #include "log.h"
 #include "supervisor-internal.h"
 
-extern char **environ;
-
 void roll_finish(Supervisor *sup, const char *error) {
         Roll *roll = &sup->roll;
 
@@ -151,15 +149,7 @@ void roll_drive(Supervisor *sup) {
 
 int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
         Roll *roll = &sup->roll;
-        GenerationTemplate t = {
-                .spawn = &sup->spawn,
-                .base_env = environ,
-                .setenv = sup->config.setenv,
-                .n_setenv = sup->config.n_setenv,
-                .fdnames = sup->fdnames,
-                .notify_socket = notify_server_address(sup->notify_server),
-                .watchdog_usec = sup->config.watchdog,
-        };
+        GenerationTemplate t = generation_template(sup);
         Generation *gen;
         int r;
 

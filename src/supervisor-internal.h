@@ -87,6 +87,7 @@ int slot_new(Supervisor *sup, unsigned index, Slot **ret);
 Slot *slot_free(Supervisor *sup, Slot *slot);
 bool slot_wanted(const Supervisor *sup, const Slot *slot);
 void supervisor_wake(Supervisor *sup);
+GenerationTemplate generation_template(const Supervisor *sup);
 unsigned live_workers(const Supervisor *sup);
 unsigned ready_workers(const Supervisor *sup);
 Worker *find_worker(Supervisor *sup, pid_t pid, bool group);

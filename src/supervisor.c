@@ -670,14 +670,6 @@ static void setup_balance(Supervisor *sup) {
 /* The spawn template and generation 0, what the first workers run. */
 static int setup_spawn(Supervisor *sup) {
         const SupervisorConfig *cfg = &sup->config;
-        GenerationTemplate t = {
-                .spawn = &sup->spawn,
-                .base_env = environ,
-                .setenv = cfg->setenv,
-                .n_setenv = cfg->n_setenv,
-                .notify_socket = notify_server_address(sup->notify_server),
-                .watchdog_usec = cfg->watchdog,
-        };
 
         sup->shared_fds = calloc(sup->n_listeners ? sup->n_listeners : 1, sizeof *sup->shared_fds);
         sup->fdnames = join_names(sup->listeners, sup->n_listeners);
@@ -694,7 +686,7 @@ static int setup_spawn(Supervisor *sup) {
         sup->spawn.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (sup->spawn.devnull < 0)
                 return -errno;
-        t.fdnames = sup->fdnames;
+        GenerationTemplate t = generation_template(sup);
         return generation_new(&sup->good, 0, &t);
 }
 

@@ -16,8 +16,6 @@
 #define BINDONCE_VERSION "0.1"
 #endif
 
-extern char **environ;
-
 /* ---- the supervisor into the state --------------------------------------------------------- */
 
 /* A timer's absolute CLOCK_MONOTONIC deadline, or 0 when it is not armed. */
@@ -234,15 +232,7 @@ int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState 
 /* ---- the state into the supervisor ---------------------------------------------------------- */
 
 static int generation_get(Supervisor *sup, Generation ***gens, size_t *n, unsigned id, Generation **ret) {
-        GenerationTemplate t = {
-                .spawn = &sup->spawn,
-                .base_env = environ,
-                .setenv = sup->config.setenv,
-                .n_setenv = sup->config.n_setenv,
-                .fdnames = sup->fdnames,
-                .notify_socket = notify_server_address(sup->notify_server),
-                .watchdog_usec = sup->config.watchdog,
-        };
+        GenerationTemplate t = generation_template(sup);
         Generation **a;
         int r;
 
