@@ -539,6 +539,8 @@ static char *control_execute(ControlServer *server, ControlClient *client, const
                 }
                 return NULL;
         }
+        case _CONTROL_COMMAND_MAX:
+                break;
         }
         return reply("ERROR unknown command\n");
 }

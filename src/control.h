@@ -33,6 +33,7 @@ typedef enum ControlCommand {
         CONTROL_STOP,
         CONTROL_EVENTS,
         CONTROL_UPGRADE,
+        _CONTROL_COMMAND_MAX,   /* the count, for range checks; never a command */
 } ControlCommand;
 
 typedef struct ControlRequest {

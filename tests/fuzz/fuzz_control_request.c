@@ -28,12 +28,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 assert(strncmp(err, "ERROR ", 6) == 0 && n > 6 && err[n - 1] == '\n');
                 return 0;
         }
-        assert(req.command <= CONTROL_STOP);
+        assert(req.command >= 0 && req.command < _CONTROL_COMMAND_MAX);
         if (req.command == CONTROL_RESTART || req.command == CONTROL_SIGNAL)
                 assert(req.slot >= -1 && req.slot < (int) workers);
         if (req.command == CONTROL_SCALE)
                 assert(req.n >= 1);
         if (req.command == CONTROL_SIGNAL)
                 assert(req.sig >= 1 && req.sig <= 64);
+        if (req.command == CONTROL_UPGRADE)
+                assert(strnlen(req.exe, sizeof req.exe) < sizeof req.exe);
         return 0;
 }
