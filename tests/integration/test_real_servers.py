@@ -46,6 +46,7 @@ from conftest import BINDONCE, free_tcp_port, proc_alive, wait_until
 from loadclient import LoadClient, request_once
 
 HERE = Path(__file__).resolve().parent / "servers"
+GO_EXAMPLE = HERE.parents[2] / "docs" / "examples" / "go" / "server.go"   # the documented one
 PY = "/usr/bin/python3"          # Debian's python3, with Debian's packages
 THREADS = 4                      # load threads: the bound on the casualties of one kill
 WAIT = 60                        # generous bound on every wait (reloads roll one by one)
@@ -54,21 +55,6 @@ WAIT = 60                        # generous bound on every wait (reloads roll on
 # took 5 s to start on a loaded machine. Waiting is not losing: allow it.
 RESPONSE_TIMEOUT = 30.0
 LOSS_CLASSES = {"reset_before_response", "eof_before_response", "reset_mid_response"}
-
-
-def _bindonce_help():
-    try:
-        return subprocess.run([BINDONCE, "--help"], capture_output=True, text=True,
-                              timeout=10).stdout
-    except OSError:
-        return ""
-
-
-_HELP = _bindonce_help()
-# The default became blocking sockets (as systemd passes them) with the --nonblocking flag.
-PASSES_BLOCKING = "--nonblocking" in _HELP
-MIN_READY = ["--min-ready", "0.2"] if "--min-ready" in _HELP else []
-HAS_STOP_SIGNAL = "--stop-signal" in _HELP
 
 
 # ---------------------------------------------------------------------------
@@ -189,8 +175,7 @@ def lighttpd(tmp, port):
                     'server.systemd-socket-activation = "enable"\n'
                     'index-file.names = ("index.html")\n')
     # SIGTERM stops lighttpd at once; SIGINT is its graceful stop.
-    opts = ["--stop-signal", "INT"] if HAS_STOP_SIGNAL else []
-    return opts, ["/usr/sbin/lighttpd", "-D", "-f", str(conf)], HAS_STOP_SIGNAL
+    return ["--stop-signal", "INT"], ["/usr/sbin/lighttpd", "-D", "-f", str(conf)], True
 
 
 def twisted(tmp, port):
@@ -218,7 +203,7 @@ def go(tmp, port):
     env = {**os.environ, "GOCACHE": cache, "GOPATH": str(tmp / "gopath"),
            "GO111MODULE": "off", "GOFLAGS": "", "CGO_ENABLED": "0"}
     try:
-        r = subprocess.run(["go", "build", "-o", str(exe), str(HERE / "go_server.go")],
+        r = subprocess.run(["go", "build", "-o", str(exe), str(GO_EXAMPLE)],
                            cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         pytest.skip("go build took over 300 s")
@@ -276,11 +261,6 @@ def kresd(tmp, port):
                 "-S", "3", str(rundir)], False
 
 
-PLAIN_XFAIL = pytest.mark.xfail(
-    not PASSES_BLOCKING, strict=True,
-    reason="this bindonce passes sockets with O_NONBLOCK set (no --nonblocking option): a "
-           "blocking accept() raises BlockingIOError, the worker crash-loops (issue 10, point 1)")
-
 # id, recipe, executable that must exist, its Debian package, request kind
 RECIPES = [
     ("gunicorn", gunicorn, "/usr/bin/gunicorn", "gunicorn", "http"),
@@ -302,8 +282,7 @@ RECIPES = [
 
 def _params():
     for rid, recipe, exe, pkg, kind in RECIPES:
-        marks = [PLAIN_XFAIL] if rid == "python-plain" else []
-        yield pytest.param(recipe, exe, pkg, kind, id=rid, marks=marks)
+        yield pytest.param(recipe, exe, pkg, kind, id=rid)
 
 
 # ---------------------------------------------------------------------------
@@ -404,7 +383,7 @@ def test_real_server(supervisor, tmp_path, monkeypatch, recipe, exe, package, ki
         kw["validator"] = http_ok
     sup = supervisor()
     try:
-        sup.start(["-l", f"127.0.0.1:{port}", "-w", "2", *MIN_READY, *opts], command)
+        sup.start(["-l", f"127.0.0.1:{port}", "-w", "2", "--min-ready", "0.2", *opts], command)
         first = wait_ready(sup, 2)
         # Ready by exec comes before the server listens: the first request waits in the
         # queue, bounded by its response timeout, and is asked again until answered.
