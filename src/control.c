@@ -626,10 +626,8 @@ static void client_reply(ControlClient *c, char *text) {
                 client_free(c); /* the client is gone */
 }
 
-static void client_reload_done(void *userdata, const char *error) {
-        ControlClient *c = userdata;
-        char *text = error ? reply("ERROR reload failed: %s\n", error) : reply("OK\nreload complete\n");
-
+/* The answer to a client that waited for an outcome (reload, upgrade). */
+static void client_answer(ControlClient *c, char *text) {
         c->waiting = false;
         if (c->handling) {
                 /* Still inside client_handle(): it sends this when control_execute() returns. */
@@ -639,17 +637,13 @@ static void client_reload_done(void *userdata, const char *error) {
                 client_reply(c, text);
 }
 
+static void client_reload_done(void *userdata, const char *error) {
+        client_answer(userdata, error ? reply("ERROR reload failed: %s\n", error) : reply("OK\nreload complete\n"));
+}
+
 /* A failed upgrade; a successful one is answered by the new bindonce. */
 static void client_upgrade_done(void *userdata, const char *error) {
-        ControlClient *c = userdata;
-        char *text = reply("ERROR upgrade failed: %s\n", error ? error : "no reason given");
-
-        c->waiting = false;
-        if (c->handling) {
-                free(c->pending);
-                c->pending = text;
-        } else
-                client_reply(c, text);
+        client_answer(userdata, reply("ERROR upgrade failed: %s\n", error ? error : "no reason given"));
 }
 
 static void client_handle(ControlClient *c, size_t len) {
