@@ -61,14 +61,27 @@ $(BUILD)/obj $(BUILD)/unit:
 
 # Debian packages the build and the tests need; run as root on a machine that lacks them.
 DEPS := gcc make pkg-config libsystemd-dev libcmocka-dev python3 python3-pytest procps iproute2 util-linux curl mandoc
+# What `make check` runs besides bindonce, so that a fresh machine skips nothing: the real
+# servers of tests/integration/test_real_servers.py (docs/WORKERS.md's recipes), the tools
+# of test_packaging.py, systemd's own tools, and what boots the real-systemd container.
+TEST_DEPS := gunicorn uwsgi-core uwsgi-plugin-python3 lighttpd python3-twisted nodejs golang-go \
+	systemd knot-resolver bash-completion build-essential dpkg-dev debhelper fakeroot lintian \
+	debootstrap systemd-container
+check: DEPS += $(TEST_DEPS)
+# Installing must not start the servers as services (lighttpd would take port 80, kresd
+# port 53): a policy-rc.d that says no, for the time of the install, unless one is there.
 deps:
 	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			echo "Installing:" $$missing; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+			policy=; [ -e /usr/sbin/policy-rc.d ] || { policy=1; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; }; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+			rc=$$?; [ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+		elif [ -n "$$BINDONCE_ALLOW_SKIPS" ]; then \
+			echo "Missing Debian packages (their tests are skipped): $$missing"; \
 		else \
-			echo "Missing Debian packages: $$missing (run 'sudo make deps')"; exit 1; \
+			echo "Missing Debian packages: $$missing (run 'sudo make deps', or BINDONCE_ALLOW_SKIPS=1 to skip their tests)"; exit 1; \
 		fi; \
 	fi
 
