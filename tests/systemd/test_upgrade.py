@@ -311,6 +311,9 @@ def test_upgrade_in_place_keeps_the_main_pid_workers_and_sockets(c, svc, debug_p
     assert_unchanged(before, after)
     st = ctl_status(c, svc.target)
     assert st["pid"] == main and st["version"] == version, st
+    # The STATUS= of "upgrading to ..." was followed by the usual one.
+    assert c.show(svc.unit, "StatusText").startswith("%d/%d workers up" % (WORKERS, WORKERS)), \
+        c.show(svc.unit, "StatusText")
 
     # What systemd saw: RELOADING=1 (with MONOTONIC_USEC) then READY=1 from the same main
     # process for each upgrade, its unit running -> reload -> running, nothing else.
@@ -342,6 +345,12 @@ def test_upgrade_in_place_keeps_the_main_pid_workers_and_sockets(c, svc, debug_p
         wait_for(lambda: int(c.show(svc.unit, "WatchdogTimestampMonotonic") or 0) > since, 2 * WATCHDOG_SEC,
                  "a watchdog ping from the new program")
         assert c.show(svc.unit, "WatchdogUSec") in ("%ds" % WATCHDOG_SEC, str(WATCHDOG_SEC * 1000000))
+    # ExecReload= (ctl reload, through the control socket that crossed the exec) still rolls.
+    r = c.systemctl("reload", svc.unit, check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: (lambda w: w if w and not set(c.children(w)) & set(before["children"]) else None)
+             (workers_up(c, svc.unit, WORKERS)), 30, "every worker replaced by systemctl reload")
+    assert c.main_pid(svc.unit) == main
     if svc.fd_store:
         # The store is as consistent as before: a restart adopts the very socket again.
         c.systemctl("restart", svc.unit, timeout=90)
@@ -351,6 +360,27 @@ def test_upgrade_in_place_keeps_the_main_pid_workers_and_sockets(c, svc, debug_p
         assert c.show(svc.unit, "NFileDescriptorStore") == "1"
         assert init_refs(c, before["inode"]) == 1
     assert request_once("127.0.0.1", svc.port)[0] == "ok"
+
+
+def test_sigusr2_to_the_main_process_upgrades_in_place(c, debug_pid1):
+    """The signal, as an operator sends it under systemd: to the main process only
+    (`systemctl kill --kill-who=main`; to the whole unit, the workers would get it too)."""
+    s = Example()
+    try:
+        main = s.start(c)
+        before = snapshot(c, s)
+        new_inode = install_new_binary(c)
+        cursor = c.journal_cursor()
+        c.systemctl("kill", "--kill-who=main", "--signal=SIGUSR2", s.unit)
+        wait_for(lambda: "upgraded in place" in bindonce_log(c, cursor), 15, "bindonce's \"upgraded in place\"")
+        assert exe(c, main) == (BINDONCE, new_inode)
+        assert_unchanged(before, snapshot(c, s))
+        pid1 = pid1_log(c, s.unit, cursor)
+        assert state_changes(pid1, s.unit) == [("running", "reload"), ("reload", "running")], "\n".join(pid1)
+        assert_no_errors(c, s.unit, cursor)
+        assert request_once("127.0.0.1", s.port)[0] == "ok"
+    finally:
+        s.stop(c)
 
 
 # ---- a new binary that does not take over -------------------------------------------------------
