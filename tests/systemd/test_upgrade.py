@@ -155,6 +155,12 @@ def assert_no_errors(c, unit, cursor, allow=()):
     assert not lines, "error lines in the journal (%s):\n%s" % (unit, "\n".join(lines))
 
 
+def wait_running(c, unit):
+    """bindonce answers ctl upgrade, then sends READY=1: PID 1 may not have read it yet
+    when ctl returns (it is "reloading" meanwhile)."""
+    wait_for(lambda: c.show(unit, "SubState") == "running", 10, unit + " running again")
+
+
 def install_new_binary(c):
     """A copy of /usr/bin/bindonce moved over it: same bytes, a new inode at the path."""
     old = file_inode(c, BINDONCE)
@@ -307,6 +313,7 @@ def test_upgrade_in_place_keeps_the_main_pid_workers_and_sockets(c, svc, debug_p
 
     # The answered ctl client lingers until it has read its EOF: then bindonce's count is back.
     wait_for(lambda: fd_count(c, main) == fds, 10, "bindonce's fd count back to %d" % fds)
+    wait_running(c, svc.unit)
     after = snapshot(c, svc)
     assert_unchanged(before, after)
     st = ctl_status(c, svc.target)
@@ -374,6 +381,7 @@ def test_sigusr2_to_the_main_process_upgrades_in_place(c, debug_pid1):
         c.systemctl("kill", "--kill-who=main", "--signal=SIGUSR2", s.unit)
         wait_for(lambda: "upgraded in place" in bindonce_log(c, cursor), 15, "bindonce's \"upgraded in place\"")
         assert exe(c, main) == (BINDONCE, new_inode)
+        wait_running(c, s.unit)
         assert_unchanged(before, snapshot(c, s))
         pid1 = pid1_log(c, s.unit, cursor)
         assert state_changes(pid1, s.unit) == [("running", "reload"), ("reload", "running")], "\n".join(pid1)
@@ -434,6 +442,7 @@ def test_upgrade_to_a_broken_binary_leaves_the_old_one_serving(c, debug_pid1, ca
         assert counts["ok"] == sum(counts.values()), "%s; failures: %s" % (summary(counts), load.failures()[:10])
         assert load.pids() <= set(before["children"])
 
+        wait_running(c, s.unit)
         assert_unchanged(before, snapshot(c, s))
         assert exe(c, main) == running, "not the binary that ran before"
         pid1 = pid1_log(c, s.unit, cursor)
@@ -505,3 +514,28 @@ def test_upgrade_to_a_program_that_dies_after_the_exec_restarts_the_unit(c, svc)
     assert "%s: Main process exited, code=killed, status=9/KILL" % svc.unit in pid1, pid1
     assert re.search(r"Scheduled restart job, restart counter is at %s\." % after["NRestarts"], pid1), pid1
     assert request_once("127.0.0.1", svc.port)[0] == "ok"
+
+
+# ---- the package's upgrade, then the upgrade in place -------------------------------------------
+
+@pytest.mark.package
+def test_package_upgrade_then_ctl_upgrade_keeps_an_instance_running(c, installation):
+    """The operator's way with the package: dpkg -i of the new package replaces
+    /usr/bin/bindonce (a new file) and leaves the bindonce@NAME instances running the old
+    one (postinst restarts only the example); `bindonce ctl --name NAME upgrade` then moves
+    each instance to the new file, its workers untouched."""
+    s = FdStore()
+    try:
+        main = s.start(c)
+        before = snapshot(c, s)
+        r = installation.dpkg_install(c)
+        assert r.returncode == 0, "dpkg -i: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)
+        assert c.main_pid(s.unit) == main, "the package's upgrade restarted %s" % s.unit
+        assert exe(c, main)[0] == BINDONCE + " (deleted)", "dpkg did not install a new file"
+        r = ctl(c, s.target, "upgrade")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert exe(c, main) == (BINDONCE, file_inode(c, BINDONCE))
+        wait_running(c, s.unit)
+        assert_unchanged(before, snapshot(c, s))
+    finally:
+        s.stop(c)
