@@ -539,3 +539,53 @@ def test_package_upgrade_then_ctl_upgrade_keeps_an_instance_running(c, installat
         assert_unchanged(before, snapshot(c, s))
     finally:
         s.stop(c)
+
+
+# ---- an upgrade before the unit is ready ------------------------------------------------------
+
+def test_upgrade_while_the_unit_is_activating(c, debug_pid1):
+    """ctl upgrade before bindonce has sent READY=1 (its workers are not ready yet): the new
+    program carries "not ready yet" across the exec and sends READY=1 once the same workers
+    are ready, so the start job ends as it would have, with the same MainPID. (RELOADING=1
+    in the "start" state changes nothing for systemd.)"""
+    name = "upgslow"
+    unit = "bindonce@%s.service" % name
+    flag = "/run/bindonce-test-%s-go" % name
+    conf = "/etc/bindonce/%s.conf" % name
+    worker = "%s/ready-on-flag" % TESTDIR
+    port = free_tcp_port()
+    # Ready only once the test says so (bounded: 60 s), from a helper in its process group.
+    c.write_file(worker, "#!/bin/sh\nfor i in $(seq 600); do [ -e %s ] && break; sleep 0.1; done\n"
+                 "systemd-notify --ready\nexec %s\n" % (flag, HTTPD), mode=0o755)
+    c.write_file(conf, 'BINDONCE_OPTS="-l 127.0.0.1:%d -w 2 --ready notify --notify-access all '
+                 '--start-timeout 120"\nBINDONCE_COMMAND="%s"\n' % (port, worker))
+    c.run(["rm", "-f", flag])
+    try:
+        cursor = c.journal_cursor()
+        c.systemctl("start", "--no-block", unit)
+        main = wait_for(lambda: (lambda m: m if m and len(c.children(m)) == 2 else None)(c.main_pid(unit)),
+                        30, "bindonce and its 2 workers, not ready")
+        wait_for(lambda: ctl(c, ("--name", name), "status").returncode == 0, 10, "the control socket")
+        workers = c.children(main)
+        assert c.show(unit, "ActiveState") == "activating"
+        install_new_binary(c)
+        r = ctl(c, ("--name", name), "upgrade")
+        assert r.returncode == 0 and r.stdout == "upgraded to %s (pid %d)\n" % (makefile_version(), main), \
+            r.stdout + r.stderr
+        assert c.show(unit, "ActiveState") == "activating", "ready before the workers are"
+        c.run(["touch", flag])
+        wait_for(lambda: c.show(unit, "ActiveState") == "active", 30, unit + " active")
+        assert c.main_pid(unit) == main and c.children(main) == workers
+        assert exe(c, main) == (BINDONCE, file_inode(c, BINDONCE))
+        assert c.show(unit, "NRestarts") == "0"
+        pid1 = pid1_log(c, unit, cursor)
+        said = [m for m in notifications(pid1, unit, main) if "RELOADING=1" in m or "READY=1" in m]
+        assert len(said) == 2 and "RELOADING=1" in said[0] and "READY=1" in said[1], "\n".join(pid1)
+        changes = state_changes(pid1, unit)
+        assert changes[-1] == ("start", "running") and not [ch for ch in changes if "reload" in ch or
+                                                             "failed" in ch or "dead" in ch[1:]], changes
+        assert_no_errors(c, unit, cursor)
+        assert request_once("127.0.0.1", port)[0] == "ok"
+    finally:
+        c.systemctl("stop", unit, timeout=90, check=False)
+        c.run(["rm", "-f", flag, conf], check=False)
