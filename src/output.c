@@ -28,10 +28,10 @@
 /* --log-prefix: what waits for bindonce's stdout; lines that do not fit are dropped and
  * counted. */
 #define OUT_BUFFER_BYTES (256 * 1024)
-/* At exit, after the loop: how long the last lines may wait for journald (or stdout), and
- * how much is read of a pipe whose writer still lives. */
-#define FINISH_USEC (3 * USEC_PER_SEC)
-#define FINISH_ROUNDS 64
+/* At exit, after the loop: how long the last lines may wait for journald (or stdout). */
+#define FINISH_USEC (5 * USEC_PER_SEC)
+/* journald's queue full this long: journald is slow, and the log says so. */
+#define JOURNAL_STALL_USEC USEC_PER_SEC
 
 /* The read end of one worker's pipe, and what was read of it and not yet written out. */
 typedef struct Pipe Pipe;
@@ -67,6 +67,7 @@ struct WorkerOutput {
         const char *name;               /* SYSLOG_IDENTIFIER */
         int journal_fd;
         sd_event_source *journal_io;    /* EPOLLOUT, armed while journald's queue is full */
+        sd_event_source *journal_stall; /* fires when the queue stays full: journald is slow */
         bool blocked;                   /* journald's queue is full: no pipe is read */
         bool credentials;               /* false once the kernel refused them: no CAP_SYS_ADMIN */
         uid_t uid;                      /* the workers' */
@@ -163,9 +164,18 @@ static void journal_block(WorkerOutput *o) {
         o->blocked = true;
         pipes_enable(o, SD_EVENT_OFF);
         (void) sd_event_source_set_enabled(o->journal_io, SD_EVENT_ONESHOT);
+        /* A full queue for a moment is a burst; for a second, journald is slow: said then. */
+        if (sd_event_source_set_time_relative(o->journal_stall, JOURNAL_STALL_USEC) >= 0)
+                (void) sd_event_source_set_enabled(o->journal_stall, SD_EVENT_ONESHOT);
+}
+
+static int on_journal_stall(sd_event_source *s, uint64_t usec, void *userdata) {
+        WorkerOutput *o = userdata;
+
         (void) log_ratelimited(&o->slow_log, LOG_WARNING, 0,
                                "journald does not keep up with the workers' output: their pipes are not read "
                                "until it does, and a worker that writes on waits");
+        return 0;
 }
 
 /* journald's socket is gone (journald restarted without its socket unit): a new one. */
@@ -325,6 +335,7 @@ static int on_journal_writable(sd_event_source *s, int fd, uint32_t revents, voi
         WorkerOutput *o = userdata;
 
         o->blocked = false;
+        (void) sd_event_source_set_enabled(o->journal_stall, SD_EVENT_OFF);
         for (Pipe *p = o->pipes, *next; p; p = next) {
                 next = p->next;
                 if (!pipe_send(p))
@@ -360,11 +371,16 @@ static int journal_setup(WorkerOutput *o, int fd) {
         /* Sent as the workers themselves where the kernel lets us (EPERM tells once). */
         o->credentials = true;
         r = sd_event_add_io(o->event, &o->journal_io, fd, EPOLLOUT, on_journal_writable, o);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(o->journal_io, SD_EVENT_OFF);
+        if (r >= 0)
+                r = sd_event_add_time_relative(o->event, &o->journal_stall, CLOCK_MONOTONIC, JOURNAL_STALL_USEC,
+                                               100 * USEC_PER_MSEC, on_journal_stall, o);
         if (r < 0)
                 return r;
         o->slow_log.interval = 60 * USEC_PER_SEC;
         o->lost_log.interval = 60 * USEC_PER_SEC;
-        return sd_event_source_set_enabled(o->journal_io, SD_EVENT_OFF);
+        return sd_event_source_set_enabled(o->journal_stall, SD_EVENT_OFF);
 }
 
 int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t uid, gid_t gid) {
@@ -376,8 +392,9 @@ int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t u
         if (stderr_is_journal()) {
                 journal_fd = journal_connect();
                 if (journal_fd < 0)
-                        log_notice("journald cannot be reached at %s (%s): the workers write to bindonce's %s",
-                                   JOURNAL_SOCKET, strerror(-journal_fd), prefix ? "standard output, prefixed" : "standard error");
+                        log_notice("journald cannot be reached at %s (%s): the workers write to %s",
+                                   JOURNAL_SOCKET, strerror(-journal_fd),
+                                   prefix ? "bindonce's standard output, prefixed" : "bindonce's own standard output and error");
         }
         if (journal_fd < 0 && !prefix)
                 return 0;
@@ -416,6 +433,7 @@ WorkerOutput *worker_output_free(WorkerOutput *o) {
         sd_event_source_disable_unref(o->out_io);
         free(o->out);
         sd_event_source_disable_unref(o->journal_io);
+        sd_event_source_disable_unref(o->journal_stall);
         closep(&o->journal_fd);
         sd_event_unref(o->event);
         free(o);
@@ -564,8 +582,8 @@ void worker_output_finish(WorkerOutput *o) {
         if (!o)
                 return;
         /* The workers have ended: what they wrote last is read to the end of each pipe and
-         * written out, in bounded rounds and bounded time. */
-        for (unsigned round = 0; round < FINISH_ROUNDS && o->pipes; round++) {
+         * written out, in bounded time (a writer still alive may write on). */
+        while (o->pipes && now_usec() < deadline) {
                 if (!finish_ready(o, deadline))
                         break;
                 o->blocked = false;
