@@ -53,7 +53,9 @@ typedef enum OutputMode {
 
 struct WorkerOutput {
         OutputMode mode;
-        sd_event *event;
+        bool prefix;                    /* --log-prefix: the fallback when journald is not there */
+        int attach_error;               /* output_attach() failed for good: the workers write to ours */
+        sd_event *event;                /* NULL until output_attach() */
         Pipe *pending;                  /* opened, its worker not yet started */
         Pipe *pipes;
         int child_fd;                   /* the write end of the pending pipe */
@@ -384,40 +386,56 @@ static int journal_setup(WorkerOutput *o, int fd) {
 }
 
 int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t uid, gid_t gid) {
-        _cleanup_close_ int journal_fd = -1;
+        bool journal = stderr_is_journal();
         WorkerOutput *o;
-        int r;
 
         *ret = NULL;
-        if (stderr_is_journal()) {
-                journal_fd = journal_connect();
-                if (journal_fd < 0)
-                        log_notice("journald cannot be reached at %s (%s): the workers write to %s",
-                                   JOURNAL_SOCKET, strerror(-journal_fd),
-                                   prefix ? "bindonce's standard output, prefixed" : "bindonce's own standard output and error");
-        }
-        if (journal_fd < 0 && !prefix)
+        if (!journal && !prefix)
                 return 0;
         o = calloc(1, sizeof *o);
         if (!o)
                 return -ENOMEM;
         *o = (WorkerOutput) {
-                .mode = journal_fd >= 0 ? OUTPUT_JOURNAL : OUTPUT_PREFIX,
+                .mode = journal ? OUTPUT_JOURNAL : OUTPUT_PREFIX,
+                .prefix = prefix,
                 .child_fd = -1,
                 .journal_fd = -1,
                 .name = name,
                 .uid = uid == (uid_t) -1 ? getuid() : uid,
                 .gid = gid == (gid_t) -1 ? getgid() : gid,
         };
-        r = sd_event_default(&o->event);
-        if (r >= 0)
-                r = o->mode == OUTPUT_JOURNAL ? journal_setup(o, TAKE_FD(journal_fd)) : prefix_setup(o);
-        if (r < 0) {
-                worker_output_free(o);
-                return r;
-        }
         *ret = o;
         return 0;
+}
+
+/* The fds come at the first worker, not in worker_output_new(): that runs before the
+ * sockets are bound, which then keep the numbers from 3 on, as systemd would pass them.
+ * Returns -errno; the same error for good once it failed (said once). */
+static int output_attach(WorkerOutput *o) {
+        int r, fd = -1;
+
+        if (o->event || o->attach_error < 0)
+                return o->attach_error;
+        if (o->mode == OUTPUT_JOURNAL) {
+                fd = journal_connect();
+                if (fd < 0) {
+                        log_notice("journald cannot be reached at %s (%s): the workers write to %s",
+                                   JOURNAL_SOCKET, strerror(-fd),
+                                   o->prefix ? "bindonce's standard output, prefixed" : "bindonce's own standard output and error");
+                        if (!o->prefix)
+                                return (o->attach_error = fd);
+                        o->mode = OUTPUT_PREFIX;
+                }
+        }
+        r = sd_event_default(&o->event);
+        if (r >= 0)
+                r = o->mode == OUTPUT_JOURNAL ? journal_setup(o, TAKE_FD(fd)) : prefix_setup(o);
+        closep(&fd);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot set up the workers' output: %m; they write to bindonce's own");
+                o->attach_error = r;
+        }
+        return r;
 }
 
 WorkerOutput *worker_output_free(WorkerOutput *o) {
@@ -445,6 +463,8 @@ WorkerOutput *worker_output_free(WorkerOutput *o) {
 int worker_output_open(WorkerOutput *o, unsigned slot) {
         int fds[2];
 
+        if (output_attach(o) < 0)
+                return -1;
         /* Without a pipe the worker writes to our stdout and stderr directly: its output is
          * never lost. */
         o->pending = calloc(1, sizeof *o->pending);
@@ -516,7 +536,7 @@ static unsigned long lines_left(const WorkerOutput *o) {
 void worker_output_flush(WorkerOutput *o) {
         unsigned long left;
 
-        if (!o)
+        if (!o || !o->event)
                 return;
         /* Read and not yet sent: goes out now, as whole lines. Not waited for: this is the
          * loop, and journald's queue is full only while journald stalls. */
@@ -537,6 +557,9 @@ int worker_output_adopt_pipe(WorkerOutput *o, int fd, unsigned slot, pid_t pid) 
 
         if (!o)
                 return -EINVAL;
+        r = output_attach(o);
+        if (r < 0)
+                return r;
         p = calloc(1, sizeof *p);
         if (!p)
                 return -ENOMEM;
@@ -579,7 +602,7 @@ static bool finish_ready(WorkerOutput *o, usec_t deadline) {
 void worker_output_finish(WorkerOutput *o) {
         usec_t deadline = now_usec() + FINISH_USEC;
 
-        if (!o)
+        if (!o || !o->event)
                 return;
         /* The workers have ended: what they wrote last is read to the end of each pipe and
          * written out, in bounded time (a writer still alive may write on). */

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from testlib import BINDONCE, NEEDS_ROOT_REASON, WORKER_DEATH, free_tcp_port, wait_until
+from testlib import (BINDONCE, NEEDS_ROOT_REASON, WORKER_DEATH, fd_inode, free_tcp_port, listening_inodes,
+                     wait_until)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason=NEEDS_ROOT_REASON)
 
@@ -124,7 +125,8 @@ def start(sup, journal_dir, args, script, prefix=()):
     """bindonce with JOURNAL_STREAM naming its stderr (the harness's log file)."""
     sup.log_path.touch()
     st = os.stat(sup.log_path)
-    sup.start(["-l", f"127.0.0.1:{free_tcp_port()}", *args], ["/bin/sh", "-c", script], wrapper=in_namespace(journal_dir, prefix),
+    sup.port = free_tcp_port()
+    sup.start(["-l", f"127.0.0.1:{sup.port}", *args], ["/bin/sh", "-c", script], wrapper=in_namespace(journal_dir, prefix),
               env_extra={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     return sup
 
@@ -177,6 +179,9 @@ def test_entries_name_slot_pid_and_priority(supervisor, journald):
     assert len(seen) == 4, seen
     # Nothing of theirs on bindonce's stderr: it carries bindonce's own lines only.
     assert "hello from" not in sup.log() and "trouble in" not in sup.log()
+    # The journal's socket came after the listening sockets, which keep fd 3 on (as
+    # systemd's fd store and the real-systemd suite expect).
+    assert fd_inode(sup.pid, 3) in listening_inodes(sup.port)
 
 
 @pytest.mark.log_expected(SLOW, WORKER_DEATH)
