@@ -8,12 +8,14 @@
  * worker whose read end bindonce owns, read in the loop without ever waiting on it. */
 typedef struct WorkerOutput WorkerOutput;
 
-/* Under the journal (JOURNAL_STREAM names our stderr, and journald's native socket answers)
- * each line becomes a journal entry of its own, with SYSLOG_IDENTIFIER=name, SYSLOG_PID and
- * BINDONCE_SLOT, sent as the worker (uid, gid: the workers' ids, (uid_t) -1 for our own)
- * where bindonce may; else with `prefix` (--log-prefix) each line is written to our stdout
- * with "[slot N pid P] " in front; else *ret is NULL: the workers inherit bindonce's stdout
- * and stderr. Returns -errno. */
+/* Under the journal (JOURNAL_STREAM names our stderr) each line becomes a journal entry of
+ * its own, with SYSLOG_IDENTIFIER=name, SYSLOG_PID and BINDONCE_SLOT, sent as the worker
+ * (uid, gid: the workers' ids, (uid_t) -1 for our own) where bindonce may; else with
+ * `prefix` (--log-prefix) each line is written to our stdout with "[slot N pid P] " in
+ * front; else *ret is NULL: the workers inherit bindonce's stdout and stderr. Opens no fd:
+ * journald's socket and the loop's sources come with the first worker, after the sockets
+ * are bound; if journald cannot be reached then, the workers write to bindonce's own
+ * output (or, with `prefix`, through the prefixed pipes). Returns -errno. */
 int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t uid, gid_t gid);
 WorkerOutput *worker_output_free(WorkerOutput *o);
 /* At exit, the loop over: reads what the workers wrote last to the end of their pipes and
