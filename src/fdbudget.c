@@ -59,10 +59,11 @@ int fdbudget_check_spawn(void) {
         return check(used > 0 ? (unsigned long) used : 0, FDBUDGET_RESERVE_SPAWN);
 }
 
-/* A worker costs its pidfd, and in reuseport mode a socket of its own per address that
- * can have one (slot 0 uses the ones bound at start). */
+/* A worker costs its pidfd, the read end of its output pipe (--log-prefix, the journal),
+ * and in reuseport mode a socket of its own per address that can have one (slot 0 uses
+ * the ones bound at start). */
 static unsigned fds_per_worker(const Supervisor *sup) {
-        unsigned n = 1;
+        unsigned n = sup->config.worker_setup.output ? 2 : 1;
 
         if (sup->config.balance == BALANCE_REUSEPORT)
                 for (size_t j = 0; j < sup->n_listeners; j++)

@@ -208,6 +208,7 @@ typedef struct Workers {
 } Workers;
 
 static void workers_done(Workers *w) {
+        worker_output_finish(w->setup.output);   /* the workers' last lines, before we go */
         worker_output_free(w->setup.output);
         identity_done(&w->identity);
         free(w->env);
@@ -252,7 +253,7 @@ static int workers_prepare(Workers *w) {
                          w->setup.uid == (uid_t) -1 ? (int) getuid() : (int) w->setup.uid, (unsigned) w->setup.gid,
                          w->setup.n_groups);
 
-        r = worker_output_new(&w->setup.output, arg.name, arg.log_prefix);
+        r = worker_output_new(&w->setup.output, arg.name, arg.log_prefix, w->setup.uid, w->setup.gid);
         if (r < 0)
                 return log_error_errno(r, "Cannot set up the workers' output: %m"), EXIT_OSERR;
         return 0;

@@ -323,7 +323,6 @@ _no_asan_ static _noreturn_ void child_exec(SpawnParams *p, const int *fds, cons
         if (dup2(p->devnull, STDIN_FILENO) < 0)
                 child_fail(report, SPAWN_STAGE_SETUP, errno);
         /* Below 3, so the fd moves never meet it; both get the same stream. */
-        output_fd = worker_output_child(p->setup.output, output_fd);
         if (output_fd >= 0 && (dup2(output_fd, STDOUT_FILENO) < 0 || dup2(output_fd, STDERR_FILENO) < 0))
                 child_fail(report, SPAWN_STAGE_SETUP, errno);
         if (output_fd > STDERR_FILENO)

@@ -1,17 +1,15 @@
 """The workers' output (issue 10, point 5): unchanged by default; with --log-prefix each line
 comes through a pipe with "[slot N pid P] " in front, and a worker that floods while nobody
-reads bindonce's stdout stalls neither supervision nor the other workers; under the
-journal, each worker connects a journal stream of its own."""
+reads bindonce's stdout stalls neither supervision nor the other workers. Under the journal,
+see test_journal_forward.py."""
 
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -170,81 +168,3 @@ def test_flood_with_nobody_reading_stalls_nothing(run):
         pid, n = int(m.group(2)), int(text[2])
         assert n > last.get(pid, -1), "lines out of order"
         last[pid] = n
-
-
-@pytest.fixture
-def fake_journald():
-    """A listening socket at journald's stdout-stream path, where no journald runs."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to stand in for journald")
-    path = Path("/run/systemd/journal/stdout")
-    if path.exists():
-        pytest.skip("a journald runs here; not standing in for it")
-    created = [d for d in (path.parent.parent, path.parent) if not d.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(path))
-    try:
-        yield srv
-    finally:
-        srv.close()
-        path.unlink(missing_ok=True)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-
-
-def journal_env(err):
-    st = os.fstat(err.fileno())
-    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-
-
-def test_journal_stream_per_worker(run, tmp_path, fake_journald):
-    """Under the journal (JOURNAL_STREAM names bindonce's stderr), each worker connects a
-    stream of its own, as itself: the header names the instance, the peer is the worker."""
-    srv = fake_journald
-    srv.listen(16)
-    srv.settimeout(10)
-    streams = []
-    if True:
-        err_path = tmp_path / "journal-stderr"
-        with open(err_path, "wb") as err:
-            r = run(["-w", "2", "--name", "jtest"], ["/bin/sh", "-c", "echo hello-$BINDONCE_WORKER; exec sleep 100"],
-                    env=journal_env(err), stderr=err)
-        for _ in range(2):
-            c, _ = srv.accept()
-            c.settimeout(10)
-            cred = c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            peer = int.from_bytes(cred[:4], "little", signed=True)
-            data = b""
-            while data.count(b"\n") < 8:
-                chunk = c.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            streams.append((peer, data.split(b"\n")))
-            c.close()
-        st = r.wait_status(lambda s: all(x["pid"] for x in s["slots"]), 10, "2 workers")
-        pids = {x["pid"]: x["slot"] for x in st["slots"]}
-        for peer, lines in streams:
-            assert lines[0] == b"jtest", lines
-            assert peer in pids, (peer, pids)
-            assert lines[7] == f"hello-{pids[peer]}".encode(), lines
-        # bindonce's own lines still go to its stderr, in the journal's format.
-        assert "<6>" in err_path.read_text()
-
-
-def test_journal_that_does_not_accept_stalls_nothing(run, tmp_path, fake_journald):
-    """A journald that accepts nothing (its backlog full): the workers start all the same,
-    those without a stream write to bindonce's stderr."""
-    fake_journald.listen(0)
-    err_path = tmp_path / "journal-stderr"
-    with open(err_path, "wb") as err:
-        r = run(["-w", "4"], ["/bin/sh", "-c", "echo hello-$BINDONCE_WORKER; exec sleep 100"],
-                env=journal_env(err), stderr=err)
-    r.wait_status(lambda s: sum(1 for x in s["slots"] if x["ready"]) == 4, 10, "4 ready workers")
-    # One stream waits in the backlog; the other three workers write to bindonce's stdout.
-    lines = read_lines(r.proc.stdout, 3, timeout=10)
-    assert sorted(l.split(b"-")[0] for l in lines) == [b"hello"] * 3, lines

@@ -427,7 +427,7 @@ static int count_fds_linked_to(const char *target) {
         return n;
 }
 
-/* --log-prefix: the output pipe is made per spawn, above every fd, and lent to the child at
+/* --log-prefix (and the journal): the output pipe is made per spawn, above every fd, and lent to the child at
  * a low number. The worker writes to it on fd 1 and 2; once it runs, bindonce holds only the
  * read end, so the pipe ends when the worker does. */
 static void test_spawn_output_pipe(void **state) {
@@ -441,9 +441,7 @@ static void test_spawn_output_pipe(void **state) {
         SpawnResult res;
         ssize_t l;
 
-        if (getenv("JOURNAL_STREAM"))
-                skip();         /* the journal mode instead: no pipe */
-        assert_int_equal(worker_output_new(&setup.output, "t", true), 0);
+        assert_int_equal(worker_output_new(&setup.output, "t", true, (uid_t) -1, (gid_t) -1), 0);
         assert_non_null(setup.output);
         p.setup = setup;
         /* It waits on its socket until we have looked at both ends of its pipe. */
