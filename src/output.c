@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +27,7 @@
 /* --log-prefix: what waits for bindonce's stdout; lines that do not fit are dropped and
  * counted. */
 #define OUT_BUFFER_BYTES (256 * 1024)
-/* At exit, after the loop: how long the last lines may wait for journald (or stdout). */
+/* At exit: how long the workers' last lines may wait for journald (or stdout). */
 #define FINISH_USEC (5 * USEC_PER_SEC)
 /* journald's queue full this long: journald is slow, and the log says so. */
 #define JOURNAL_STALL_USEC USEC_PER_SEC
@@ -76,6 +75,10 @@ struct WorkerOutput {
         gid_t gid;
         unsigned long lost;             /* lines journald refused (not: had no room for) */
         RateLimit slow_log, lost_log;
+        /* bindonce is about to exit: the last lines go out first, in bounded time */
+        WorkerOutputDrained drained;
+        void *drained_userdata;
+        sd_event_source *drain_deadline;
 };
 
 static bool stderr_is_journal(void) {
@@ -115,8 +118,11 @@ static void out_flush(WorkerOutput *o) {
                 (void) sd_event_source_set_enabled(o->out_io, SD_EVENT_ONESHOT);
 }
 
+static void drain_check(WorkerOutput *o);
+
 static int on_out_writable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         out_flush(userdata);
+        drain_check(userdata);
         return 0;
 }
 
@@ -260,6 +266,7 @@ static void pipe_remove(WorkerOutput *o, Pipe *p) {
                         break;
                 }
         pipe_free(p);
+        drain_check(o);
 }
 
 /* The complete lines of what was read go out; a line as long as the buffer goes out as a
@@ -296,9 +303,8 @@ static bool pipe_send(Pipe *p) {
 }
 
 /* Reads a bounded share (a worker that floods does not hold the loop), until EAGAIN, the
- * pipe's end or journald's full queue. With `finishing` (bindonce exits), EAGAIN counts as
- * the end: what a writer still alive writes later is not waited for. May free p. */
-static void pipe_read(Pipe *p, bool finishing) {
+ * pipe's end or journald's full queue. May free p. */
+static void pipe_read(Pipe *p) {
         WorkerOutput *o = p->output;
 
         for (int round = 0; round < 16; round++) {
@@ -311,7 +317,7 @@ static void pipe_read(Pipe *p, bool finishing) {
                 n = read(p->fd, p->line + p->len, sizeof p->line - p->len);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0 && errno == EAGAIN && !finishing)
+                if (n < 0 && errno == EAGAIN)
                         return;
                 if (n <= 0) {
                         /* The worker and all that inherited its output are gone. */
@@ -327,7 +333,7 @@ static void pipe_read(Pipe *p, bool finishing) {
 }
 
 static int on_pipe_readable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        pipe_read(userdata, false);
+        pipe_read(userdata);
         return 0;
 }
 
@@ -344,6 +350,7 @@ static int on_journal_writable(sd_event_source *s, int fd, uint32_t revents, voi
                         return 0;       /* full again: journal_block() re-armed us */
         }
         pipes_enable(o, SD_EVENT_ON);
+        drain_check(o);
         return 0;
 }
 
@@ -452,6 +459,7 @@ WorkerOutput *worker_output_free(WorkerOutput *o) {
         free(o->out);
         sd_event_source_disable_unref(o->journal_io);
         sd_event_source_disable_unref(o->journal_stall);
+        sd_event_source_disable_unref(o->drain_deadline);
         closep(&o->journal_fd);
         sd_event_unref(o->event);
         free(o);
@@ -572,56 +580,61 @@ int worker_output_adopt_pipe(WorkerOutput *o, int fd, unsigned slot, pid_t pid) 
         return r;
 }
 
-/* ---- at exit, the loop over ---------------------------------------------------------------- */
+/* ---- at exit --------------------------------------------------------------------------------- */
 
-/* Waits until journald (or stdout) takes more, or the deadline passes: false then. */
-static bool finish_wait(WorkerOutput *o, usec_t deadline) {
-        struct pollfd pfd = {
-                .fd = o->mode == OUTPUT_JOURNAL ? o->journal_fd : STDOUT_FILENO,
-                .events = POLLOUT,
-        };
-        usec_t now = now_usec();
-
-        if (now >= deadline)
-                return false;
-        return poll(&pfd, 1, (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC)) > 0;
+static bool drained(const WorkerOutput *o) {
+        return !o->pipes && !o->blocked && o->out_len == 0;
 }
 
-/* Whether what was read so far can be written; waits (bounded) if need be. */
-static bool finish_ready(WorkerOutput *o, usec_t deadline) {
-        if (o->mode == OUTPUT_JOURNAL)
-                return !o->blocked || finish_wait(o, deadline);
-        while (o->out_io && o->out_len > 0) {
-                if (!finish_wait(o, deadline))
-                        return false;
-                out_flush(o);
-        }
-        return true;
+static void drain_done(WorkerOutput *o) {
+        WorkerOutputDrained f = o->drained;
+
+        o->drained = NULL;
+        o->drain_deadline = sd_event_source_disable_unref(o->drain_deadline);
+        f(o->drained_userdata);
+}
+
+/* Called wherever a pipe ends or journald (stdout) takes more. */
+static void drain_check(WorkerOutput *o) {
+        if (o->drained && drained(o))
+                drain_done(o);
+}
+
+static int on_drain_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        drain_done(userdata);
+        return 0;
+}
+
+int worker_output_drain(WorkerOutput *o, WorkerOutputDrained done, void *userdata) {
+        int r;
+
+        if (!o || !o->event || drained(o))
+                return 0;
+        if (o->drained)
+                return 1;       /* already waiting */
+        /* The workers have ended: their pipes give what they wrote last, then their end. A
+         * writer still alive (escaped, and not swept yet) is not waited for beyond this. */
+        r = sd_event_add_time_relative(o->event, &o->drain_deadline, CLOCK_MONOTONIC, FINISH_USEC,
+                                       10 * USEC_PER_MSEC, on_drain_deadline, o);
+        if (r < 0)
+                return 0;       /* no timer: exit now, and the count says what was lost */
+        o->drained = done;
+        o->drained_userdata = userdata;
+        if (o->out_len > 0 && o->out_io)
+                (void) sd_event_source_set_enabled(o->out_io, SD_EVENT_ONESHOT);
+        return 1;
 }
 
 void worker_output_finish(WorkerOutput *o) {
-        usec_t deadline = now_usec() + FINISH_USEC;
+        unsigned long left;
 
         if (!o || !o->event)
                 return;
-        /* The workers have ended: what they wrote last is read to the end of each pipe and
-         * written out, in bounded time (a writer still alive may write on). */
-        while (o->pipes && now_usec() < deadline) {
-                if (!finish_ready(o, deadline))
-                        break;
-                o->blocked = false;
-                for (Pipe *p = o->pipes, *next; p && !o->blocked; p = next) {
-                        next = p->next;
-                        if (p->fd >= 0)
-                                pipe_read(p, true);
-                        else
-                                (void) pipe_send(p);
-                }
-        }
-        if (!finish_ready(o, deadline) || o->pipes)
+        /* What the loop could not write out in time (worker_output_drain()) is lost: said. */
+        left = lines_left(o);
+        if (left > 0)
                 log_warning("%s took not all of the workers' last output in time: %lu lines lost",
-                            o->mode == OUTPUT_JOURNAL ? "journald" : "bindonce's standard output",
-                            lines_left(o));
+                            o->mode == OUTPUT_JOURNAL ? "journald" : "bindonce's standard output", left);
         if (o->dropped > 0)
                 log_warning("%lu lines of the workers' output were dropped", o->dropped);
 }

@@ -18,8 +18,12 @@ typedef struct WorkerOutput WorkerOutput;
  * output (or, with `prefix`, through the prefixed pipes). Returns -errno. */
 int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t uid, gid_t gid);
 WorkerOutput *worker_output_free(WorkerOutput *o);
-/* At exit, the loop over: reads what the workers wrote last to the end of their pipes and
- * writes it out, waiting for journald (or stdout) a bounded time. */
+/* bindonce is done, its workers have ended: what they wrote last is read to the end of
+ * their pipes and written out, in the loop. Returns 0 when nothing is left (exit now), or
+ * 1: done(userdata) is called once it is all out, or after 5 s at the most. */
+typedef void (*WorkerOutputDrained)(void *userdata);
+int worker_output_drain(WorkerOutput *o, WorkerOutputDrained done, void *userdata);
+/* After the loop: says what could not be written out in time. */
 void worker_output_finish(WorkerOutput *o);
 
 /* In the parent, before the fork: the fd the child takes as its stdout and stderr, or -1

@@ -42,6 +42,7 @@ struct Supervisor {
         Worker *retired;
         Roll roll;
         bool stopping;
+        bool exit_logged;               /* "stopped" said; waiting for the workers' last lines */
         bool notify;                    /* NOTIFY_SOCKET: tell systemd READY, STATUS, ... */
         bool status_socket;             /* STATUS= updates have a socket */
         sd_event_source *followup;      /* once per loop turn: STATUS=, steering, roll, exit */

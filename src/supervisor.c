@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "orphans.h"
+#include "output.h"
 #include "sdnotify.h"
 #include "devloop.h"
 #include "escapes.h"
@@ -234,6 +235,12 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
         return 0;
 }
 
+static void supervisor_exit(void *userdata) {
+        Supervisor *sup = userdata;
+
+        (void) sd_event_exit(sup->event, sup->exit_code);
+}
+
 static void supervisor_maybe_exit(Supervisor *sup) {
         for (unsigned i = 0; i < sup->n_slots; i++)
                 if (sup->slots[i]->state != SLOT_IDLE)
@@ -256,9 +263,13 @@ static void supervisor_maybe_exit(Supervisor *sup) {
                 }
                 return;
         }
-        if (sup->stopping)
+        if (sup->stopping && !sup->exit_logged) {
+                sup->exit_logged = true;
                 log_info("stopped");
-        (void) sd_event_exit(sup->event, sup->exit_code);
+        }
+        /* The workers' last lines go out before we do (bounded: see worker_output_drain()). */
+        if (worker_output_drain(sup->config.worker_setup.output, supervisor_exit, sup) == 0)
+                supervisor_exit(sup);
 }
 
 /* No more waiting: every process of ours, workers, replacements, retired workers and
