@@ -311,3 +311,24 @@ def test_pipes_cross_an_upgrade_in_place(supervisor, journald):
     for pid, numbers in ticks.items():
         assert numbers == list(range(1, len(numbers) + 1)), f"worker {pid}: lines lost across the exec"
     assert "upgrade: executing" in sup.log() and "upgrade: journald has no room" not in sup.log()
+
+
+@pytest.mark.log_expected(r"journald refuses the workers' output")
+def test_upgrade_without_journald_keeps_reading_the_pipes(supervisor, journald):
+    """journald gone when the new bindonce takes over: the pipes of the running workers are
+    still read (else their next write would kill them with SIGPIPE), and their lines go to
+    bindonce's standard output, prefixed with slot and pid."""
+    sup = start(supervisor(), journald.dir, ["-w", "2", "--name", NAME],
+                'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo "tick $$ $i"; sleep 0.01; done')
+    st = wait_status(sup, all_up(2), 10, "2 workers")
+    slot_of = {s["pid"]: s["slot"] for s in st["slots"]}
+    journald.wait_messages(lambda m: len(m) >= 10, 10, "ticks before the upgrade")
+    journald.close()                    # the socket file goes: connect() fails from now on
+    r = ctl(sup, "upgrade")
+    assert r.returncode == 0, r.stderr + sup.log()
+    for pid, slot in slot_of.items():
+        wait_until(lambda: f"[slot {slot} pid {pid}] tick {pid} " in sup.stdout_path.read_text(), 10,
+                   f"worker {pid}'s lines on bindonce's stdout after the upgrade")
+    st = wait_status(sup, all_up(2), 10, "2 workers")
+    assert {s["pid"]: s["slot"] for s in st["slots"]} == slot_of, "the same workers, alive"
+    assert sup.log().count("journald cannot be reached") == 1, sup.log()
