@@ -417,8 +417,10 @@ int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t u
 
 /* The fds come at the first worker, not in worker_output_new(): that runs before the
  * sockets are bound, which then keep the numbers from 3 on, as systemd would pass them.
- * Returns -errno; the same error for good once it failed (said once). */
-static int output_attach(WorkerOutput *o) {
+ * Returns -errno; the same error for good once it failed (said once).
+ * `adopting`: pipes of workers that already run (an upgrade in place) must be read, even
+ * without journald and --log-prefix: they then go out prefixed. */
+static int output_attach(WorkerOutput *o, bool adopting) {
         int r, fd = -1;
 
         if (o->event || o->attach_error < 0)
@@ -426,10 +428,12 @@ static int output_attach(WorkerOutput *o) {
         if (o->mode == OUTPUT_JOURNAL) {
                 fd = journal_connect();
                 if (fd < 0) {
+                        bool prefixed = o->prefix || adopting;
+
                         log_notice("journald cannot be reached at %s (%s): the workers write to %s",
                                    JOURNAL_SOCKET, strerror(-fd),
-                                   o->prefix ? "bindonce's standard output, prefixed" : "bindonce's own standard output and error");
-                        if (!o->prefix)
+                                   prefixed ? "bindonce's standard output, prefixed" : "bindonce's own standard output and error");
+                        if (!prefixed)
                                 return (o->attach_error = fd);
                         o->mode = OUTPUT_PREFIX;
                 }
@@ -471,7 +475,7 @@ WorkerOutput *worker_output_free(WorkerOutput *o) {
 int worker_output_open(WorkerOutput *o, unsigned slot) {
         int fds[2];
 
-        if (output_attach(o) < 0)
+        if (output_attach(o, false) < 0)
                 return -1;
         /* Without a pipe the worker writes to our stdout and stderr directly: its output is
          * never lost. */
@@ -565,7 +569,7 @@ int worker_output_adopt_pipe(WorkerOutput *o, int fd, unsigned slot, pid_t pid) 
 
         if (!o)
                 return -EINVAL;
-        r = output_attach(o);
+        r = output_attach(o, true);
         if (r < 0)
                 return r;
         p = calloc(1, sizeof *p);
