@@ -125,7 +125,7 @@ demo: deps
 
 # Benchmarks: medians and ratios, written to docs/PERFORMANCE.md, and the pictures beside
 # it (docs/*.svg, drawn with matplotlib); never a pass/fail test.
-bench: DEPS += python3-matplotlib
+bench: DEPS += python3-matplotlib supervisor gunicorn wrk systemd
 bench: deps all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)
