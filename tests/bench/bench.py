@@ -1824,7 +1824,10 @@ PICTURE_TEXT = {
                           "time and the time it took (green ok, red refused, orange failed), every SIGKILL "
                           "a grey line. A failure is a connection the killed worker had accepted or, for "
                           "the naive loops (a SO_REUSEPORT socket each), one still queued on its socket; "
-                          "with one socket shared by all workers, nothing queued is lost.",
+                          "with one socket shared by all workers, nothing queued is lost. A stretch "
+                          "without marks is time in which no attempt started: the 8 in flight were all "
+                          "waiting (their marks sit at its start, high up); when they all end together and "
+                          "ok, the whole machine stalled (a shared machine's load), not the supervisor.",
     "restart-latency.svg": "Row 2, every sample: from SIGKILL to the first answer of the replacement, "
                            "per peer, against the floor of the same kill, reap and exec with nothing else.",
     "rolling-restart.svg": "Row 6, bindonce: its children (new, old and exiting workers) and its ready slots, "

@@ -88,7 +88,7 @@ def chaos_timeline(chaos, titles, path, run, missing=None, window_s=2.0):
     check_chaos(chaos, missing or {})
     peers = PEERS
     fig, axes = plt.subplots(len(peers), 1, sharex=True, sharey=True,
-                             figsize=(9, 1.55 * len(peers) + 1.1), squeeze=False)
+                             figsize=(10, 1.55 * len(peers) + 1.1), squeeze=False)
     axes = axes[:, 0]
     for ax, peer in zip(axes, peers):
         d = chaos[peer]
@@ -109,10 +109,11 @@ def chaos_timeline(chaos, titles, path, run, missing=None, window_s=2.0):
                            rasterized=(name == "ok"), zorder=3 if name != "ok" else 2)
         ax.set_yscale("log")
         ax.set_ylabel("ms to outcome")
-        ax.set_title("%s: %d attempts in %g s, %d kills: %d refused, %d failed%s%s" % (
+        if d.get("load"):
+            ax.set_title("load average %s" % d["load"], loc="right", fontsize=7.5, color="0.35")
+        ax.set_title("%s: %d attempts in %g s, %d kills: %d refused, %d failed%s" % (
             titles.get(peer, peer), len(attempts), d["seconds"], len(kills), counts["refused"],
-            counts["failed"], d.get("note", ""), "  (load %s)" % d["load"] if d.get("load") else ""),
-            loc="left",
+            counts["failed"], d.get("note", "")), loc="left",
             fontweight="bold" if peer == "bindonce" else None)
     axes[-1].set_xlim(0, window_s)
     axes[-1].set_xlabel("seconds since the start of the run (the first %g s shown; the counts are for the whole run)"
@@ -246,6 +247,7 @@ def main():
     with open(sys.argv[1]) as f:
         saved = json.load(f)
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+    os.makedirs(out, exist_ok=True)
     written, failed = write_all(saved["plots"], saved["titles"], out, saved["run"])
     for name, what in written:
         print("%s (%s)" % (os.path.join(out, name), what))
