@@ -1878,15 +1878,19 @@ def pictures_section(bench, info):
     out = ["## Pictures (drawn by this run)\n"]
     if bench.args.no_plots:
         return out + ["Not drawn by this run (--no-plots): any docs/*.svg are from an earlier run.\n"]
+    if not bench.pictures:
+        out.append("This run drew no picture: any docs/*.svg are from an earlier run.\n")
     rel = os.path.relpath(bench.args.plots_dir, os.path.join(REPO, "docs"))
     text = ("Drawn by tests/bench/plots.py from this run's own data, stamped with its date (%s) in "
             "their titles. The load average over the whole run is under Machine" % info["date"])
     if bench.plots.get("chaos"):
         text += ("; every panel of the chaos timeline gives the 1-minute load average at the start and end "
-                 "of that peer's run. The timeline compares counts (refused, failed), which a shared machine "
-                 "does not change much; the attempts per second go down with the load. The chaos runs "
-                 "(row 3a, 4 peers) took %.0f s" % getattr(bench, "chaos_seconds", 0))
-    out.append(text + ".\n")
+                 "of that peer's run. The timeline compares counts (refused, failed; losses for bindonce), "
+                 "not speed; a loaded machine runs fewer attempts and can fail more of them for every peer, "
+                 "so compare the panels of one run with each other. The chaos runs (row 3a, 4 peers) took "
+                 "%.0f s" % getattr(bench, "chaos_seconds", 0))
+    if bench.pictures:
+        out.append(text + ".\n")
     for name, _ in bench.pictures:
         out.append("![%s](%s)\n" % (PICTURE_TEXT.get(name, name).split(":")[0],
                                        name if rel == "." else os.path.join(rel, name)))
