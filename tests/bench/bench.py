@@ -12,7 +12,7 @@ and writes docs/PERFORMANCE.md. Medians over repeated runs; never pass/fail.
 docs/*.svg are written only with the PERFORMANCE.md that describes them (its Pictures
 section, written here too): pictures and tables always come from the same run. A picture
 that would leave out a contender (not installed, or its run failed) is not drawn; the run
-says so on stderr and in the report, and exits 1.
+says so on stderr and in the report, and exits 1 (tests/bench/chaos_selfcheck.py checks that).
 
 Environment (set by make): BINDONCE, TESTWORKER, EXAMPLE_HTTPD. Loopback only. Every
 process started here is ended here, by its pid; every load loop is bounded in count and time.

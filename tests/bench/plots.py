@@ -239,14 +239,15 @@ def rolling_restart(reload, path, run, bin_s=0.01, before_s=0.05, after_s=0.1):
 
 
 def main():
-    """Draw again from a kept scratch directory: plots.py SCRATCH/plots.json [OUT_DIR]."""
+    """Draw again from a kept scratch directory: plots.py SCRATCH/plots.json OUT_DIR. OUT_DIR
+    is docs/ only for the run that wrote docs/PERFORMANCE.md (its title stamp says which)."""
     import json
     import sys
-    if len(sys.argv) < 2:
-        sys.exit("usage: plots.py SCRATCH/plots.json [OUT_DIR]  (bench.py --keep leaves SCRATCH)")
+    if len(sys.argv) != 3:
+        sys.exit("usage: plots.py SCRATCH/plots.json OUT_DIR  (bench.py --keep leaves SCRATCH)")
     with open(sys.argv[1]) as f:
         saved = json.load(f)
-    out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+    out = sys.argv[2]
     os.makedirs(out, exist_ok=True)
     written, failed = write_all(saved["plots"], saved["titles"], out, saved["run"])
     for name, what in written:
