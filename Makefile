@@ -124,8 +124,9 @@ demo: deps
 	docs/examples/demo.sh $(BUILD)/bindonce $(BUILD)/httpd
 
 # Benchmarks: medians and ratios, written to docs/PERFORMANCE.md, and the pictures beside
-# it (docs/*.svg, drawn with matplotlib); never a pass/fail test.
-bench: DEPS += python3-matplotlib
+# it (docs/*.svg, drawn with matplotlib) from the same run; never a pass/fail test. The
+# contenders are deps: a comparison missing one is not drawn, and bench.py exits 1.
+bench: DEPS += python3-matplotlib supervisor gunicorn wrk systemd
 bench: deps all
 	BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
 	EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd $(PYTHON) tests/bench/bench.py $(BENCH_ARGS)

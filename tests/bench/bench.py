@@ -5,14 +5,21 @@ and writes docs/PERFORMANCE.md. Medians over repeated runs; never pass/fail.
     make bench                          # everything, about 5 minutes on 2 cores
     make bench BENCH_ARGS="--rows 2,3"  # some rows only (the file says which were run)
     make bench BENCH_ARGS="--quick"     # shorter runs, fewer samples: to try changes out
-    make bench BENCH_ARGS="--plots-only" # only the pictures (docs/*.svg), from short runs of
-                                        # rows 2, 3a and 6; PERFORMANCE.md is left alone
+    make bench BENCH_ARGS="--plots-only" # only the pictures, from short runs of rows 2, 3a
+                                        # and 6, into build/bench-plots/; docs/ is left alone
+    make bench BENCH_ARGS="--rows 3 --no-write --plots-dir /tmp/p"  # the chaos timeline alone
+
+docs/*.svg are written only with the PERFORMANCE.md that describes them (its Pictures
+section, written here too): pictures and tables always come from the same run. A picture
+that would leave out a contender (not installed, or its run failed) is not drawn; the run
+says so on stderr and in the report, and exits 1 (tests/bench/chaos_selfcheck.py checks that).
 
 Environment (set by make): BINDONCE, TESTWORKER, EXAMPLE_HTTPD. Loopback only. Every
 process started here is ended here, by its pid; every load loop is bounded in count and time.
 Needs: gcc, wrk; for the alternatives supervisor, gunicorn, systemd (systemd-socket-activate);
-a missing one makes its column n/a. The pictures (tests/bench/plots.py) need python3-matplotlib;
-without it they are left out and the report says so.
+a missing one makes its column n/a, loudly, and fails the pictures that compare it. The
+pictures (tests/bench/plots.py) need python3-matplotlib; without it they are not drawn, and
+the run says so and exits 1.
 """
 import argparse
 import datetime
@@ -239,6 +246,7 @@ class Bench:
         self.summary = []       # computed sentences for the top of PERFORMANCE.md
         self.plots = {}         # what the pictures are drawn from: "chaos", "restart", "reload"
         self.pictures = []      # [(file name in docs/, what it shows)] written by this run
+        self.picture_failures = []  # [(file name, why it was not drawn)]: the run fails
         self.seq = 0
 
     def record(self, label, argv, env=None):
@@ -551,15 +559,24 @@ def have(path):
 
 
 HAVE = {}
+MISSING = {}    # column -> why it is not run; the report and the pictures name it
 
 
 def available(column):
-    need = {"supervisord": "/usr/bin/supervisord", "gunicorn": "/usr/bin/gunicorn",
-            "ssa": "/usr/bin/systemd-socket-activate"}.get(column)
+    """Whether a contender is installed; a missing one is said loudly, once (its column is
+    n/a and the pictures that compare it are not drawn)."""
+    need, package = {"supervisord": ("/usr/bin/supervisord", "supervisor"),
+                     "gunicorn": ("/usr/bin/gunicorn", "gunicorn"),
+                     "ssa": ("/usr/bin/systemd-socket-activate", "systemd")}.get(column, (None, None))
     if need is None:
         return True
     if column not in HAVE:
         HAVE[column] = have(need)
+        if not HAVE[column]:
+            MISSING[column] = "not installed (%s is missing: apt-get install %s, or make bench as root)" % (
+                need, package)
+            print("bench.py: WARNING: %s %s; its column is n/a and the pictures comparing it are not drawn" % (
+                column, MISSING[column]), file=sys.stderr, flush=True)
     return HAVE[column]
 
 
@@ -923,12 +940,37 @@ def kill_run(bench, server, every_ms, seconds, conc=8, trace=None):
 
 
 def chaos_trace(bench, row, column, every_ms, seconds):
-    """Row 3a's runs keep every attempt and kill for the timeline picture (--trace)."""
+    """Row 3a's runs keep every attempt and kill for the timeline picture (--trace), with the
+    load average at their start (the end is added by chaos_done)."""
     if row != "3a":
         return None
     path = bench.path("trace-3a-%s.txt" % column)
-    bench.plots.setdefault("chaos", {})[column] = {"trace": path, "every_ms": every_ms, "seconds": seconds}
+    bench.plots.setdefault("chaos", {})[column] = {"trace": path, "every_ms": every_ms, "seconds": seconds,
+                                                  "load0": loadavg().split()[0]}
     return path
+
+
+def chaos_done(bench, row, column, res, parents):
+    """After a row 3 run: a run without a single kill or answer compared nothing; say so
+    (RuntimeError, which chaos_failed records). Row 3a: the load at the end, for the picture."""
+    if not res["killed"]:
+        raise RuntimeError("no worker was killed (loadclient found no children of %s)" % parents)
+    if not res["classes"].get("ok"):
+        raise RuntimeError("no connection was answered in %d attempts" % res["attempts"])
+    d = bench.plots.get("chaos", {}).get(column) if row == "3a" else None
+    if d is not None:
+        d["load"] = "%s to %s" % (d.pop("load0"), loadavg().split()[0])
+
+
+def chaos_failed(bench, row, column, label, why, what="run failed"):
+    """A contender whose row 3 run failed or could not start: loud on stderr, in its cell,
+    and its panel of the timeline marked failed (plots.py then draws no timeline at all)."""
+    why = " ".join(str(why).split())[:300]
+    print("bench.py: WARNING: row %s: %s: %s: %s" % (row, label, what, why), file=sys.stderr, flush=True)
+    bench.cell(row, column, "**%s**: %s" % (what, why))
+    bench.notes.append("row %s, %s: %s: %s" % (row, label, what, why))
+    if row == "3a":
+        bench.plots.setdefault("chaos", {})[column] = {"failed": why}
 
 
 def row_kills(bench):
@@ -939,6 +981,7 @@ def row_kills(bench):
     bench.row3_cpu = []
     # --plots-only: the 100 ms run alone, which the timeline shows.
     for row, every in (("3a", 100),) if bench.args.plots_only else (("3a", 100), ("3b", 20)):
+        t_row = now()
         # bindonce with testworker: what the killed workers had accepted is known exactly.
         twdir = bench.path("tw-%d" % every)
         os.makedirs(twdir)
@@ -950,6 +993,7 @@ def row_kills(bench):
             st0 = s.status()
             c0 = cpu_ns(s.pid)
             res = kill_run(bench, s, every, seconds, trace=chaos_trace(bench, row, "bindonce", every, seconds))
+            chaos_done(bench, row, "bindonce", res, s.parents())
             c1 = cpu_ns(s.pid)
             time.sleep(0.3)
             st1 = s.status()
@@ -987,35 +1031,46 @@ def row_kills(bench):
                 res["kill_skipped"], res["kill_skipped"] + len(killed)))
         bench.summary.append(line + ".")
 
-        alts = [Naive(bench, 4)]
-        if available("supervisord"):
-            alts.append(Supervisord(bench, 4))
-        if available("gunicorn"):
-            alts.append(Gunicorn(bench, 4))
         # The alternatives have no backoff to settle: no pause; at 20 ms only half the time.
         alt_seconds = seconds if every >= 100 else max(2, seconds // 2)
-        for a in alts:
-            bench.record("row3 %s" % a.label, a.argv)
-            try:
-                start_all([a])
-                res = kill_run(bench, a, every, alt_seconds,
-                               trace=chaos_trace(bench, row, a.column, every, alt_seconds))
-            finally:
-                a.stop()
-            fails = failures_of(res)
-            killed = len(res["killed"])
-            bench.cell(row, a.column, "refused %d; failed %d, kills %d: ≥ %d lost beyond casualties; %s ok/s%s" % (
-                res["classes"]["refused"], fails, killed, max(0, fails - killed), fmt_int(res["rate"]),
-                "" if alt_seconds == seconds else " (%d s)" % alt_seconds))
-            bench.detail(row, "%s: %d attempts, ok %d (%s/s), failures: %s; kills %d; workers alive at a kill "
-                              "tick: %.2f on average, none at %d ticks; latency p50 %s p99 %s max %s%s" % (
-                                  a.label, res["attempts"], res["classes"]["ok"], fmt_int(res["rate"]),
-                                  classes_text(res), killed, res["alive_at_kills"], res["kill_skipped"],
-                                  fmt_ms(res["latency_us"]["p50"]), fmt_ms(res["latency_us"]["p99"]),
-                                  fmt_ms(res["latency_us"]["max"]),
-                                  "; a bad payload: %r" % res["bad_payload_sample"] if res["bad_payload_sample"] else ""))
+        for column, make in (("naive", Naive), ("supervisord", Supervisord), ("gunicorn", Gunicorn)):
+            if not available(column):
+                chaos_failed(bench, row, column, column, MISSING[column], what="not run")
+                continue
+            kill_alternative(bench, make(bench, 4), row, every, seconds, alt_seconds)
+        if row == "3a":
+            bench.chaos_seconds = now() - t_row
+            print("    (row 3a, the runs of the chaos timeline: %.0f s)" % bench.chaos_seconds, flush=True)
         bench.cell(row, "direct", "n/a: nothing restarts it")
         bench.cell(row, "ssa", "n/a: one process, not restarted")
+
+
+def kill_alternative(bench, a, row, every, seconds, alt_seconds):
+    """One alternative's row 3 run; a failure is recorded (chaos_failed), not raised, so that
+    the other contenders still run and the report says which one failed and why."""
+    bench.record("row3 %s" % a.label, a.argv)
+    try:
+        try:
+            start_all([a])
+            res = kill_run(bench, a, every, alt_seconds, trace=chaos_trace(bench, row, a.column, every, alt_seconds))
+            chaos_done(bench, row, a.column, res, a.parents())
+        finally:
+            a.stop()
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as e:
+        chaos_failed(bench, row, a.column, a.label, e)
+        return
+    fails = failures_of(res)
+    killed = len(res["killed"])
+    bench.cell(row, a.column, "refused %d; failed %d, kills %d: ≥ %d lost beyond casualties; %s ok/s%s" % (
+        res["classes"]["refused"], fails, killed, max(0, fails - killed), fmt_int(res["rate"]),
+        "" if alt_seconds == seconds else " (%d s)" % alt_seconds))
+    bench.detail(row, "%s: %d attempts, ok %d (%s/s), failures: %s; kills %d; workers alive at a kill "
+                      "tick: %.2f on average, none at %d ticks; latency p50 %s p99 %s max %s%s" % (
+                          a.label, res["attempts"], res["classes"]["ok"], fmt_int(res["rate"]),
+                          classes_text(res), killed, res["alive_at_kills"], res["kill_skipped"],
+                          fmt_ms(res["latency_us"]["p50"]), fmt_ms(res["latency_us"]["p99"]),
+                          fmt_ms(res["latency_us"]["max"]),
+                          "; a bad payload: %r" % res["bad_payload_sample"] if res["bad_payload_sample"] else ""))
 
 
 # ---- row 5: scale -------------------------------------------------------------------------
@@ -1657,11 +1712,8 @@ def write_report(bench, info, rows_run, started, load0, load1, elapsed):
     w("## Results\n")
     w(table(bench))
     w("")
-    if bench.pictures:
-        w("## Pictures (from this run)\n")
-        for name, _ in bench.pictures:
-            w("![%s](%s)\n" % (PICTURE_TEXT.get(name, name).split(":")[0], name))
-            w(PICTURE_TEXT.get(name, "") + "\n")
+    if bench.pictures or bench.picture_failures or bench.args.no_plots:
+        out.extend(pictures_section(bench, info))
     w("Columns: **bindonce** `-l 127.0.0.1:PORT -w N -- build/httpd` (rows 3 and 6: build/testworker, "
       "which counts what it accepted and completed); **httpd binds itself**: `httpd --bind 127.0.0.1:PORT "
       "--reuse-port`, N processes with their own SO_REUSEPORT sockets; **naive shell loop**: `while :; do "
@@ -1772,7 +1824,10 @@ PICTURE_TEXT = {
                           "time and the time it took (green ok, red refused, orange failed), every SIGKILL "
                           "a grey line. A failure is a connection the killed worker had accepted or, for "
                           "the naive loops (a SO_REUSEPORT socket each), one still queued on its socket; "
-                          "with one socket shared by all workers, nothing queued is lost.",
+                          "with one socket shared by all workers, nothing queued is lost. A stretch "
+                          "without marks is time in which no attempt started: the 8 in flight were all "
+                          "waiting (their marks sit at its start, high up); when they all end together and "
+                          "ok, the whole machine stalled (a shared machine's load), not the supervisor.",
     "restart-latency.svg": "Row 2, every sample: from SIGKILL to the first answer of the replacement, "
                            "per peer, against the floor of the same kill, reap and exec with nothing else.",
     "rolling-restart.svg": "Row 6, bindonce: its children (new, old and exiting workers) and its ready slots, "
@@ -1781,29 +1836,68 @@ PICTURE_TEXT = {
 }
 
 
+def picture_run(bench, info):
+    """The stamp of this run in every picture's title: the same date and time as the
+    Machine section of PERFORMANCE.md, so that a picture and its tables can be matched."""
+    how = "make bench" if len(sys.argv) == 1 else "bench.py " + " ".join(sys.argv[1:])
+    return "%s, %s%s" % (how, info["date"], ", short runs" if bench.args.quick else "")
+
+
 def draw_pictures(bench, info):
-    """The SVGs of this run's rows 2, 3a and 6 into --plots-dir (tests/bench/plots.py)."""
+    """The SVGs of this run's rows 2, 3a and 6 into --plots-dir (tests/bench/plots.py). A
+    picture not drawn (a contender missing or failed, matplotlib missing) is said loudly
+    and goes into bench.picture_failures: main() then exits 1, after writing the report."""
     if not any(bench.plots.get(k) for k in ("chaos", "restart", "reload")):
         return
     try:
         import plots
     except ImportError as e:
-        bench.notes.append("pictures not drawn: %s (apt-get install python3-matplotlib)" % e)
-        print("    pictures not drawn: %s" % e, flush=True)
+        bench.picture_failures.append(("all pictures", "%s (apt-get install python3-matplotlib)" % e))
+        print("bench.py: WARNING: pictures not drawn: %s" % e, file=sys.stderr, flush=True)
         return
-    run = "%s, %s%s" % ("bench.py --plots-only" if bench.args.plots_only else "make bench", info["date"][:10],
-                        ", short runs" if bench.args.quick else "")
+    run = picture_run(bench, info)
+    bench.plots["missing"] = dict(MISSING)
     os.makedirs(bench.args.plots_dir, exist_ok=True)
     # What they are drawn from, kept with --keep: `plots.py $TMP/plots.json` draws them again.
     with open(bench.path("plots.json"), "w") as f:
         json.dump({"plots": bench.plots, "titles": COLUMN_TITLES, "run": run}, f)
     try:
-        bench.pictures = plots.write_all(bench.plots, COLUMN_TITLES, bench.args.plots_dir, run)
-    except Exception as e:      # a picture is never worth the report: say so and go on
-        bench.notes.append("pictures not drawn: %r" % e)
-        print("    pictures not drawn: %r" % e, flush=True)
+        bench.pictures, failed = plots.write_all(bench.plots, COLUMN_TITLES, bench.args.plots_dir, run)
+    except Exception as e:      # a bug in plots.py: the report is still written, the run fails
+        bench.pictures, failed = [], [("all pictures", repr(e))]
+    bench.picture_failures += failed
     for name, what in bench.pictures:
         print("    picture: %s (%s)" % (os.path.join(bench.args.plots_dir, name), what), flush=True)
+    for name, why in failed:
+        print("bench.py: WARNING: %s NOT drawn: %s" % (name, why), file=sys.stderr, flush=True)
+
+
+def pictures_section(bench, info):
+    """The Pictures section of PERFORMANCE.md: the pictures this run drew (the same run as the
+    tables), those it could not draw and why, the load while the chaos runs ran."""
+    out = ["## Pictures (drawn by this run)\n"]
+    if bench.args.no_plots:
+        return out + ["Not drawn by this run (--no-plots): any docs/*.svg are from an earlier run.\n"]
+    if not bench.pictures:
+        out.append("This run drew no picture: any docs/*.svg are from an earlier run.\n")
+    rel = os.path.relpath(bench.args.plots_dir, os.path.join(REPO, "docs"))
+    text = ("Drawn by tests/bench/plots.py from this run's own data, stamped with its date (%s) in "
+            "their titles. The load average over the whole run is under Machine" % info["date"])
+    if bench.plots.get("chaos"):
+        text += ("; every panel of the chaos timeline gives the 1-minute load average at the start and end "
+                 "of that peer's run. The timeline compares counts (refused, failed; losses for bindonce), "
+                 "not speed; a loaded machine runs fewer attempts and can fail more of them for every peer, "
+                 "so compare the panels of one run with each other. The chaos runs (row 3a, 4 peers) took "
+                 "%.0f s" % getattr(bench, "chaos_seconds", 0))
+    if bench.pictures:
+        out.append(text + ".\n")
+    for name, _ in bench.pictures:
+        out.append("![%s](%s)\n" % (PICTURE_TEXT.get(name, name).split(":")[0],
+                                       name if rel == "." else os.path.join(rel, name)))
+        out.append(PICTURE_TEXT.get(name, "") + "\n")
+    for name, why in bench.picture_failures:
+        out.append("**%s was not drawn** (the file in docs/, if any, is not from this run): %s\n" % (name, why))
+    return out
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -1815,12 +1909,17 @@ def main():
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/PERFORMANCE.md alone")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs)")
     ap.add_argument("--plots-only", action="store_true",
-                    help="only the pictures: short runs of rows 2, 3a and 6; PERFORMANCE.md is left alone")
+                    help="only the pictures, into build/bench-plots/: short runs of rows 2, 3a and 6; "
+                         "docs/ is left alone")
     ap.add_argument("--no-plots", action="store_true", help="no pictures (docs/*.svg are left alone)")
-    ap.add_argument("--plots-dir", default=os.path.join(REPO, "docs"), help="where the SVGs go (default: docs/)")
+    ap.add_argument("--plots-dir", help="where the SVGs go (default: docs/ beside the PERFORMANCE.md this run "
+                                        "writes; build/bench-plots/ with --no-write or --plots-only)")
     args = ap.parse_args()
     if args.plots_only:
         args.rows, args.quick, args.no_write = "2,3,6", True, True
+    # docs/*.svg illustrate docs/PERFORMANCE.md's tables: they are written together or not at all.
+    if args.plots_dir is None:
+        args.plots_dir = os.path.join(REPO, "build", "bench-plots") if args.no_write else os.path.join(REPO, "docs")
 
     for exe in (BINDONCE, TESTWORKER, HTTPD):
         if not have(exe):
@@ -1867,6 +1966,8 @@ def main():
     if not args.no_write:
         path = write_report(bench, info, args.rows, started, load0, load1, elapsed)
         print("\nwritten: %s (%.0f s)" % (os.path.relpath(path, REPO), elapsed))
+    if bench.picture_failures:
+        sys.exit("bench.py: FAILED: not drawn: " + "; ".join("%s: %s" % f for f in bench.picture_failures))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
 
 Needs python3-matplotlib (Debian's; `make bench` installs it as root). Only bench.py calls
 this; nothing here measures anything.
+
+A comparison that silently drops a contender is a defect: a picture whose peers are not all
+there (not installed, or their run failed) is not drawn at all; write_all says which and why,
+and bench.py fails the run. The load average during each chaos run is in its panel's title.
 """
 import os
 
@@ -25,6 +29,20 @@ SVG_META = {"Date": None, "Creator": "tests/bench/plots.py"}
 OK, REFUSED, FAILED = "#2ca02c", "#d62728", "#ff7f0e"
 KILL = "#9a9a9a"
 PEERS = ["bindonce", "naive", "supervisord", "gunicorn"]
+# Row 2's keys the restart picture must have samples of (a missing one fails the picture).
+RESTART_PEERS = {"2a": ["bindonce", "naive", "supervisord", "gunicorn"],
+                 "2b": ["bindonce", "supervisord", "gunicorn"], "floor": ["httpd"]}
+
+
+class PictureFailed(Exception):
+    """A picture that would mislead (a contender missing): not drawn; the text says why."""
+
+
+def why_missing(data, peer, missing):
+    """Why peer has no usable run: the bench's reason, if it gave one."""
+    d = data.get(peer)
+    why = d["failed"] if isinstance(d, dict) and d.get("failed") else missing.get(peer, "no run recorded")
+    return why if why.startswith(peer + ":") else "%s: %s" % (peer, why)
 
 
 def parse_trace(path, with_start=False):
@@ -48,13 +66,29 @@ def outcome(cls):
     return "ok" if cls == "ok" else "refused" if cls == "refused" else "failed"
 
 
-def chaos_timeline(chaos, titles, path, run, window_s=2.0):
-    """chaos: peer -> {"trace": path, "every_ms": K, "seconds": S}."""
-    peers = [p for p in PEERS if p in chaos]
-    if not peers:
-        return None
+def check_chaos(chaos, missing):
+    """Every peer of PEERS ran, was killed at and answered: else PictureFailed, naming each."""
+    bad = []
+    for peer in PEERS:
+        d = chaos.get(peer)
+        if not d or d.get("failed") or not d.get("trace"):
+            bad.append(why_missing(chaos, peer, missing))
+            continue
+        attempts, kills = parse_trace(d["trace"])
+        if not kills or not any(a[2] == "ok" for a in attempts):
+            bad.append("%s: its trace has %d kills and %d answered attempts" % (
+                peer, len(kills), sum(1 for a in attempts if a[2] == "ok")))
+    if bad:
+        raise PictureFailed("not every contender ran: " + "; ".join(bad))
+
+
+def chaos_timeline(chaos, titles, path, run, missing=None, window_s=2.0):
+    """chaos: peer -> {"trace": path, "every_ms": K, "seconds": S, "load": "a -> b"}, or
+    {"failed": why}. Raises PictureFailed unless all of PEERS are there."""
+    check_chaos(chaos, missing or {})
+    peers = PEERS
     fig, axes = plt.subplots(len(peers), 1, sharex=True, sharey=True,
-                             figsize=(9, 1.55 * len(peers) + 1.1), squeeze=False)
+                             figsize=(10, 1.55 * len(peers) + 1.1), squeeze=False)
     axes = axes[:, 0]
     for ax, peer in zip(axes, peers):
         d = chaos[peer]
@@ -75,6 +109,8 @@ def chaos_timeline(chaos, titles, path, run, window_s=2.0):
                            rasterized=(name == "ok"), zorder=3 if name != "ok" else 2)
         ax.set_yscale("log")
         ax.set_ylabel("ms to outcome")
+        if d.get("load"):
+            ax.set_title("load average %s" % d["load"], loc="right", fontsize=7.5, color="0.35")
         ax.set_title("%s: %d attempts in %g s, %d kills: %d refused, %d failed%s" % (
             titles.get(peer, peer), len(attempts), d["seconds"], len(kills), counts["refused"],
             counts["failed"], d.get("note", "")), loc="left",
@@ -95,8 +131,13 @@ def chaos_timeline(chaos, titles, path, run, window_s=2.0):
     return path
 
 
-def restart_latency(restart, titles, path, run):
-    """restart: {"2a": {key: [µs...]}, "2b": {...}, "floor": {key: [µs...]}}."""
+def restart_latency(restart, titles, path, run, missing=None):
+    """restart: {"2a": {key: [µs...]}, "2b": {...}, "floor": {key: [µs...]}}. Raises
+    PictureFailed unless every key of RESTART_PEERS has samples."""
+    bad = ["%s %s" % (row, why_missing(restart.get(row, {}), key, missing or {}))
+           for row, keys in RESTART_PEERS.items() for key in keys if not restart.get(row, {}).get(key)]
+    if bad:
+        raise PictureFailed("no samples of: " + "; ".join(bad))
     rows = []
     names = {"bindonce": "bindonce + httpd", "bindonce-mini": "bindonce + static miniworker",
              "bindonce-sd": "bindonce + httpd linked with libsystemd"}
@@ -198,34 +239,48 @@ def rolling_restart(reload, path, run, bin_s=0.01, before_s=0.05, after_s=0.1):
 
 
 def main():
-    """Draw again from a kept scratch directory: plots.py SCRATCH/plots.json [OUT_DIR]."""
+    """Draw again from a kept scratch directory: plots.py SCRATCH/plots.json OUT_DIR. OUT_DIR
+    is docs/ only for the run that wrote docs/PERFORMANCE.md (its title stamp says which)."""
     import json
     import sys
-    if len(sys.argv) < 2:
-        sys.exit("usage: plots.py SCRATCH/plots.json [OUT_DIR]  (bench.py --keep leaves SCRATCH)")
+    if len(sys.argv) != 3:
+        sys.exit("usage: plots.py SCRATCH/plots.json OUT_DIR  (bench.py --keep leaves SCRATCH)")
     with open(sys.argv[1]) as f:
         saved = json.load(f)
-    out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "..", "docs")
-    for name, what in write_all(saved["plots"], saved["titles"], out, saved["run"]):
+    out = sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    written, failed = write_all(saved["plots"], saved["titles"], out, saved["run"])
+    for name, what in written:
         print("%s (%s)" % (os.path.join(out, name), what))
+    for name, why in failed:
+        print("NOT DRAWN: %s: %s" % (name, why), file=sys.stderr)
+    sys.exit(1 if failed else 0)
 
 
 def write_all(plots, titles, out_dir, run):
-    """The SVGs for what this run measured; returns [(file name, what it shows)]."""
-    written = []
+    """The SVGs for what this run measured. Returns ([(file name, what it shows)],
+    [(file name, why it was not drawn)]); a picture not drawn leaves its old file alone."""
+    written, failed = [], []
+    missing = plots.get("missing", {})
+    jobs = []
     if plots.get("chaos"):
-        p = chaos_timeline(plots["chaos"], titles, os.path.join(out_dir, "chaos-timeline.svg"), run)
-        if p:
-            written.append((os.path.basename(p), "row 3a, one run per peer"))
+        jobs.append(("chaos-timeline.svg", "row 3a, one run per peer",
+                     lambda p: chaos_timeline(plots["chaos"], titles, p, run, missing)))
     if plots.get("restart"):
-        p = restart_latency(plots["restart"], titles, os.path.join(out_dir, "restart-latency.svg"), run)
-        if p:
-            written.append((os.path.basename(p), "row 2, every sample"))
+        jobs.append(("restart-latency.svg", "row 2, every sample",
+                     lambda p: restart_latency(plots["restart"], titles, p, run, missing)))
     if plots.get("reload"):
-        p = rolling_restart(plots["reload"], os.path.join(out_dir, "rolling-restart.svg"), run)
-        if p:
-            written.append((os.path.basename(p), "row 6, bindonce"))
-    return written
+        jobs.append(("rolling-restart.svg", "row 6, bindonce", lambda p: rolling_restart(plots["reload"], p, run)))
+    for name, what, draw in jobs:
+        try:
+            if draw(os.path.join(out_dir, name)):
+                written.append((name, what))
+            else:
+                failed.append((name, "nothing to draw"))
+        except PictureFailed as e:
+            plt.close("all")
+            failed.append((name, str(e)))
+    return written, failed
 
 
 if __name__ == "__main__":
