@@ -14,6 +14,7 @@ program that blocks the seven signals, reads them from a signalfd, then faults):
   action to the default: the process ends by it (exit 139, 136, 132, 133, 135) with a core
   where cores are enabled;
 - glibc's abort() (and so assert()) unblocks SIGABRT before it raises it: exit 134;
+- a seccomp filter's SECCOMP_RET_TRAP is forced the same way (force_sig_seccomp()): SIGSYS;
 - in the AddressSanitizer build, ASan's handler for SEGV, BUS and FPE is reset by that
   forced delivery too: the fault ends the process by the signal, without ASan's
   "SEGV on unknown address" report. ASan's own checks (heap-buffer-overflow,
@@ -116,10 +117,15 @@ def test_every_fault_signal_at_once_from_another_process(supervisor, free_port):
 SHIM = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* bindonce's control socket accepts with accept4(): at the first connection, fault for
@@ -151,13 +157,27 @@ int accept4(int fd, struct sockaddr *a, socklen_t *l, int flags) {
                 __asm__ volatile("int3");
         else if (f && !strcmp(f, "SIGABRT"))
                 abort();
+        else if (f && !strcmp(f, "SIGSYS")) {
+                /* seccomp: getppid() traps (SECCOMP_RET_TRAP), everything else is allowed. */
+                struct sock_filter code[] = {
+                        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+                        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+                        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+                };
+                struct sock_fprog prog = { .len = sizeof code / sizeof *code, .filter = code };
+
+                if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+                    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0)
+                        (void) syscall(SYS_getppid);
+        }
         if (!real)
                 real = (int (*)(int, struct sockaddr *, socklen_t *, int)) dlsym(RTLD_NEXT, "accept4");
         return real(fd, a, l, flags);
 }
 """
 
-REAL = ["SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"] + (["SIGTRAP"] if platform.machine() == "x86_64" else [])
+REAL = ["SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGSYS"] + (["SIGTRAP"] if platform.machine() == "x86_64" else [])
 
 
 @pytest.fixture(scope="module")
