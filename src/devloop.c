@@ -34,10 +34,14 @@ static void on_rolled(void *userdata, const char *error) {
                 return;
         if (!error)
                 log_info("%s changed: reloaded in %llu ms", d->file, ms);
+        else if (strstr(error, "failed too"))
+                /* The roll back failed as well (rollout.c's roll_fail() says so): the
+                 * restart contract brings the previous version's workers back. */
+                log_error("%s changed: %s; restarting the previous version", d->file, error);
         else
-                /* The first clause says it (the whole reason is on the "reload failed" line). */
-                log_error("%s changed: %.*s; still serving the previous version", d->file,
-                          (int) strcspn(error, ";"), error);
+                /* The one line of a broken save: the roll's own lines went to debug
+                 * (rollout.c), and the worker's own output, above, shows the error. */
+                log_error("%s changed: %s; still serving the previous version", d->file, error);
 }
 
 /* One line names the last file of the burst: an editor's save is several events (a
@@ -90,7 +94,7 @@ int devloop_new(DevLoop **ret, sd_event *event, const WatchConfig *config, bool 
                 free(d);
                 return log_error_errno(r, "--watch %s: cannot watch it: %m", bad ? bad : "");
         }
-        log_info("watching %zu directories for changes", watch_count(d->watch));
+        log_info("watching %zu director%s for changes", watch_count(d->watch), watch_count(d->watch) == 1 ? "y" : "ies");
         *ret = d;
         return 0;
 }

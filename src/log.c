@@ -18,6 +18,7 @@
 #include "util.h"
 
 static bool log_to_journal;
+static bool log_to_terminal;    /* a person reads it as it comes: the short prefix */
 static pid_t log_pid;
 static int log_max_level = LOG_INFO;
 
@@ -230,6 +231,12 @@ void log_setup(void) {
         log_to_journal = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 &&
                          fstat(STDERR_FILENO, &st) >= 0 &&
                          st.st_dev == (dev_t) dev && st.st_ino == (ino_t) ino;
+        /* A terminal is read by the person who started us, at their own clock (the
+         * development loop of --watch above all): the time of day and the name are enough
+         * there. A file, a pipe or a socket keeps the full UTC timestamp and the pid. */
+        log_to_terminal = !log_to_journal && isatty(STDERR_FILENO);
+        if (log_to_terminal)
+                tzset();        /* read /etc/localtime now, not inside the loop */
         /* bindonce never forks without exec, so its pid is for good. */
         log_pid = getpid();
         log_open_sink();
@@ -250,9 +257,16 @@ static void log_prefix(FILE *f, int level) {
         char buf[32];
 
         clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-        fprintf(f, "%s.%03ldZ bindonce[%d]: ", buf, ts.tv_nsec / 1000000, (int) (log_pid ? log_pid : getpid()));
+        if (log_to_terminal) {
+                localtime_r(&ts.tv_sec, &tm);
+                strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+                fprintf(f, "%s bindonce: ", buf);
+        } else {
+                gmtime_r(&ts.tv_sec, &tm);
+                strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+                fprintf(f, "%s.%03ldZ bindonce[%d]: ", buf, ts.tv_nsec / 1000000,
+                        (int) (log_pid ? log_pid : getpid()));
+        }
         if (level <= LOG_ERR)
                 fputs("error: ", f);
         else if (level == LOG_WARNING)

@@ -8,6 +8,17 @@
 #include "log.h"
 #include "supervisor-internal.h"
 
+/* A roll a save started under --watch is told by the development loop, one line for its
+ * start and one for its outcome, naming the file, the reason and what keeps serving
+ * (devloop.c). The roll's own lines would say the same again: they go to debug then.
+ * A `ctl reload` (no waiter of the loop's) keeps them. */
+static int roll_level(const Supervisor *sup, int level) {
+        for (size_t i = 0; sup->devloop && i < sup->roll.n_waiters; i++)
+                if (sup->roll.waiters[i].userdata == (void *) sup->devloop)
+                        return LOG_DEBUG;
+        return level;
+}
+
 void roll_finish(Supervisor *sup, const char *error) {
         Roll *roll = &sup->roll;
 
@@ -15,10 +26,10 @@ void roll_finish(Supervisor *sup, const char *error) {
                                             .generation = error ? sup->good->id : roll->target->id,
                                             .n = roll->replaced, .m = sup->target, .text = error });
         if (error)
-                log_error("reload failed: %s", error);
+                (void) log_full_errno(roll_level(sup, LOG_ERR), 0, "reload failed: %s", error);
         else {
-                log_info("reload complete: %u workers replaced in %llu ms", roll->replaced,
-                         (unsigned long long) ((now_usec() - roll->started) / USEC_PER_MSEC));
+                (void) log_full_errno(roll_level(sup, LOG_INFO), 0, "reload complete: %u workers replaced in %llu ms",
+                                      roll->replaced, (unsigned long long) ((now_usec() - roll->started) / USEC_PER_MSEC));
                 /* The new generation is what slots start by themselves from now on. */
                 generation_unref(sup->good);
                 sup->good = generation_ref(roll->target);
@@ -69,7 +80,8 @@ void roll_fail(Supervisor *sup, const char *reason) {
                 free(error);
                 return;
         }
-        log_warning("reload: %s; rolling back to generation %u", reason, sup->good->id);
+        (void) log_full_errno(roll_level(sup, LOG_WARNING), 0, "reload: %s; rolling back to generation %u",
+                              reason, sup->good->id);
         events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .slot = -1, .step = "rollback", .generation = sup->good->id,
                                             .n = roll->replaced, .m = sup->target, .text = reason });
         free(roll->error);
@@ -177,8 +189,9 @@ int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
                 roll->replaced = 0;
         }
         roll->target = gen;
-        log_info("reload: rolling %u workers to generation %u (max surge %u, max unavailable %u)",
-                 sup->target, gen->id, sup->config.max_surge, sup->config.max_unavailable);
+        (void) log_full_errno(roll_level(sup, LOG_INFO), 0,
+                              "reload: rolling %u workers to generation %u (max surge %u, max unavailable %u)",
+                              sup->target, gen->id, sup->config.max_surge, sup->config.max_unavailable);
         events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .slot = -1, .step = "start", .generation = gen->id,
                                             .m = sup->target });
         if (sup->notify)

@@ -12,9 +12,10 @@
 /* Blocks the signals of the table. Call before anything else in main(). */
 void signals_block(void);
 
-/* The signals the supervisor acts on (TERM, INT, QUIT, HUP, TTIN, TTOU; not CHLD, which
- * it adds itself) go to `handler`; the others are logged, at most once per second per
- * signal with a count, and ignored. */
+/* The signals the supervisor acts on (TERM, INT, QUIT, HUP, TTIN, TTOU, USR2; not CHLD,
+ * which it adds itself) go to `handler`; the others, the fault signals a process sent
+ * among them, are logged with their sender, at most once per second per signal with a
+ * count, and ignored. */
 int signals_attach(sd_event *e, sd_event_signal_handler_t handler, void *userdata);
 
 /* What the table says of sig, for the log: NULL for a signal the supervisor acts on. */
