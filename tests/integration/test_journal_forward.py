@@ -107,6 +107,8 @@ class FakeJournald:
 
 @pytest.fixture
 def journald():
+    # Tests take it before `supervisor`, so that it outlives bindonce: torn down first, it
+    # would leave bindonce's last lines with no journald to go to.
     j = FakeJournald()
     yield j
     j.close()
@@ -149,7 +151,7 @@ def all_up(n):
     return lambda st: len(st["slots"]) == n and all(s["pid"] for s in st["slots"])
 
 
-def test_entries_name_slot_pid_and_priority(supervisor, journald):
+def test_entries_name_slot_pid_and_priority(journald, supervisor):
     """Each line is one entry: SYSLOG_IDENTIFIER=--name, BINDONCE_SLOT the slot `ctl status`
     shows for the worker, SYSLOG_PID and the sender's credentials the worker's pid (so
     journald records its _PID, _COMM, _CMDLINE), a "<3>" line at PRIORITY=3 without its
@@ -185,7 +187,7 @@ def test_entries_name_slot_pid_and_priority(supervisor, journald):
 
 
 @pytest.mark.log_expected(SLOW, WORKER_DEATH)
-def test_back_pressure_loses_nothing_and_stalls_nothing(supervisor, journald, tmp_path):
+def test_back_pressure_loses_nothing_and_stalls_nothing(journald, supervisor, tmp_path):
     """journald stops reading and a worker floods: bindonce stops reading its pipe, so the
     worker waits on its writes (it cannot finish), while supervision goes on: `ctl status`
     answers, another worker SIGKILLed is restarted. Once journald reads again, every line
@@ -218,7 +220,7 @@ def test_back_pressure_loses_nothing_and_stalls_nothing(supervisor, journald, tm
 
 
 @pytest.mark.log_expected(SLOW)
-def test_last_lines_reach_journald_after_stop(supervisor, journald, tmp_path):
+def test_last_lines_reach_journald_after_stop(journald, supervisor, tmp_path):
     """What a worker wrote before it ended, read or still in its pipe when bindonce's loop
     ends, is sent before bindonce exits, journald slow or not; a line without its newline
     goes out as a line."""
@@ -237,7 +239,7 @@ def test_last_lines_reach_journald_after_stop(supervisor, journald, tmp_path):
     assert msgs[-1] == b"no newline", msgs[-3:]
 
 
-def test_last_lines_of_a_worker_that_exits(supervisor, journald):
+def test_last_lines_of_a_worker_that_exits(journald, supervisor):
     """A worker that writes and exits at once: its pipe is read to its end, though the worker
     is gone (and reaped) before bindonce has read it all; bindonce then exits with it."""
     n = 2000
@@ -248,7 +250,7 @@ def test_last_lines_of_a_worker_that_exits(supervisor, journald):
     assert msgs == [b"bye %d" % i for i in range(1, n + 1)]
 
 
-def test_without_cap_sys_admin_entries_are_bindonces(supervisor, journald):
+def test_without_cap_sys_admin_entries_are_bindonces(journald, supervisor):
     """Without CAP_SYS_ADMIN the kernel refuses a worker's pid as credentials: bindonce says so
     once and sends as itself (journald records bindonce's _PID); SYSLOG_PID still names the
     worker."""
@@ -287,7 +289,7 @@ def ctl(sup, *args):
                           capture_output=True, text=True, timeout=30)
 
 
-def test_pipes_cross_an_upgrade_in_place(supervisor, journald):
+def test_pipes_cross_an_upgrade_in_place(journald, supervisor):
     """The workers' pipes cross an upgrade in place under the journal too: the same workers
     go on, and each one's numbered lines arrive without a gap, with their slot, before and
     after the exec."""
@@ -314,7 +316,7 @@ def test_pipes_cross_an_upgrade_in_place(supervisor, journald):
 
 
 @pytest.mark.log_expected(r"journald refuses the workers' output")
-def test_upgrade_without_journald_keeps_reading_the_pipes(supervisor, journald):
+def test_upgrade_without_journald_keeps_reading_the_pipes(journald, supervisor):
     """journald gone when the new bindonce takes over: the pipes of the running workers are
     still read (else their next write would kill them with SIGPIPE), and their lines go to
     bindonce's standard output, prefixed with slot and pid."""
