@@ -643,7 +643,7 @@ void options_help(void) {
                "                              survive a restart of bindonce (default: off)\n"
                "     --nonblocking            Pass the sockets with O_NONBLOCK set (default: blocking,\n"
                "                              as systemd; sockets from systemd are left as they are)\n"
-               "     --socket-mode MODE       Mode of unix socket files (default: 0666 less the umask)\n"
+               "     --socket-mode MODE       Mode of unix socket files (default: 0666, as SocketMode=)\n"
                "     --socket-user USER       Owner of unix socket files (root only)\n"
                "     --socket-group GROUP     Group of unix socket files\n"
                "     --ipv6-only              [::] sockets take IPv6 only (default: IPv4 too)\n"
