@@ -139,7 +139,7 @@ BROKEN = [
     ("exits-1", "#!/bin/sh\nexit 1\n", 0o755, "exited with status 1"),
     ("not-executable", "#!/bin/sh\nexit 0\n", 0o644, "Permission denied"),
     ("state-format-from-the-future", '#!/bin/sh\nBINDONCE_TEST_STATE_VERSION=99 exec "{real}" "$@"\n', 0o755,
-     "reads state format 99, this bindonce writes format 1"),
+     "reads state format 99, this bindonce writes formats 1 to 2"),
     ("no-state-format", "#!/bin/sh\necho hello\n", 0o755, "reads state format (none)"),
 ]
 
