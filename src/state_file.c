@@ -533,13 +533,18 @@ static size_t find_field(const Field *fields, size_t n, unsigned format, const c
 static int read_record(char *words, unsigned format, const char *name, const Field *fields, size_t n,
                        void *base, char *err, size_t size) {
         bool seen[32] = {};
-        char *state = NULL;
         size_t i = (size_t) -1;
 
         assert(n <= ELEMENTSOF(seen));
-        for (char *w = strtok_r(words, " ", &state); w; w = strtok_r(NULL, " ", &state)) {
-                char *eq = strchr(w, '=');
+        /* One pass over each word (strtok_r() and strchr() went over it twice). */
+        for (char *w = words, *next; *w; w = next) {
+                char *end = strchrnul(w, ' '), *eq;
 
+                next = *end ? end + 1 : end;
+                *end = '\0';
+                if (w == end)
+                        continue;
+                eq = memchr(w, '=', (size_t) (end - w));
                 if (!eq)
                         return bad(err, size, "%s: '%.32s' is not key=value", name, w);
                 *eq = '\0';
