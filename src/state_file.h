@@ -19,14 +19,15 @@
  * format is versioned as a whole: a reader takes exactly the formats it names in
  * `bindonce --upgrade-check`, and refuses any other before it touches anything.
  *
- *     bindonce-state 1
+ *     bindonce-state 2
  *     key=value key=value ...      one record a line, the first word names the record
  *     end
  *
  * Numbers are decimal, strings hex ("x" + two digits a byte, "-" for none), times are
  * absolute CLOCK_MONOTONIC microseconds (0: not armed), so that a deadline keeps its time
- * across the exec. Every key of a record is required; an unknown record or key, or a
- * missing "end", refuses the whole state. */
+ * across the exec. Every key of a record that its format has is required; an unknown
+ * record or key (one of a later format too), or a missing "end", refuses the whole
+ * state. */
 
 /* The newest format this bindonce writes and reads, and the oldest it still does both of:
  * it writes the newest that the new binary names in --upgrade-check, so that an older
