@@ -194,13 +194,15 @@ static void put_i64(Out *o, int64_t v) {
         put_u64(o, v < 0 ? -(uint64_t) v : (uint64_t) v);
 }
 
-/* "%.6f" of a time in seconds since the epoch, without printf's float machinery. */
+/* "%.6f" of a time in seconds since the epoch, without printf's float machinery; what no
+ * clock gives (read from a damaged state) as "%.17g", which reads back the same. */
 static void put_seconds(Out *o, double v) {
         char buf[64], frac[7];
         uint64_t us;
 
         if (!(v >= 0 && v < 1e12)) {
-                put(o, buf, (size_t) snprintf(buf, sizeof buf, "%.6f", v) % sizeof buf);
+                int n = snprintf(buf, sizeof buf, "%.17g", v);
+                put(o, buf, n > 0 && (size_t) n < sizeof buf ? (size_t) n : 0);
                 return;
         }
         us = (uint64_t) (v * 1e6 + 0.5);
@@ -570,12 +572,16 @@ static int read_argv(char *words, UpgradeState *s, char *err, size_t size) {
         char *state = NULL;
         size_t n = 0;
 
+        if (s->argv)
+                return bad(err, size, "argv: given twice");
+
         for (char *w = strtok_r(words, " ", &state); w; w = strtok_r(NULL, " ", &state)) {
                 char **a = realloc(s->argv, (n + 2) * sizeof *a);
                 if (!a)
                         return -ENOMEM;
                 s->argv = a;
-                s->argv[n + 1] = NULL;
+                /* Both: state_done() frees up to the first NULL, also after a bad word. */
+                s->argv[n] = s->argv[n + 1] = NULL;
                 if (read_hex(w, &s->argv[n], NULL) < 0)
                         return bad(err, size, "argv: word %zu is not hex text", n + 1);
                 n++;

@@ -178,6 +178,8 @@ static void test_damage_refused(void **unused) {
                 { " pidfd_id=18446744073709551615", " pidfd_id=18446744073709551616", "bad value for 'pidfd_id'" },
                 { " pidfd_id=18446744073709551615", "", "'pidfd_id' missing" },
                 { " pid=4242", " pid=+4242", "bad value for 'pid'" },
+                { " x2d6c ", " x2dzz ", "argv: word 2 is not hex text" },
+                { "\nargv ", "\nargv x41\nargv ", "argv: given twice" },
                 { " pid=4242", " pid=2147483648", "bad value for 'pid'" },
                 { " pid=4242", " pid=-1", "pid -1" },
                 { " fds=3,9", " fds=3,", "bad value for 'fds'" },
