@@ -670,19 +670,25 @@ static int state_check(const UpgradeState *s, char *err, size_t size) {
 }
 
 int state_read(const char *buf, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t size) {
-        _cleanup_free_ char *copy = NULL;
+        _cleanup_free_ char *copy = malloc(len + 1);
+
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, buf, len);
+        copy[len] = '\0';
+        return state_read_in_place(copy, len, ret, ret_format, err, size);
+}
+
+int state_read_in_place(char *text, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t size) {
         UpgradeState s = { .control.fd = -1, .notify_fd = -1, .client_fd = -1 };
         bool have_supervisor = false, ended = false;
         char *state = NULL, *line;
         unsigned long format;
         int r = 0;
 
-        if (memchr(buf, '\0', len))
+        if (strlen(text) != len)
                 return bad(err, size, "the state holds a NUL byte");
-        copy = strndup(buf, len);
-        if (!copy)
-                return -ENOMEM;
-        line = strtok_r(copy, "\n", &state);
+        line = strtok_r(text, "\n", &state);
         if (!line || strncmp(line, "bindonce-state ", 15) != 0 || parse_uint(line + 15, 0, UINT32_MAX, &format) < 0)
                 return bad(err, size, "not a bindonce state (no 'bindonce-state N' first line)");
         if (format < STATE_FORMAT_OLDEST || format > STATE_FORMAT) {

@@ -114,6 +114,9 @@ int state_format(const UpgradeState *s, char **ret, size_t *ret_len);
  * lacks is 0. Returns 0, -EPROTONOSUPPORT for another format (its number in *ret_format), or
  * -EBADMSG with the first thing wrong in err. *ret is set only on success. */
 int state_read(const char *buf, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t err_size);
+/* The same on text of the caller's, which it cuts up: text[len] must be its NUL (no copy of
+ * a state of thousands of workers). */
+int state_read_in_place(char *text, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t err_size);
 
 void state_done(UpgradeState *s);
 

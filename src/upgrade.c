@@ -196,7 +196,7 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
                 return -errno;
         if (st.st_size <= 0 || st.st_size > 64 * 1024 * 1024)
                 return -EBADMSG;
-        buf = malloc((size_t) st.st_size);
+        buf = malloc((size_t) st.st_size + 1);
         if (!buf)
                 return -ENOMEM;
         while (len < (size_t) st.st_size) {
@@ -207,6 +207,7 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
                 }
                 len += (size_t) k;
         }
+        buf[len] = '\0';
         *ret = buf;
         *ret_len = len;
         return 0;
@@ -261,7 +262,7 @@ const UpgradeState *upgrade_incoming_open(void) {
                 upgrade_incoming_abort("cannot read the state: %s", strerror(-r));
                 exit(EXIT_OSERR);
         }
-        r = state_read(buf, len, &incoming.state, &format, err, sizeof err);
+        r = state_read_in_place(buf, len, &incoming.state, &format, err, sizeof err);
         if (r < 0) {
                 upgrade_incoming_abort("cannot read the state: %s", r == -ENOMEM ? "out of memory" : err);
                 exit(EXIT_OSERR);
