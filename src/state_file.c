@@ -30,6 +30,7 @@ typedef struct Field {
         FieldType type;
         size_t offset;
         size_t aux;
+        unsigned since;         /* the first format with it; 0: every format */
 } Field;
 
 static_assert(sizeof(pid_t) == sizeof(int), "pid_t is written as an int");
@@ -37,7 +38,7 @@ static_assert(sizeof(dev_t) == 8 && sizeof(ino_t) == 8 && sizeof(rlim_t) == 8, "
 static_assert(sizeof(usec_t) == 8 && sizeof(unsigned long long) == 8, "written as 64-bit numbers");
 static_assert(sizeof(SlotState) == sizeof(int) && sizeof(StateRole) == sizeof(int), "enums are ints");
 
-#define S(k, t, m) { k, t, offsetof(UpgradeState, m), 0 }
+#define S(k, t, m) { k, t, offsetof(UpgradeState, m), 0, 0 }
 static const Field supervisor_fields[] = {
         S("version", F_STR, version),
         S("exe", F_STR, exe),
@@ -59,7 +60,7 @@ static const Field supervisor_fields[] = {
 };
 #undef S
 
-#define L(k, t, m) { k, t, offsetof(Listener, m), 0 }
+#define L(k, t, m) { k, t, offsetof(Listener, m), 0, 0 }
 static const Field listener_fields[] = {
         L("fd", F_I32, fd),
         L("type", F_I32, address.type),
@@ -72,7 +73,7 @@ static const Field listener_fields[] = {
 };
 #undef L
 
-#define SL(k, t, m) { k, t, offsetof(StateSlot, m), 0 }
+#define SL(k, t, m) { k, t, offsetof(StateSlot, m), 0, 0 }
 static const Field slot_fields[] = {
         SL("index", F_U32, index),
         SL("state", F_SLOT_STATE, state),
@@ -87,16 +88,17 @@ static const Field slot_fields[] = {
         SL("backoff_at", F_U64, backoff_at),
         SL("drain_started", F_U64, drain_started),
         SL("fresh", F_BOOL, fresh),
-        { "fds", F_FDS, offsetof(StateSlot, fds), offsetof(StateSlot, n_fds) },
+        { "fds", F_FDS, offsetof(StateSlot, fds), offsetof(StateSlot, n_fds), 0 },
 };
 #undef SL
 
-#define W(k, t, m) { k, t, offsetof(StateWorker, m), 0 }
+#define W(k, t, m) { k, t, offsetof(StateWorker, m), 0, 0 }
 static const Field worker_fields[] = {
         W("slot", F_U32, slot),
         W("role", F_ROLE, role),
         W("pid", F_I32, pid),
         W("starttime", F_U64, starttime),
+        { "pidfd_id", F_U64, offsetof(StateWorker, pidfd_id), 0, 2 },
         W("generation", F_U32, generation),
         W("started", F_U64, started),
         W("started_realtime", F_DOUBLE, started_realtime),
@@ -116,7 +118,7 @@ static const Field worker_fields[] = {
 };
 #undef W
 
-#define P(k, t, m) { k, t, offsetof(StatePipe, m), 0 }
+#define P(k, t, m) { k, t, offsetof(StatePipe, m), 0, 0 }
 static const Field pipe_fields[] = {
         P("fd", F_I32, fd),
         P("slot", F_U32, slot),
@@ -132,93 +134,212 @@ static const char *const role_names[] = {
 
 /* ---- writing ------------------------------------------------------------------------- */
 
-static void write_hex(FILE *f, const void *p, size_t n) {
-        const unsigned char *b = p;
+/* 1,000 workers and their slots are some 400 kB of text, written while the upgrade holds
+ * the loop: into a buffer of our own, digits by hand, where fprintf() into a memstream took
+ * 8 ms. */
+typedef struct Out {
+        char *p;
+        size_t len, cap;
+        bool failed;
+} Out;
 
-        fputc('x', f);
-        for (size_t i = 0; i < n; i++)
-                fprintf(f, "%02x", b[i]);
+static char *room(Out *o, size_t n) {
+        if (o->cap - o->len < n) {
+                size_t cap = o->cap ? o->cap : 64 * 1024;
+                char *p;
+
+                while (cap - o->len < n)
+                        cap *= 2;
+                p = o->failed ? NULL : realloc(o->p, cap);
+                if (!p) {
+                        o->failed = true;
+                        o->len = 0;
+                        return NULL;
+                }
+                o->p = p;
+                o->cap = cap;
+        }
+        return o->p + o->len;
 }
 
-static void write_field(FILE *f, const Field *fl, const void *base) {
+static void put(Out *o, const void *s, size_t n) {
+        char *p = room(o, n);
+
+        if (p) {
+                memcpy(p, s, n);
+                o->len += n;
+        }
+}
+
+static void put_str(Out *o, const char *s) {
+        put(o, s, strlen(s));
+}
+
+static void put_char(Out *o, char c) {
+        put(o, &c, 1);
+}
+
+static void put_u64(Out *o, uint64_t v) {
+        char buf[24], *p = buf + sizeof buf;
+
+        do
+                *--p = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        put(o, p, (size_t) (buf + sizeof buf - p));
+}
+
+static void put_i64(Out *o, int64_t v) {
+        if (v < 0)
+                put_char(o, '-');
+        put_u64(o, v < 0 ? -(uint64_t) v : (uint64_t) v);
+}
+
+/* "%.6f" of a time in seconds since the epoch, without printf's float machinery; what no
+ * clock gives (read from a damaged state) as "%.17g", which reads back the same. */
+static void put_seconds(Out *o, double v) {
+        char buf[64], frac[7];
+        uint64_t us;
+
+        if (!(v >= 0 && v < 1e12)) {
+                int n = snprintf(buf, sizeof buf, "%.17g", v);
+                put(o, buf, n > 0 && (size_t) n < sizeof buf ? (size_t) n : 0);
+                return;
+        }
+        us = (uint64_t) (v * 1e6 + 0.5);
+        put_u64(o, us / 1000000);
+        frac[0] = '.';
+        us %= 1000000;
+        for (int i = 6; i >= 1; i--, us /= 10)
+                frac[i] = (char) ('0' + us % 10);
+        put(o, frac, 7);
+}
+
+static void put_hex(Out *o, const void *s, size_t n) {
+        static const char digits[] = "0123456789abcdef";
+        const unsigned char *b = s;
+        char *p = room(o, 1 + 2 * n);
+
+        if (!p)
+                return;
+        *p++ = 'x';
+        for (size_t i = 0; i < n; i++) {
+                *p++ = digits[b[i] >> 4];
+                *p++ = digits[b[i] & 15];
+        }
+        o->len += 1 + 2 * n;
+}
+
+static void write_field(Out *o, const Field *fl, const void *base) {
         const char *p = (const char *) base + fl->offset;
 
-        fprintf(f, " %s=", fl->key);
+        put_char(o, ' ');
+        put_str(o, fl->key);
+        put_char(o, '=');
         switch (fl->type) {
         case F_U32:
-                fprintf(f, "%u", *(const unsigned *) p);
+                put_u64(o, *(const unsigned *) p);
                 break;
         case F_I32:
-                fprintf(f, "%d", *(const int *) p);
+                put_i64(o, *(const int *) p);
                 break;
         case F_U64:
-                fprintf(f, "%llu", (unsigned long long) *(const uint64_t *) p);
+                put_u64(o, *(const uint64_t *) p);
                 break;
         case F_BOOL:
-                fputc(*(const bool *) p ? '1' : '0', f);
+                put_char(o, *(const bool *) p ? '1' : '0');
                 break;
         case F_DOUBLE:
-                fprintf(f, "%.6f", *(const double *) p);
+                put_seconds(o, *(const double *) p);
                 break;
         case F_STR: {
-                const char *s = *(char *const *) p;
-                if (s)
-                        write_hex(f, s, strlen(s));
+                const char *str = *(char *const *) p;
+                if (str)
+                        put_hex(o, str, strlen(str));
                 else
-                        fputc('-', f);
+                        put_char(o, '-');
                 break;
         }
         case F_SLOT_STATE:
-                fputs(slot_state_to_string(*(const SlotState *) p), f);
+                put_str(o, slot_state_to_string(*(const SlotState *) p));
                 break;
         case F_ROLE:
-                fputs(role_names[*(const StateRole *) p], f);
+                put_str(o, role_names[*(const StateRole *) p]);
                 break;
         case F_ADDR: {
                 const SocketAddress *a = (const SocketAddress *) p;
-                write_hex(f, &a->storage, a->size);
+                put_hex(o, &a->storage, a->size);
                 break;
         }
         case F_FDS: {
                 const int *fds = *(int *const *) p;
                 size_t n = *(const size_t *) ((const char *) base + fl->aux);
                 if (!fds)
-                        fputc('-', f);
-                for (size_t i = 0; fds && i < n; i++)
-                        fprintf(f, "%s%d", i ? "," : "", fds[i]);
+                        put_char(o, '-');
+                for (size_t i = 0; fds && i < n; i++) {
+                        if (i)
+                                put_char(o, ',');
+                        put_i64(o, fds[i]);
+                }
                 break;
         }
         }
 }
 
-static void write_record(FILE *f, const char *name, const Field *fields, size_t n, const void *base) {
-        fputs(name, f);
+static void write_record(Out *o, unsigned format, const char *name, const Field *fields, size_t n,
+                         const void *base) {
+        put_str(o, name);
         for (size_t i = 0; i < n; i++)
-                write_field(f, &fields[i], base);
-        fputc('\n', f);
+                if (fields[i].since <= format)
+                        write_field(o, &fields[i], base);
+        put_char(o, '\n');
+}
+
+int state_format(const UpgradeState *s, char **ret, size_t *ret_len) {
+        unsigned format = s->format ? s->format : STATE_FORMAT;
+        Out o = {};
+
+        if (format < STATE_FORMAT_OLDEST || format > STATE_FORMAT)
+                return -EPROTONOSUPPORT;
+        put_str(&o, "bindonce-state ");
+        put_u64(&o, format);
+        put_char(&o, '\n');
+        write_record(&o, format, "supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), s);
+        put_str(&o, "argv");
+        for (char **a = s->argv; a && *a; a++) {
+                put_char(&o, ' ');
+                put_hex(&o, *a, strlen(*a));
+        }
+        put_char(&o, '\n');
+        for (size_t i = 0; i < s->n_listeners; i++)
+                write_record(&o, format, "listener", listener_fields, ELEMENTSOF(listener_fields), &s->listeners[i]);
+        if (s->control.fd >= 0)
+                write_record(&o, format, "control", listener_fields, ELEMENTSOF(listener_fields), &s->control);
+        for (size_t i = 0; i < s->n_slots; i++)
+                write_record(&o, format, "slot", slot_fields, ELEMENTSOF(slot_fields), &s->slots[i]);
+        for (size_t i = 0; i < s->n_workers; i++)
+                write_record(&o, format, "worker", worker_fields, ELEMENTSOF(worker_fields), &s->workers[i]);
+        for (size_t i = 0; i < s->n_pipes; i++)
+                write_record(&o, format, "pipe", pipe_fields, ELEMENTSOF(pipe_fields), &s->pipes[i]);
+        put_str(&o, "end\n");
+        if (o.failed) {
+                free(o.p);
+                return -ENOMEM;
+        }
+        *ret = o.p;
+        *ret_len = o.len;
+        return 0;
 }
 
 int state_write(const UpgradeState *s, FILE *f) {
-        fprintf(f, "bindonce-state %u\n", STATE_FORMAT);
-        write_record(f, "supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), s);
-        fputs("argv", f);
-        for (char **a = s->argv; a && *a; a++) {
-                fputc(' ', f);
-                write_hex(f, *a, strlen(*a));
-        }
-        fputc('\n', f);
-        for (size_t i = 0; i < s->n_listeners; i++)
-                write_record(f, "listener", listener_fields, ELEMENTSOF(listener_fields), &s->listeners[i]);
-        if (s->control.fd >= 0)
-                write_record(f, "control", listener_fields, ELEMENTSOF(listener_fields), &s->control);
-        for (size_t i = 0; i < s->n_slots; i++)
-                write_record(f, "slot", slot_fields, ELEMENTSOF(slot_fields), &s->slots[i]);
-        for (size_t i = 0; i < s->n_workers; i++)
-                write_record(f, "worker", worker_fields, ELEMENTSOF(worker_fields), &s->workers[i]);
-        for (size_t i = 0; i < s->n_pipes; i++)
-                write_record(f, "pipe", pipe_fields, ELEMENTSOF(pipe_fields), &s->pipes[i]);
-        fputs("end\n", f);
-        return ferror(f) ? -EIO : 0;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        int r = state_format(s, &text, &len);
+
+        if (r < 0)
+                return r;
+        if (fwrite(text, 1, len, f) != len || ferror(f))
+                return -EIO;
+        return 0;
 }
 
 /* ---- reading ------------------------------------------------------------------------- */
@@ -262,27 +383,30 @@ static int read_hex(const char *v, char **ret, size_t *ret_len) {
         return 0;
 }
 
+/* Decimal digits only, no sign, no blanks, no overflow (what strtoull would let through
+ * is refused here: the writer never writes it). */
 static int read_u64(const char *v, uint64_t *ret) {
-        char *end;
+        uint64_t x = 0;
 
-        if (!*v || *v == '-' || *v == '+')
+        if (!*v)
                 return -EINVAL;
-        errno = 0;
-        unsigned long long x = strtoull(v, &end, 10);
-        if (errno || *end)
-                return -EINVAL;
+        for (; *v; v++) {
+                unsigned d = (unsigned) (*v - '0');
+                if (d > 9 || x > (UINT64_MAX - d) / 10)
+                        return -EINVAL;
+                x = x * 10 + d;
+        }
         *ret = x;
         return 0;
 }
 
 static int read_i32(const char *v, int *ret) {
-        char *end;
+        bool negative = *v == '-';
+        uint64_t x;
 
-        errno = 0;
-        long x = strtol(v, &end, 10);
-        if (errno || *end || !*v || x < INT32_MIN || x > INT32_MAX)
+        if (read_u64(v + negative, &x) < 0 || x > (negative ? (uint64_t) INT32_MAX + 1 : (uint64_t) INT32_MAX))
                 return -EINVAL;
-        *ret = (int) x;
+        *ret = negative ? (int) -(int64_t) x : (int) x;
         return 0;
 }
 
@@ -395,23 +519,38 @@ static int read_value(const Field *fl, const char *v, void *base) {
         return -EINVAL;
 }
 
-/* The words after the record's name, each "key=value", exactly the fields of the table, in
- * any order, each once. */
-static int read_record(char *words, const char *name, const Field *fields, size_t n, void *base,
-                       char *err, size_t size) {
+/* The field named key among those of the format, or n. The writer follows the table, so
+ * the one after the previous is tried first: a worker's 20 keys cost 20 comparisons. */
+static size_t find_field(const Field *fields, size_t n, unsigned format, const char *key, size_t next) {
+        if (next < n && fields[next].since <= format && strcmp(fields[next].key, key) == 0)
+                return next;
+        for (size_t i = 0; i < n; i++)
+                if (fields[i].since <= format && strcmp(fields[i].key, key) == 0)
+                        return i;
+        return n;
+}
+
+/* The words after the record's name, each "key=value", exactly the fields of the table that
+ * the format has, in any order, each once. */
+static int read_record(char *words, unsigned format, const char *name, const Field *fields, size_t n,
+                       void *base, char *err, size_t size) {
         bool seen[32] = {};
-        char *state = NULL;
+        size_t i = (size_t) -1;
 
         assert(n <= ELEMENTSOF(seen));
-        for (char *w = strtok_r(words, " ", &state); w; w = strtok_r(NULL, " ", &state)) {
-                char *eq = strchr(w, '=');
-                size_t i;
+        /* One pass over each word (strtok_r() and strchr() went over it twice). */
+        for (char *w = words, *next; *w; w = next) {
+                char *end = strchrnul(w, ' '), *eq;
 
+                next = *end ? end + 1 : end;
+                *end = '\0';
+                if (w == end)
+                        continue;
+                eq = memchr(w, '=', (size_t) (end - w));
                 if (!eq)
                         return bad(err, size, "%s: '%.32s' is not key=value", name, w);
                 *eq = '\0';
-                for (i = 0; i < n && strcmp(fields[i].key, w) != 0; i++)
-                        ;
+                i = find_field(fields, n, format, w, i + 1);
                 if (i == n)
                         return bad(err, size, "%s: unknown key '%.32s'", name, w);
                 if (seen[i])
@@ -423,9 +562,9 @@ static int read_record(char *words, const char *name, const Field *fields, size_
                 if (r < 0)
                         return bad(err, size, "%s: bad value for '%s'", name, w);
         }
-        for (size_t i = 0; i < n; i++)
-                if (!seen[i])
-                        return bad(err, size, "%s: key '%s' missing", name, fields[i].key);
+        for (size_t k = 0; k < n; k++)
+                if (!seen[k] && fields[k].since <= format)
+                        return bad(err, size, "%s: key '%s' missing", name, fields[k].key);
         return 0;
 }
 
@@ -433,12 +572,16 @@ static int read_argv(char *words, UpgradeState *s, char *err, size_t size) {
         char *state = NULL;
         size_t n = 0;
 
+        if (s->argv)
+                return bad(err, size, "argv: given twice");
+
         for (char *w = strtok_r(words, " ", &state); w; w = strtok_r(NULL, " ", &state)) {
                 char **a = realloc(s->argv, (n + 2) * sizeof *a);
                 if (!a)
                         return -ENOMEM;
                 s->argv = a;
-                s->argv[n + 1] = NULL;
+                /* Both: state_done() frees up to the first NULL, also after a bad word. */
+                s->argv[n] = s->argv[n + 1] = NULL;
                 if (read_hex(w, &s->argv[n], NULL) < 0)
                         return bad(err, size, "argv: word %zu is not hex text", n + 1);
                 n++;
@@ -463,7 +606,7 @@ static int grow(void **array, size_t *n, size_t elem, void **ret) {
         return 0;
 }
 
-static int read_line(char *line, UpgradeState *s, bool *have_supervisor, char *err, size_t size) {
+static int read_line(char *line, unsigned format, UpgradeState *s, bool *have_supervisor, char *err, size_t size) {
         char *rest = strchrnul(line, ' ');
         void *rec;
         int r;
@@ -472,7 +615,7 @@ static int read_line(char *line, UpgradeState *s, bool *have_supervisor, char *e
                 *rest++ = '\0';
         if (strcmp(line, "supervisor") == 0) {
                 *have_supervisor = true;
-                return read_record(rest, line, supervisor_fields, ELEMENTSOF(supervisor_fields), s, err, size);
+                return read_record(rest, format, line, supervisor_fields, ELEMENTSOF(supervisor_fields), s, err, size);
         }
         if (strcmp(line, "argv") == 0)
                 return read_argv(rest, s, err, size);
@@ -481,21 +624,24 @@ static int read_line(char *line, UpgradeState *s, bool *have_supervisor, char *e
                 if (r < 0)
                         return r;
                 ((Listener *) rec)->fd = -1;
-                return read_record(rest, line, listener_fields, ELEMENTSOF(listener_fields), rec, err, size);
+                return read_record(rest, format, line, listener_fields, ELEMENTSOF(listener_fields), rec, err, size);
         }
         if (strcmp(line, "control") == 0)
-                return read_record(rest, line, listener_fields, ELEMENTSOF(listener_fields), &s->control, err, size);
+                return read_record(rest, format, line, listener_fields, ELEMENTSOF(listener_fields), &s->control, err, size);
         if (strcmp(line, "slot") == 0) {
                 r = grow((void **) &s->slots, &s->n_slots, sizeof *s->slots, &rec);
-                return r < 0 ? r : read_record(rest, line, slot_fields, ELEMENTSOF(slot_fields), rec, err, size);
+                return r < 0 ? r : read_record(rest, format, line, slot_fields, ELEMENTSOF(slot_fields), rec, err, size);
         }
         if (strcmp(line, "worker") == 0) {
                 r = grow((void **) &s->workers, &s->n_workers, sizeof *s->workers, &rec);
-                return r < 0 ? r : read_record(rest, line, worker_fields, ELEMENTSOF(worker_fields), rec, err, size);
+                if (r < 0)
+                        return r;
+                ((StateWorker *) rec)->pidfd = -1;
+                return read_record(rest, format, line, worker_fields, ELEMENTSOF(worker_fields), rec, err, size);
         }
         if (strcmp(line, "pipe") == 0) {
                 r = grow((void **) &s->pipes, &s->n_pipes, sizeof *s->pipes, &rec);
-                return r < 0 ? r : read_record(rest, line, pipe_fields, ELEMENTSOF(pipe_fields), rec, err, size);
+                return r < 0 ? r : read_record(rest, format, line, pipe_fields, ELEMENTSOF(pipe_fields), rec, err, size);
         }
         return bad(err, size, "unknown record '%.32s'", line);
 }
@@ -524,25 +670,32 @@ static int state_check(const UpgradeState *s, char *err, size_t size) {
 }
 
 int state_read(const char *buf, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t size) {
-        _cleanup_free_ char *copy = NULL;
+        _cleanup_free_ char *copy = malloc(len + 1);
+
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, buf, len);
+        copy[len] = '\0';
+        return state_read_in_place(copy, len, ret, ret_format, err, size);
+}
+
+int state_read_in_place(char *text, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t size) {
         UpgradeState s = { .control.fd = -1, .notify_fd = -1, .client_fd = -1 };
         bool have_supervisor = false, ended = false;
         char *state = NULL, *line;
         unsigned long format;
         int r = 0;
 
-        if (memchr(buf, '\0', len))
+        if (strlen(text) != len)
                 return bad(err, size, "the state holds a NUL byte");
-        copy = strndup(buf, len);
-        if (!copy)
-                return -ENOMEM;
-        line = strtok_r(copy, "\n", &state);
+        line = strtok_r(text, "\n", &state);
         if (!line || strncmp(line, "bindonce-state ", 15) != 0 || parse_uint(line + 15, 0, UINT32_MAX, &format) < 0)
                 return bad(err, size, "not a bindonce state (no 'bindonce-state N' first line)");
-        if (format != STATE_FORMAT) {
+        if (format < STATE_FORMAT_OLDEST || format > STATE_FORMAT) {
                 if (ret_format)
                         *ret_format = (unsigned) format;
-                (void) snprintf(err, size, "state format %lu, this bindonce reads format %d only", format, STATE_FORMAT);
+                (void) snprintf(err, size, "state format %lu, this bindonce reads formats %d to %d", format,
+                                STATE_FORMAT_OLDEST, STATE_FORMAT);
                 return -EPROTONOSUPPORT;
         }
         while (r >= 0 && (line = strtok_r(NULL, "\n", &state))) {
@@ -551,7 +704,7 @@ int state_read(const char *buf, size_t len, UpgradeState *ret, unsigned *ret_for
                 else if (strcmp(line, "end") == 0)
                         ended = true;
                 else
-                        r = read_line(line, &s, &have_supervisor, err, size);
+                        r = read_line(line, (unsigned) format, &s, &have_supervisor, err, size);
         }
         if (r >= 0 && (!ended || !have_supervisor))
                 r = bad(err, size, "the state is cut short (no %s)", have_supervisor ? "'end'" : "supervisor record");

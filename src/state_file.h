@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -18,16 +19,21 @@
  * format is versioned as a whole: a reader takes exactly the formats it names in
  * `bindonce --upgrade-check`, and refuses any other before it touches anything.
  *
- *     bindonce-state 1
+ *     bindonce-state 2
  *     key=value key=value ...      one record a line, the first word names the record
  *     end
  *
  * Numbers are decimal, strings hex ("x" + two digits a byte, "-" for none), times are
  * absolute CLOCK_MONOTONIC microseconds (0: not armed), so that a deadline keeps its time
- * across the exec. Every key of a record is required; an unknown record or key, or a
- * missing "end", refuses the whole state. */
+ * across the exec. Every key of a record that its format has is required; an unknown
+ * record or key (one of a later format too), or a missing "end", refuses the whole
+ * state. */
 
-#define STATE_FORMAT 1
+/* The newest format this bindonce writes and reads, and the oldest it still does both of:
+ * it writes the newest that the new binary names in --upgrade-check, so that an older
+ * bindonce can be gone back to. Format 2 adds each worker's pidfd_id. */
+#define STATE_FORMAT 2
+#define STATE_FORMAT_OLDEST 1
 
 typedef enum StateRole {
         STATE_WORKER,                   /* the slot's worker */
@@ -39,7 +45,9 @@ typedef struct StateWorker {
         unsigned slot;
         StateRole role;
         pid_t pid;
-        unsigned long long starttime;   /* /proc/PID/stat field 22: a reused pid never matches */
+        unsigned long long starttime;   /* /proc/PID/stat field 22: a reused pid never matches; 0 when pidfd_id says it */
+        uint64_t pidfd_id;              /* format 2: the inode number of its pidfd (pidfs), unique for the boot; 0: none */
+        int pidfd;                      /* not written: the capturing process's pidfd of it, or -1 */
         unsigned generation;
         usec_t started;
         double started_realtime;
@@ -71,7 +79,7 @@ typedef struct StatePipe {
 } StatePipe;
 
 typedef struct UpgradeState {
-        unsigned format;
+        unsigned format;                /* read: the one it was in; written: 0 for STATE_FORMAT */
         char *version;                  /* of the bindonce that wrote it */
         char *exe;                      /* the path it was executed from */
         char **argv;                    /* its command line, NULL-terminated */
@@ -96,12 +104,19 @@ typedef struct UpgradeState {
         size_t n_pipes;
 } UpgradeState;
 
-/* Pure: the unit tests round-trip it. Returns 0 or -errno. */
+/* Pure: the unit tests round-trip it. In s->format (STATE_FORMAT_OLDEST..STATE_FORMAT; 0
+ * for the newest). Returns 0 or -errno. */
 int state_write(const UpgradeState *s, FILE *f);
+/* The same, as text of its own (*ret allocated, no NUL): 0, -ENOMEM or -EPROTONOSUPPORT. */
+int state_format(const UpgradeState *s, char **ret, size_t *ret_len);
 
-/* Pure. Returns 0, -EPROTONOSUPPORT for another format (its number in *ret_format), or
+/* Pure. Reads the formats STATE_FORMAT_OLDEST..STATE_FORMAT; a field that an older format
+ * lacks is 0. Returns 0, -EPROTONOSUPPORT for another format (its number in *ret_format), or
  * -EBADMSG with the first thing wrong in err. *ret is set only on success. */
 int state_read(const char *buf, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t err_size);
+/* The same on text of the caller's, which it cuts up: text[len] must be its NUL (no copy of
+ * a state of thousands of workers). */
+int state_read_in_place(char *text, size_t len, UpgradeState *ret, unsigned *ret_format, char *err, size_t err_size);
 
 void state_done(UpgradeState *s);
 

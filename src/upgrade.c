@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "fdbudget.h"
 #include "log.h"
 #include "output.h"
 #include "supervisor-internal.h"
@@ -33,6 +35,7 @@ static struct {
         bool active;
         UpgradeState state;
         int state_fd, old_exe_fd;
+        int keep_base, keep_n;          /* the previous bindonce's pidfds (UPGRADE_ENV_PIDFDS), or none */
         char *failed;                   /* set: we are the old binary, given the state back */
 } incoming = { .state_fd = -1, .old_exe_fd = -1 };
 
@@ -45,6 +48,7 @@ struct Upgrade {
         int out_fd;                     /* its stdout */
         sd_event_source *child, *timer, *exec;
         bool timed_out;
+        unsigned format;                /* the newest state format both read */
         char version[64];
 };
 
@@ -70,16 +74,26 @@ int upgrade_check_report(int r) {
 
         if (r <= 0)
                 return EXIT_USAGE;
-        printf("bindonce %s\nstate-formats %s\n", BINDONCE_VERSION, claim ? claim : "1");
+        printf("bindonce %s\nstate-formats ", BINDONCE_VERSION);
+        if (claim)
+                printf("%s", claim);
+        for (unsigned f = STATE_FORMAT_OLDEST; !claim && f <= STATE_FORMAT; f++)
+                printf("%s%u", f > STATE_FORMAT_OLDEST ? " " : "", f);
+        printf("\n");
         return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_OSERR;
 }
 
+/* FD_CLOEXEC is the only fd flag: set, not read first (a syscall per fd counts with
+ * thousands of reuseport sockets). */
 static void set_cloexec(const int *fds, size_t n, bool on) {
-        for (size_t i = 0; i < n; i++) {
-                int flags = fcntl(fds[i], F_GETFD);
-                if (flags >= 0)
-                        (void) fcntl(fds[i], F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC);
-        }
+        for (size_t i = 0; i < n; i++)
+                (void) fcntl(fds[i], F_SETFD, on ? FD_CLOEXEC : 0);
+}
+
+static void close_fds(int from, int n, unsigned flags) {
+        if (n > 0 && close_range((unsigned) from, (unsigned) (from + n - 1), flags) < 0)
+                for (int fd = from; fd < from + n; fd++)
+                        (void) (flags ? fcntl(fd, F_SETFD, FD_CLOEXEC) : close(fd));
 }
 
 /* environ without our variables, plus `extra` (NULL-terminated). */
@@ -104,6 +118,27 @@ static char **upgrade_env(char **extra) {
 
 /* ---- the new process -------------------------------------------------------------------- */
 
+/* The previous bindonce's pidfds: close-on-exec at once, closed in one call once they have
+ * served (or when we give up). A value we cannot read names nothing we may close. */
+static void keepalives_take(void) {
+        const char *v = getenv(UPGRADE_ENV_PIDFDS);
+        unsigned base, n;
+        char end;
+
+        if (v && sscanf(v, "%u %u%c", &base, &n, &end) == 2 && base >= 3 && n > 0 && n <= 4 * WORKERS_MAX &&
+            base <= INT_MAX - n) {
+                incoming.keep_base = (int) base;
+                incoming.keep_n = (int) n;
+                close_fds(incoming.keep_base, incoming.keep_n, CLOSE_RANGE_CLOEXEC);
+        }
+        (void) unsetenv(UPGRADE_ENV_PIDFDS);
+}
+
+static void keepalives_close(void) {
+        close_fds(incoming.keep_base, incoming.keep_n, 0);
+        incoming.keep_n = 0;
+}
+
 static int env_fd(const char *name) {
         const char *v = getenv(name);
         unsigned long fd;
@@ -121,6 +156,8 @@ void upgrade_incoming_abort(const char *fmt, ...) {
 
         if (!incoming.active)
                 return;
+        /* Never handed back: the old binary opens pidfds of its own, as it did here. */
+        keepalives_close();
         va_start(ap, fmt);
         if (vasprintf(&reason, fmt, ap) < 0)
                 reason = NULL;
@@ -159,7 +196,7 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
                 return -errno;
         if (st.st_size <= 0 || st.st_size > 64 * 1024 * 1024)
                 return -EBADMSG;
-        buf = malloc((size_t) st.st_size);
+        buf = malloc((size_t) st.st_size + 1);
         if (!buf)
                 return -ENOMEM;
         while (len < (size_t) st.st_size) {
@@ -170,6 +207,7 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
                 }
                 len += (size_t) k;
         }
+        buf[len] = '\0';
         *ret = buf;
         *ret_len = len;
         return 0;
@@ -201,6 +239,7 @@ const UpgradeState *upgrade_incoming_open(void) {
         if (!getenv(UPGRADE_ENV_STATE))
                 return NULL;
         incoming.active = true;
+        keepalives_take();
         incoming.state_fd = env_fd(UPGRADE_ENV_STATE);
         incoming.old_exe_fd = env_fd(UPGRADE_ENV_OLD_EXE);
         incoming.failed = failed ? strdup(failed) : NULL;
@@ -213,6 +252,7 @@ const UpgradeState *upgrade_incoming_open(void) {
                 (void) fcntl(incoming.old_exe_fd, F_SETFD, FD_CLOEXEC);
 
         if (incoming.state_fd < 0) {
+                keepalives_close();
                 incoming.active = false;
                 log_error("upgrade: %s names no open fd; starting afresh", UPGRADE_ENV_STATE);
                 return NULL;
@@ -222,7 +262,7 @@ const UpgradeState *upgrade_incoming_open(void) {
                 upgrade_incoming_abort("cannot read the state: %s", strerror(-r));
                 exit(EXIT_OSERR);
         }
-        r = state_read(buf, len, &incoming.state, &format, err, sizeof err);
+        r = state_read_in_place(buf, len, &incoming.state, &format, err, sizeof err);
         if (r < 0) {
                 upgrade_incoming_abort("cannot read the state: %s", r == -ENOMEM ? "out of memory" : err);
                 exit(EXIT_OSERR);
@@ -299,6 +339,8 @@ void upgrade_resumed(Supervisor *sup) {
                 else
                         (void) close(s->client_fd);
         }
+        /* Answered: the previous bindonce's pidfds have served (ours hold the processes now). */
+        keepalives_close();
         if (sup->ready_sent && sup->notify)
                 notify_systemd(sup, "READY=1");
         closep(&incoming.state_fd);
@@ -362,23 +404,17 @@ void upgrade_cancel(Supervisor *sup, const char *reason) {
                 upgrade_fail(sup, "%s", reason);
 }
 
-static int write_state(Supervisor *sup, int client_fd, UpgradeState *st) {
+static int write_state(Supervisor *sup, int client_fd, unsigned format, UpgradeState *st) {
         _cleanup_free_ char *text = NULL;
         _cleanup_close_ int fd = -1;
         size_t len = 0;
-        FILE *f;
         int r;
 
-        r = upgrade_capture(sup, self_exe, self_argv, st);
+        r = upgrade_capture(sup, self_exe, self_argv, format, st);
         if (r < 0)
                 return r;
         st->client_fd = client_fd;
-        f = open_memstream(&text, &len);
-        if (!f)
-                return -ENOMEM;
-        r = state_write(st, f);
-        if (fclose(f) != 0 && r >= 0)
-                r = -ENOMEM;
+        r = state_format(st, &text, &len);
         if (r < 0)
                 return r;
         fd = memfd_create("bindonce-state", MFD_CLOEXEC);
@@ -393,41 +429,121 @@ static int write_state(Supervisor *sup, int client_fd, UpgradeState *st) {
         return TAKE_FD(fd);
 }
 
-/* Only returns when the exec failed, with everything as it was. */
-static int upgrade_exec(Supervisor *sup, Upgrade *u) {
-        _cleanup_free_ char *state_env = NULL, *old_env = NULL;
-        _cleanup_close_ int state_fd = -1, old_fd = -1;
-        _cleanup_free_ int *fds = NULL;
-        UpgradeState st = {};
-        size_t n;
-        int r;
+/* Dups of the n pidfds into base.. in a row: base on success; else none are left, and the
+ * fd that broke the row (at least base + 1), or -1. */
+static int dup_in_a_row(const UpgradeState *st, int base) {
+        int k = 0;
 
-        r = write_state(sup, u->client_fd, &st);
-        if (r < 0) {
-                state_done(&st);
-                return r;
+        for (size_t i = 0; i < st->n_workers; i++) {
+                int fd;
+
+                if (st->workers[i].pidfd < 0)
+                        continue;
+                fd = fcntl(st->workers[i].pidfd, F_DUPFD, base + k);
+                if (fd != base + k) {
+                        if (fd >= 0)
+                                (void) close(fd);
+                        close_fds(base, k, 0);
+                        return fd >= 0 ? -fd : -1;
+                }
+                k++;
         }
-        state_fd = r;
-        /* The running binary, even if its file was replaced: the way back. */
-        old_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
-        if (old_fd < 0 || asprintf(&state_env, UPGRADE_ENV_STATE "=%d", state_fd) < 0 ||
-            asprintf(&old_env, UPGRADE_ENV_OLD_EXE "=%d", old_fd) < 0) {
-                state_done(&st);
-                return old_fd < 0 ? -errno : -ENOMEM;
+        return base;
+}
+
+/* Format 2: the workers' pidfds, duplicated into fds in a row, without close-on-exec.
+ * Closing the last reference to a pidfd watched by epoll costs the exec 4 us a worker, and
+ * the new process as much again to build it anew; kept, the exec only drops our other
+ * reference, and the new process closes them in one call once it has its own. In a row
+ * above every fd the state names (the fds of the workers we started last), so that the fd
+ * table does not grow upgrade after upgrade; only when the fd limit takes them on top of
+ * the new process's own. The count (their first fd in *ret_base), 0 for none. */
+static int keep_pidfds(const UpgradeState *st, const int *fds, size_t n_fds, int *ret_base) {
+        int n = 0, base = 0;
+
+        for (size_t i = 0; i < n_fds; i++)
+                if (fds[i] >= base)
+                        base = fds[i] + 1;
+        for (size_t i = 0; i < st->n_workers; i++)
+                if (st->workers[i].pidfd >= 0) {
+                        n++;
+                        if (st->workers[i].pidfd >= base)
+                                base = st->workers[i].pidfd + 1;
+                }
+        /* Something else may sit in the way (a ctl client): a few tries above it. */
+        for (int tries = 0; n > 0 && tries < 4; tries++) {
+                int r;
+
+                if ((unsigned long) base + 2 * (unsigned long) n + 256 > fdbudget_limit())
+                        return 0;
+                r = dup_in_a_row(st, base);
+                if (r == base) {
+                        *ret_base = base;
+                        return n;
+                }
+                if (r == -1)
+                        return 0;
+                base = -r;
         }
-        char *extra[] = { state_env, old_env, NULL };
-        _cleanup_free_ char **env = upgrade_env(extra);
-        if (!env) {
-                state_done(&st);
-                return -ENOMEM;
-        }
-        r = state_fds(&st, 2, &fds);
-        state_done(&st);
+        return 0;
+}
+
+/* What crosses the exec: the fds the state names, the state and the old binary (their
+ * close-on-exec cleared just before it), the kept pidfds, and the environment naming them. */
+typedef struct Crossing {
+        int *fds;
+        size_t n_fds;
+        int keep_base, keep_n;
+        char *state_env, *old_env, *keep_env;
+        char **env;
+} Crossing;
+
+static void crossing_done(Crossing *c) {
+        close_fds(c->keep_base, c->keep_n, 0);
+        free(c->fds);
+        free(c->state_env);
+        free(c->old_env);
+        free(c->keep_env);
+        free(c->env);
+}
+
+static int crossing_prepare(Crossing *c, UpgradeState *st, int state_fd, int old_fd) {
+        int r = state_fds(st, 2, &c->fds);
+
         if (r < 0)
                 return r;
-        n = (size_t) r;
-        fds[n++] = state_fd;
-        fds[n++] = old_fd;
+        c->n_fds = (size_t) r;
+        c->fds[c->n_fds++] = state_fd;
+        c->fds[c->n_fds++] = old_fd;
+        c->keep_n = keep_pidfds(st, c->fds, c->n_fds, &c->keep_base);
+        if (asprintf(&c->state_env, UPGRADE_ENV_STATE "=%d", state_fd) < 0 ||
+            asprintf(&c->old_env, UPGRADE_ENV_OLD_EXE "=%d", old_fd) < 0 ||
+            asprintf(&c->keep_env, UPGRADE_ENV_PIDFDS "=%d %d", c->keep_base, c->keep_n) < 0)
+                return -ENOMEM;
+        char *extra[] = { c->state_env, c->old_env, c->keep_n ? c->keep_env : NULL, NULL };
+        c->env = upgrade_env(extra);
+        return c->env ? 0 : -ENOMEM;
+}
+
+/* Only returns when the exec failed, with everything as it was. */
+static int upgrade_exec(Supervisor *sup, Upgrade *u) {
+        _cleanup_close_ int state_fd = -1, old_fd = -1;
+        Crossing c = { .keep_base = -1 };
+        UpgradeState st = {};
+        int r;
+
+        r = write_state(sup, u->client_fd, u->format, &st);
+        if (r >= 0) {
+                state_fd = r;
+                /* The running binary, even if its file was replaced: the way back. */
+                old_fd = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+                r = old_fd < 0 ? -errno : crossing_prepare(&c, &st, state_fd, old_fd);
+        }
+        state_done(&st);
+        if (r < 0) {
+                crossing_done(&c);
+                return r;
+        }
 
         log_info("upgrade: executing %s (bindonce %s), %u workers carried over", u->exe, u->version,
                  live_workers(sup));
@@ -435,10 +551,11 @@ static int upgrade_exec(Supervisor *sup, Upgrade *u) {
                 (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=upgrading to %s",
                                   (unsigned long long) now_usec(), u->version);
         worker_output_flush(sup->config.worker_setup.output);
-        set_cloexec(fds, n, false);
-        execve(u->exe, self_argv, env);
+        set_cloexec(c.fds, c.n_fds, false);
+        execve(u->exe, self_argv, c.env);
         r = -errno;
-        set_cloexec(fds, n, true);
+        set_cloexec(c.fds, c.n_fds, true);
+        crossing_done(&c);
         if (sup->notify && sup->ready_sent)
                 notify_systemd(sup, "READY=1");
         return r;
@@ -460,21 +577,24 @@ static int on_exec(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-/* "state-formats 1 2": does NEW read the format we write? */
-static bool reads_our_format(const char *out, char *formats, size_t size) {
+/* "state-formats 1 2": the newest format NEW reads that we write, or 0 (its list in
+ * formats, for the reason). */
+static unsigned common_format(const char *out, char *formats, size_t size) {
         const char *line = strstr(out, "state-formats ");
+        unsigned best = 0;
 
         if (!line || (line != out && line[-1] != '\n'))
-                return false;
+                return 0;
         line += strlen("state-formats ");
         snprintf(formats, size, "%.*s", (int) strcspn(line, "\n"), line);
         for (char *state = NULL, *w = strtok_r(formats, " ", &state); w; w = strtok_r(NULL, " ", &state)) {
                 unsigned long v;
-                if (parse_uint(w, 0, UINT32_MAX, &v) >= 0 && v == STATE_FORMAT)
-                        return true;
+                if (parse_uint(w, 0, UINT32_MAX, &v) >= 0 && v >= STATE_FORMAT_OLDEST && v <= STATE_FORMAT &&
+                    v > best)
+                        best = (unsigned) v;
         }
         snprintf(formats, size, "%.*s", (int) strcspn(line, "\n"), line);
-        return false;
+        return best;
 }
 
 static void check_verdict(Supervisor *sup, Upgrade *u, const siginfo_t *si, const char *out) {
@@ -490,9 +610,11 @@ static void check_verdict(Supervisor *sup, Upgrade *u, const siginfo_t *si, cons
         if (si->si_status != 0)
                 return upgrade_fail(sup, "%s --upgrade-check exited with status %d%s", u->exe, si->si_status,
                                     si->si_status == EXIT_USAGE ? " (it refuses this command line, or knows no --upgrade-check)" : "");
-        if (!reads_our_format(out, formats, sizeof formats))
-                return upgrade_fail(sup, "%s reads state format%s %s, this bindonce writes format %d", u->exe,
-                                    strchr(formats, ' ') ? "s" : "", formats[0] ? formats : "(none)", STATE_FORMAT);
+        u->format = common_format(out, formats, sizeof formats);
+        if (!u->format)
+                return upgrade_fail(sup, "%s reads state format%s %s, this bindonce writes formats %d to %d", u->exe,
+                                    strchr(formats, ' ') ? "s" : "", formats[0] ? formats : "(none)",
+                                    STATE_FORMAT_OLDEST, STATE_FORMAT);
         if (v && (v == out || v[-1] == '\n'))
                 snprintf(u->version, sizeof u->version, "%.*s", (int) strcspn(v + 9, "\n"), v + 9);
         /* Not from inside this callback: sd-event reaps the check child once it returns. */

@@ -19,6 +19,11 @@
 #define UPGRADE_ENV_STATE "BINDONCE_UPGRADE_STATE"       /* the memfd */
 #define UPGRADE_ENV_OLD_EXE "BINDONCE_UPGRADE_OLD_EXE"   /* O_PATH fd of the old binary */
 #define UPGRADE_ENV_FAILED "BINDONCE_UPGRADE_FAILED"     /* why the new one gave the state back */
+/* Format 2: "BASE N", the workers' pidfds duplicated into the fds BASE..BASE+N-1. Only kept
+ * open across the exec, which then tears nothing down for them, and closed by the new
+ * process once it has taken over (it opens pidfds of its own, checked against the state's
+ * pidfd_id); never handed back to the old binary. */
+#define UPGRADE_ENV_PIDFDS "BINDONCE_UPGRADE_PIDFDS"
 
 /* How long NEW --upgrade-check may take. */
 #define UPGRADE_CHECK_TIMEOUT_USEC (5 * USEC_PER_SEC)
@@ -63,12 +68,13 @@ Upgrade *upgrade_free(Upgrade *u);
 
 /* ---- upgrade_state.c: the supervisor to the state and back --------------------------------- */
 
-/* The supervisor as plain data; exe and argv: how this bindonce was executed. */
-int upgrade_capture(Supervisor *sup, const char *exe, char **argv, UpgradeState *ret);
-/* Rebuilds generations, slots and workers (each pid checked to be the same child by its
- * parent and start time, then watched by a pidfd child source). Returns -errno; workers
- * that are gone are dropped (their slot starts again), anything else fails the whole
- * restore. */
+/* The supervisor as plain data, in the given state format; exe and argv: how this bindonce
+ * was executed. */
+int upgrade_capture(Supervisor *sup, const char *exe, char **argv, unsigned format, UpgradeState *ret);
+/* Rebuilds generations, slots and workers (each watched by a pidfd child source, whose
+ * pidfd id must be the one the state names; without one, the pid is checked to be the same
+ * child by its parent and start time first). Returns -errno; workers that are gone are
+ * dropped (their slot starts again), anything else fails the whole restore. */
 int upgrade_restore(Supervisor *sup, const UpgradeState *s);
 /* In the loop's first turn: answers the waiting ctl client, READY=1 to systemd, the log. */
 void upgrade_resumed(Supervisor *sup);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -158,14 +159,34 @@ static int on_stable_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The inode number of the pidfd sd-event watches the worker by. On pidfs (Linux 6.9) it is
+ * the process's own id, never given to another process until reboot: the next bindonce of
+ * an upgrade in place tells the worker from a process that got its pid since by it, for
+ * one fstat(). 0 without pidfs (every pidfd shares one inode there) or without a pidfd. */
+static uint64_t child_pidfd_id(sd_event_source *child) {
+        struct stat st;
+        int fd;
+
+        /* 32-bit: pidfs shows the low half of the id only. */
+        if (sizeof(unsigned long) < 8 || !pidfd_ids_supported())
+                return 0;
+        fd = sd_event_source_get_child_pidfd(child);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return 0;
+        return (uint64_t) st.st_ino;
+}
+
 static int worker_arm(Worker *w, WorkerExitHandler on_exit) {
         const WorkerRules *rules = w->rules;
         int r;
 
         /* sd-event opens the pidfd itself: the child is ours and unreaped, so the pid is. */
         r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
-        if (r < 0 || w->exec_failed)
+        if (r < 0)
                 return r;
+        w->pidfd_id = child_pidfd_id(w->child);
+        if (w->exec_failed)
+                return 0;
         if (w->slot->counts.failures >= 2) {
                 r = sd_event_add_time_relative(w->event, &w->stable_timer, CLOCK_MONOTONIC, STABLE_RUN_USEC,
                                                10 * USEC_PER_MSEC, on_stable_timer, w);
@@ -246,13 +267,18 @@ static int arm_at(Worker *w, sd_event_source **s, usec_t at, sd_event_time_handl
         return sd_event_add_time(w->event, s, CLOCK_MONOTONIC, at, 10 * USEC_PER_MSEC, handler, w);
 }
 
-int worker_adopt(Worker *w, WorkerExitHandler on_exit, const WorkerDeadlines *d) {
+int worker_adopt(Worker *w, WorkerExitHandler on_exit, uint64_t pidfd_id, const WorkerDeadlines *d) {
         int r;
 
-        /* sd-event opens the pidfd itself, as for a worker we start. */
+        /* sd-event opens the pidfd itself, as for a worker we start (its pidfd_open() and
+         * epoll registration are most of what an adoption costs). A process reaped meanwhile
+         * has no pidfd to open: -ESRCH. */
         r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
         if (r < 0)
                 return r;
+        w->pidfd_id = child_pidfd_id(w->child);
+        if (pidfd_id && w->pidfd_id != pidfd_id)
+                return -ESRCH;          /* the pid is another process's now */
         r = arm_at(w, &w->kill_timer, d->kill, on_kill_timer);
         if (r >= 0)
                 r = arm_at(w, &w->start_timer, d->start, on_start_timer);

@@ -139,7 +139,7 @@ BROKEN = [
     ("exits-1", "#!/bin/sh\nexit 1\n", 0o755, "exited with status 1"),
     ("not-executable", "#!/bin/sh\nexit 0\n", 0o644, "Permission denied"),
     ("state-format-from-the-future", '#!/bin/sh\nBINDONCE_TEST_STATE_VERSION=99 exec "{real}" "$@"\n', 0o755,
-     "reads state format 99, this bindonce writes format 1"),
+     "reads state format 99, this bindonce writes formats 1 to 2"),
     ("no-state-format", "#!/bin/sh\necho hello\n", 0o755, "reads state format (none)"),
 ]
 
@@ -432,3 +432,118 @@ def test_log_prefix_pipes_cross_the_exec(supervisor, binary):
         wait_until(lambda: sup.stdout_path.read_text().count(f"[slot {slot} pid {pid}] tick") >= ticks // 2 + 5, 10,
                    f"more ticks of slot {slot} after the upgrade")
     assert workers_of(status(sup)) == before, "no worker died of SIGPIPE"
+
+
+def pidfds(pid):
+    """The fds of pid that are pidfds."""
+    return sorted(fd for fd, (target, _) in conftest.proc_fds(pid).items()
+                  if target == "anon_inode:[pidfd]" or target.startswith("pidfd:"))
+
+
+def test_kept_pidfds_are_closed_and_never_reach_a_worker(supervisor, binary, tmp_path):
+    """The old program's pidfds cross the exec (BINDONCE_UPGRADE_PIDFDS) only to spare
+    their teardown: once the new program answers, bindonce holds one pidfd a worker again,
+    every fd close-on-exec, and a worker started afterwards gets 0, 1, 2 and its socket."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=4)
+    before = workers_of(status(sup))
+    fds = sup.stable_fd_count()
+    real = Path(conftest.BINDONCE)
+    seen = tmp_path / "env"
+    wrapper = script(tmp_path / "new-bindonce",
+                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || '
+                     f'echo "${{BINDONCE_UPGRADE_PIDFDS:-none}}" >> "{seen}"\nexec "{real}" "$@"\n')
+    for _ in range(2):
+        r = ctl(sup, "upgrade", "--exe", str(wrapper))
+        assert r.returncode == 0, r.stderr + sup.log()
+    base, n = seen.read_text().splitlines()[-1].split()
+    assert int(n) == 4, "the 4 workers' pidfds were kept across the exec"
+    wait_until(lambda: sup.fd_count() == fds, 5, lambda: f"fds back to {fds}: {conftest.proc_fds(sup.pid)}")
+    assert len(pidfds(sup.pid)) == 4, conftest.proc_fds(sup.pid)
+    assert all(int(base) + i not in pidfds(sup.pid) for i in range(4)), "the kept ones are closed"
+    not_cloexec = {fd: t for fd, (t, flags) in conftest.proc_fds(sup.pid).items()
+                   if fd > 2 and flags is not None and not flags & os.O_CLOEXEC}
+    assert not_cloexec == {}, not_cloexec
+    # A worker started after the upgrade: exactly stdio and its socket.
+    r = ctl(sup, "restart", "1")
+    assert r.returncode == 0, r.stderr
+    st = wait_until(lambda: (lambda s: s if s["slots"][1]["pid"] not in (None, before[1][0]) and s["ready"] == 4
+                             else None)(status(sup)), 10, "slot 1 restarted")
+    new = st["slots"][1]["pid"]
+    # What it has from bindonce (the test worker opens a file of its own in its directory).
+    inherited = {fd: t for fd, (t, _) in conftest.proc_fds(new).items() if not t.startswith(str(sup.tw_dir))}
+    assert sorted(inherited) == [0, 1, 2, 3] and inherited[3].startswith("socket:"), inherited
+    assert pidfds(new) == []
+    assert workers_of(st)[0] == before[0]
+
+
+def test_format_1_for_a_binary_that_reads_only_it(supervisor, binary, tmp_path):
+    """Going back to a bindonce that reads only state format 1: it gets format 1 (workers
+    named by pid and start time, no pidfd ids, no pidfds kept) and adopts every worker; the
+    next upgrade, to a binary that reads 2, writes 2 again."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=3)
+    before = workers_of(status(sup))
+    real = Path(conftest.BINDONCE)
+    keep = tmp_path / "states"
+    keep.mkdir()
+
+    def wrapper(name, env):
+        return script(tmp_path / name,
+                      f'#!/bin/sh\n{env}\n[ "$1" = --upgrade-check ] || {{ '
+                      f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/{name}"; '
+                      f'echo "${{BINDONCE_UPGRADE_PIDFDS:-none}}" > "{keep}/{name}.kept"; }}\n'
+                      f'exec "{real}" "$@"\n')
+
+    r = ctl(sup, "upgrade", "--exe", str(wrapper("old", "export BINDONCE_TEST_STATE_VERSION=1")))
+    assert r.returncode == 0, r.stderr + sup.log()
+    assert workers_of(status(sup)) == before
+    text = (keep / "old").read_text()
+    assert text.startswith("bindonce-state 1\n")
+    workers = [rec for name, rec in read_state(keep / "old") if name == "worker"]
+    assert len(workers) == 3 and all("pidfd_id" not in w and int(w["starttime"]) > 0 for w in workers), workers
+    assert (keep / "old.kept").read_text() == "none\n"
+
+    r = ctl(sup, "upgrade", "--exe", str(wrapper("new", "unset BINDONCE_TEST_STATE_VERSION")))
+    assert r.returncode == 0, r.stderr + sup.log()
+    assert workers_of(status(sup)) == before
+    assert (keep / "new").read_text().startswith("bindonce-state 2\n")
+    workers = [rec for name, rec in read_state(keep / "new") if name == "worker"]
+    assert all(int(w["pidfd_id"]) > 0 and w["starttime"] == "0" for w in workers), workers
+    assert (keep / "new.kept").read_text().split()[1] == "3"
+    assert_serving(port)
+
+
+def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_path):
+    """The pidfd id in the state is what tells the worker from a process that got its pid
+    since: a wrapper changes worker 1's id in the state, and the new program, which finds
+    another id on the pidfd it opens for that pid, does not adopt it (its slot starts a new
+    worker), while the others are adopted."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=3)
+    before = workers_of(status(sup))
+    victim = before[1][0]
+    sup.expect_log(rf"warning: upgrade: worker 1 \(pid {victim}\) is no longer our child; its slot starts again$")
+    real = Path(conftest.BINDONCE)
+    edit = tmp_path / "edit.py"
+    edit.write_text(
+        "import re, sys\n"
+        "path = sys.argv[1]\n"
+        "text = open(path).read()\n"
+        "text = re.sub(r'(worker slot=1 role=worker .*? pidfd_id=)(\\d+)', lambda m: m[1] + str(int(m[2]) + 1), text)\n"
+        "open(path, 'w').write(text)\n")
+    wrapper = script(tmp_path / "new-bindonce",
+                     f'#!/bin/sh\n[ "$1" = --upgrade-check ] || /usr/bin/python3 "{edit}" '
+                     f'/proc/self/fd/$BINDONCE_UPGRADE_STATE\nexec "{real}" "$@"\n')
+    try:
+        r = ctl(sup, "upgrade", "--exe", str(wrapper))
+        assert r.returncode == 0, r.stderr + sup.log()
+        st = wait_until(lambda: (lambda s: s if s["slots"][1]["pid"] not in (None, victim) and s["ready"] == 3
+                                 else None)(status(sup)), 10, "slot 1 started anew")
+        after = workers_of(st)
+        assert {k: v for k, v in after.items() if k != 1} == {k: v for k, v in before.items() if k != 1}
+        assert "2 of 3 workers adopted" in sup.log()
+    finally:
+        # No longer bindonce's worker: ours to end.
+        if proc_stat(victim) is not None:
+            os.kill(victim, signal.SIGKILL)

@@ -33,8 +33,8 @@ static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWork
         w[0] = (StateWorker) { .slot = 0, .role = STATE_WORKER, .pid = 4242, .starttime = 99999, .generation = 3,
                                .started = 1000, .started_realtime = 1765000000.25, .ready = true,
                                .watchdog_at = 5000000, .status = "serving \xc3\xa9 = 1" };
-        w[1] = (StateWorker) { .slot = 1, .role = STATE_RETIRED, .pid = 4243, .stopping = true, .kill_at = 777,
-                               .failed = "missed its watchdog deadline" };
+        w[1] = (StateWorker) { .slot = 1, .role = STATE_RETIRED, .pid = 4243, .pidfd_id = 18446744073709551615ULL,
+                               .stopping = true, .kill_at = 777, .failed = "missed its watchdog deadline" };
         *s = (UpgradeState) {
                 .version = "0.1", .exe = "/usr/local/bin/bindonce", .argv = argv, .sockets_kept = true,
                 .listeners = l, .n_listeners = 2, .control = { .fd = 7, .name = "ctl", .unlink_on_close = true },
@@ -87,6 +87,10 @@ static void test_round_trip(void **unused) {
         assert_string_equal(r.workers[0].status, "serving \xc3\xa9 = 1");
         assert_null(r.workers[0].failed);
         assert_int_equal(r.workers[1].role, STATE_RETIRED);
+        assert_true(r.workers[1].pidfd_id == UINT64_MAX);
+        assert_int_equal(r.workers[0].pidfd_id, 0);
+        assert_true(r.workers[0].started_realtime == 1765000000.25);
+        assert_int_equal(r.format, STATE_FORMAT);
         assert_int_equal(r.nofile.rlim_max, 4096);
         /* Written again, the same text. */
         again = written(&r, &len2);
@@ -114,14 +118,48 @@ static int read_text(const char *text, char *err, size_t size, unsigned *format)
         return ret;
 }
 
+/* Format 1, for a new binary that reads only that (going back to an older bindonce): no
+ * pidfd_id written; read again, it is 0 (the /proc check), and format 1 text is read as such. */
+static void test_format_1(void **unused) {
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s, r;
+        size_t len;
+        char err[128] = "";
+        char *buf;
+
+        sample(&s, l, slots, w, fds);
+        s.format = 1;
+        buf = written(&s, &len);
+        assert_true(strncmp(buf, "bindonce-state 1\n", 17) == 0);
+        assert_null(strstr(buf, "pidfd_id"));
+        assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
+        assert_int_equal(r.format, 1);
+        assert_int_equal(r.workers[1].pidfd_id, 0);
+        assert_int_equal(r.workers[0].starttime, 99999);
+        state_done(&r);
+        free(buf);
+        /* Format 2 without pidfd_id, or format 1 with it: refused. */
+        s.format = 2;
+        buf = written(&s, &len);
+        buf[15] = '1';
+        assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), -EBADMSG);
+        assert_non_null(strstr(err, "unknown key 'pidfd_id'"));
+        free(buf);
+        s.format = 3;
+        assert_int_equal(state_write(&s, stdout), -EPROTONOSUPPORT);
+}
+
 static void test_other_formats_refused(void **unused) {
         char err[128];
         unsigned format = 0;
 
-        assert_int_equal(read_text("bindonce-state 2\nwhatever the future holds\n", err, sizeof err, &format),
+        assert_int_equal(read_text("bindonce-state 3\nwhatever the future holds\n", err, sizeof err, &format),
                          -EPROTONOSUPPORT);
-        assert_int_equal(format, 2);
-        assert_non_null(strstr(err, "format 2"));
+        assert_int_equal(format, 3);
+        assert_non_null(strstr(err, "format 3"));
         assert_int_equal(read_text("bindonce-state 0\nend\n", err, sizeof err, &format), -EPROTONOSUPPORT);
         assert_int_equal(read_text("", err, sizeof err, NULL), -EBADMSG);
         assert_int_equal(read_text("hello\n", err, sizeof err, NULL), -EBADMSG);
@@ -137,6 +175,12 @@ static void test_damage_refused(void **unused) {
                 { " target=2", " target=2 target=2", "twice" },
                 { " target=2", " target=2 colour=blue", "unknown key" },
                 { " state=backoff", " state=sleepy", "bad value for 'state'" },
+                { " pidfd_id=18446744073709551615", " pidfd_id=18446744073709551616", "bad value for 'pidfd_id'" },
+                { " pidfd_id=18446744073709551615", "", "'pidfd_id' missing" },
+                { " pid=4242", " pid=+4242", "bad value for 'pid'" },
+                { " x2d6c ", " x2dzz ", "argv: word 2 is not hex text" },
+                { "\nargv ", "\nargv x41\nargv ", "argv: given twice" },
+                { " pid=4242", " pid=2147483648", "bad value for 'pid'" },
                 { " pid=4242", " pid=-1", "pid -1" },
                 { " fds=3,9", " fds=3,", "bad value for 'fds'" },
                 { " fds=3,9", " fds=3", "sockets" },
@@ -170,6 +214,7 @@ static void test_damage_refused(void **unused) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_format_1),
                 cmocka_unit_test(test_other_formats_refused),
                 cmocka_unit_test(test_damage_refused),
         };
