@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@ static int children_fd = -1;
  * leaves its background job as our child. They are not ours to stop. */
 static pid_t *inherited;
 static size_t n_inherited;
+static bool inherited_preset;   /* taken from the previous bindonce: not noted again */
 
 #define SWEEP_INTERVAL_USEC (100 * USEC_PER_MSEC)
 
@@ -101,7 +103,49 @@ int children_list_open(void) {
         children_fd = open(path, O_RDONLY | O_CLOEXEC);
         if (children_fd < 0)
                 return -errno;
-        note_inherited();
+        if (!inherited_preset)
+                note_inherited();
+        return 0;
+}
+
+int orphans_inherited_format(char **ret) {
+        /* A pid is at most 7 digits (PID_MAX_LIMIT 4194304), and a space. */
+        char *text = malloc(n_inherited * 8 + 1), *p = text;
+
+        if (!text)
+                return -ENOMEM;
+        *p = '\0';
+        for (size_t i = 0; i < n_inherited; i++)
+                p += sprintf(p, i ? " %d" : "%d", (int) inherited[i]);
+        *ret = text;
+        return 0;
+}
+
+int orphans_inherited_preset(const char *text) {
+        size_t n = 0;
+        pid_t *pids;
+
+        for (const char *c = text; *c; c++)
+                n += *c == ' ';
+        pids = calloc(n + 1, sizeof *pids);
+        if (!pids)
+                return -ENOMEM;
+        n = 0;
+        for (const char *c = text; *c;) {
+                char *end;
+                long v = strtol(c, &end, 10);
+
+                if (end == c || v <= 0 || v > INT_MAX || (*end && *end != ' ')) {
+                        free(pids);
+                        return -EINVAL;
+                }
+                pids[n++] = (pid_t) v;
+                c = *end ? end + 1 : end;
+        }
+        free(inherited);
+        inherited = pids;
+        n_inherited = n;
+        inherited_preset = true;
         return 0;
 }
 

@@ -22,6 +22,12 @@ void children_list_close(void);
  * first spawn): never signalled, not waited for at exit. Forgotten once reaped. */
 bool orphans_inherited(pid_t pid);
 void orphans_inherited_forget(pid_t pid);
+/* An upgrade in place: the new process's children are the workers and what escaped them,
+ * so the old process's list crosses the exec (UPGRADE_ENV_INHERITED) instead. _format
+ * writes "PID PID ..." (malloc'd, "" for none); _preset, before children_list_open(),
+ * takes such a text in place of the noting. Returns -errno. */
+int orphans_inherited_format(char **ret);
+int orphans_inherited_preset(const char *text);
 
 /* A storm of SIGCHLDs (thousands of escapes ending) must not cost a sweep of every child
  * per signal: at most one sweep per 100 ms; the SIGCHLDs in between get one more at its

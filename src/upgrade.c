@@ -19,6 +19,7 @@
 #include "log.h"
 #include "output.h"
 #include "supervisor-internal.h"
+#include "orphans.h"
 #include "upgrade.h"
 
 #ifndef BINDONCE_VERSION
@@ -134,6 +135,26 @@ static void keepalives_take(void) {
         (void) unsetenv(UPGRADE_ENV_PIDFDS);
 }
 
+/* The old process's inherited children (orphans.h); a text we cannot read leaves the
+ * noting to children_list_open(), as from an older bindonce. */
+static void inherited_take(void) {
+        const char *v = getenv(UPGRADE_ENV_INHERITED);
+
+        if (v && orphans_inherited_preset(v) < 0)
+                log_warning("upgrade: cannot read %s; every child counts as inherited", UPGRADE_ENV_INHERITED);
+        (void) unsetenv(UPGRADE_ENV_INHERITED);
+}
+
+/* NAME=PID PID ... of our inherited children, for the environment of the exec. */
+static char *inherited_env(void) {
+        _cleanup_free_ char *pids = NULL;
+        char *env;
+
+        if (orphans_inherited_format(&pids) < 0 || asprintf(&env, UPGRADE_ENV_INHERITED "=%s", pids) < 0)
+                return NULL;
+        return env;
+}
+
 static void keepalives_close(void) {
         close_fds(incoming.keep_base, incoming.keep_n, 0);
         incoming.keep_n = 0;
@@ -173,7 +194,8 @@ void upgrade_incoming_abort(const char *fmt, ...) {
                      reason ? reason : "out of memory") < 0 ||
             asprintf(&state, UPGRADE_ENV_STATE "=%d", incoming.state_fd) < 0)
                 return;
-        char *extra[] = { state, failed, NULL };
+        _cleanup_free_ char *inherited = inherited_env();
+        char *extra[] = { state, failed, inherited, NULL };
         _cleanup_free_ char **env = upgrade_env(extra);
         if (!env)
                 return;
@@ -240,6 +262,7 @@ const UpgradeState *upgrade_incoming_open(void) {
                 return NULL;
         incoming.active = true;
         keepalives_take();
+        inherited_take();
         incoming.state_fd = env_fd(UPGRADE_ENV_STATE);
         incoming.old_exe_fd = env_fd(UPGRADE_ENV_OLD_EXE);
         incoming.failed = failed ? strdup(failed) : NULL;
@@ -494,7 +517,7 @@ typedef struct Crossing {
         int *fds;
         size_t n_fds;
         int keep_base, keep_n;
-        char *state_env, *old_env, *keep_env;
+        char *state_env, *old_env, *keep_env, *inherited_env;
         char **env;
 } Crossing;
 
@@ -504,6 +527,7 @@ static void crossing_done(Crossing *c) {
         free(c->state_env);
         free(c->old_env);
         free(c->keep_env);
+        free(c->inherited_env);
         free(c->env);
 }
 
@@ -518,9 +542,11 @@ static int crossing_prepare(Crossing *c, UpgradeState *st, int state_fd, int old
         c->keep_n = keep_pidfds(st, c->fds, c->n_fds, &c->keep_base);
         if (asprintf(&c->state_env, UPGRADE_ENV_STATE "=%d", state_fd) < 0 ||
             asprintf(&c->old_env, UPGRADE_ENV_OLD_EXE "=%d", old_fd) < 0 ||
-            asprintf(&c->keep_env, UPGRADE_ENV_PIDFDS "=%d %d", c->keep_base, c->keep_n) < 0)
+            asprintf(&c->keep_env, UPGRADE_ENV_PIDFDS "=%d %d", c->keep_base, c->keep_n) < 0 ||
+            !(c->inherited_env = inherited_env()))
                 return -ENOMEM;
-        char *extra[] = { c->state_env, c->old_env, c->keep_n ? c->keep_env : NULL, NULL };
+        /* The kept pidfds last: NULL ends the list when there are none. */
+        char *extra[] = { c->state_env, c->old_env, c->inherited_env, c->keep_n ? c->keep_env : NULL, NULL };
         c->env = upgrade_env(extra);
         return c->env ? 0 : -ENOMEM;
 }

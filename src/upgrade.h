@@ -24,6 +24,9 @@
  * process once it has taken over (it opens pidfds of its own, checked against the state's
  * pidfd_id); never handed back to the old binary. */
 #define UPGRADE_ENV_PIDFDS "BINDONCE_UPGRADE_PIDFDS"
+/* "PID PID ...": the children the first bindonce inherited (a shell's background job), not
+ * ours to stop; without it (an older bindonce), every child at the exec counts as such. */
+#define UPGRADE_ENV_INHERITED "BINDONCE_UPGRADE_INHERITED"
 
 /* How long NEW --upgrade-check may take. */
 #define UPGRADE_CHECK_TIMEOUT_USEC (5 * USEC_PER_SEC)

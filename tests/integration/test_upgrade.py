@@ -547,3 +547,38 @@ def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_
         # No longer bindonce's worker: ours to end.
         if proc_stat(victim) is not None:
             os.kill(victim, signal.SIGKILL)
+
+
+def test_inherited_children_and_escapes_keep_their_kind_across_the_exec(supervisor, binary, tmp_path):
+    """bindonce stops what escaped its workers, never what it inherited (a shell's
+    background job): after an upgrade in place both are children of the new process, which
+    must still tell them apart, or an escape would outlive the stop holding the socket."""
+    bg_file, esc_file = tmp_path / "bg", tmp_path / "escape"
+    port = conftest.free_tcp_port()
+    # The shell's background job becomes bindonce's child through exec; the worker leaves
+    # an escape (setsid) that is re-parented to bindonce, the subreaper.
+    wrapper = ["sh", "-c", f'sleep 1000 & echo $! > {bg_file}; exec "$@"', "sh"]
+    # (A subshell that exits at once: its sleep is re-parented to bindonce right away.)
+    worker = f'[ -e {esc_file} ] || ( setsid sleep 1001 & echo $! > {esc_file} ); exec {TESTWORKER}'
+    sup = supervisor()
+    sup.expect_log(r"left behind by a worker, still holds a listening socket")
+    sup.start(["-w", "1", "-l", f"127.0.0.1:{port}", "--stop-timeout", "1"], ["sh", "-c", worker],
+              wrapper=wrapper, wait_workers=1)
+    bg = int(wait_until(lambda: bg_file.exists() and bg_file.read_text().strip(), 5, "the background pid"))
+    escape = int(wait_until(lambda: esc_file.exists() and esc_file.read_text().strip(), 5, "the escape's pid"))
+    sup.remember(escape)
+    try:
+        wait_until(lambda: proc_stat(escape) and proc_stat(escape).ppid == sup.pid, 5,
+                   "the escape re-parented to bindonce")
+        wait_until(lambda: ready(sup, 1), 10, "1 worker ready")
+        r = ctl(sup, "upgrade")
+        assert r.returncode == 0, r.stdout + r.stderr + sup.log()
+        assert sup.stop() == 0, sup.log()
+        assert not conftest.proc_alive(escape), "the escape outlived bindonce (taken for inherited)"
+        assert conftest.proc_alive(bg), "bindonce stopped a process it never started"
+    finally:
+        for pid in (bg, escape):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
