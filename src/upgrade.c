@@ -356,6 +356,10 @@ void upgrade_resumed(Supervisor *sup) {
                          live_workers(sup), s->n_workers);
                 r = asprintf(&text, "OK\nupgraded to %s (pid %d)\n", BINDONCE_VERSION, (int) getpid());
         }
+        /* systemd first, then the client: a script that reads the unit's state once ctl
+         * returns finds READY=1 sent (systemd may not have read it yet, though). */
+        if (sup->ready_sent && sup->notify)
+                notify_systemd(sup, "READY=1");
         if (s->client_fd >= 0) {
                 if (sup->control && r >= 0)
                         control_server_answer(sup->control, s->client_fd, text);
@@ -364,8 +368,6 @@ void upgrade_resumed(Supervisor *sup) {
         }
         /* Answered: the previous bindonce's pidfds have served (ours hold the processes now). */
         keepalives_close();
-        if (sup->ready_sent && sup->notify)
-                notify_systemd(sup, "READY=1");
         closep(&incoming.state_fd);
         closep(&incoming.old_exe_fd);
         incoming.state_fd = incoming.old_exe_fd = -1;
