@@ -164,7 +164,39 @@ static int on_followup(sd_event_source *s, void *userdata) {
 
 /* ---- stop, and what escaped the workers ------------------------------------------------- */
 
+static int pid_compare(const void *a, const void *b) {
+        pid_t x = *(const pid_t *) a, y = *(const pid_t *) b;
+
+        return (x > y) - (x < y);
+}
+
+/* The pids of every worker, sorted: a sweep over n children costs n log n, not n x slots
+ * (a thousand workers and one other child, as during an upgrade's check). NULL: no memory. */
+static pid_t *worker_pids_sorted(Supervisor *sup, size_t *ret_n) {
+        size_t n = 0, room = 2 * (size_t) sup->n_slots + 1;
+        pid_t *pids;
+
+        for (Worker *w = sup->retired; w; w = w->next_retired)
+                room++;
+        pids = malloc(room * sizeof *pids);
+        if (!pids)
+                return NULL;
+        for (unsigned i = 0; i < sup->n_slots; i++) {
+                if (sup->slots[i]->worker)
+                        pids[n++] = sup->slots[i]->worker->pid;
+                if (sup->slots[i]->next)
+                        pids[n++] = sup->slots[i]->next->pid;
+        }
+        for (Worker *w = sup->retired; w; w = w->next_retired)
+                pids[n++] = w->pid;
+        qsort(pids, n, sizeof *pids, pid_compare);
+        *ret_n = n;
+        return pids;
+}
+
 static unsigned orphans_sweep(Supervisor *sup, int sig) {
+        _cleanup_free_ pid_t *workers_sorted = NULL;
+        size_t n_workers = 0;
         unsigned workers = live_workers(sup), left = 0;
         pid_t stack_pids[256], *pids = stack_pids;
         size_t room = ELEMENTSOF(stack_pids);
@@ -186,11 +218,15 @@ static unsigned orphans_sweep(Supervisor *sup, int sig) {
                 room = (size_t) n + 64;
                 n = children_list(pids, room);
         }
+        workers_sorted = worker_pids_sorted(sup, &n_workers);
         for (int i = 0; i < n; i++) {
                 siginfo_t si = {};
+                bool worker = workers_sorted ? bsearch(&pids[i], workers_sorted, n_workers, sizeof *workers_sorted,
+                                                       pid_compare) != NULL
+                                             : find_worker(sup, pids[i], false) != NULL;
 
                 /* The worker whose exit is being dispatched is sd-event's to reap. */
-                if (pids[i] == sup->dispatching || find_worker(sup, pids[i], false) || upgrade_owns_pid(sup, pids[i]))
+                if (pids[i] == sup->dispatching || worker || upgrade_owns_pid(sup, pids[i]))
                         continue;
                 if (waitid(P_PID, (id_t) pids[i], &si, WEXITED | WNOHANG) < 0)
                         continue;       /* no longer our child: not ours to signal */
