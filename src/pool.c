@@ -73,6 +73,14 @@ unsigned ready_workers(const Supervisor *sup) {
         return n;
 }
 
+/* ready_workers() > 0, without counting them all: once per loop turn. */
+bool any_worker_ready(const Supervisor *sup) {
+        for (unsigned i = 0; i < sup->target && i < sup->n_slots; i++)
+                if (sup->slots[i]->worker && sup->slots[i]->worker->ready)
+                        return true;
+        return false;
+}
+
 /* ---- systemd -------------------------------------------------------------------------- */
 
 /* "4/4 workers up, 3 restarts, 127.0.0.1:8080": what `systemctl status` shows. */
@@ -230,7 +238,7 @@ static void slot_spawn(Supervisor *sup, Slot *slot, const Cause *c, bool as_next
         }
         /* Out of fds (or memory, or processes): this slot backs off and retries, the others
          * serve on; workers leave the control socket fds to answer with (fdbudget.h). */
-        r = fdbudget_check_spawn();
+        r = fdbudget_check_spawn(sup);
         if (r >= 0)
                 r = worker_start(&w, sup, sup->event, &sup->rules, gen, slot, slot->fds ? slot->fds : sup->shared_fds,
                          sup->followup, on_worker_exit, &child_errno, &stage);
