@@ -56,6 +56,9 @@ $(BUILD)/httpd: docs/examples/httpd.c | $(BUILD)/obj
 $(BUILD)/unit/%: tests/unit/%.c $(OBJS) | $(BUILD)/unit
 	$(CC) $(CFLAGS) $(OWN_CFLAGS) $(SYSTEMD_CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(OBJS) $(SYSTEMD_LIBS) $(CMOCKA_LIBS)
 
+# The slot's actions without processes: what would start or signal one is a stub of the test's.
+$(BUILD)/unit/test_slot_dispatch: LDFLAGS += -Wl,--wrap=worker_start,--wrap=worker_terminate,--wrap=fdbudget_check_spawn
+
 $(BUILD)/obj $(BUILD)/unit:
 	mkdir -p $@
 

@@ -58,15 +58,6 @@ int fdbudget_check_client(void) {
         return used < 0 ? -EMFILE : check((unsigned long) used, FDBUDGET_RESERVE_CLIENT);
 }
 
-int fdbudget_check_spawn(void) {
-        long used = fdbudget_in_use();
-
-        if (used < 0)
-                return -EMFILE;
-        used -= (long) clients;
-        return check(used > 0 ? (unsigned long) used : 0, FDBUDGET_RESERVE_SPAWN);
-}
-
 /* A worker costs its pidfd, the read end of its output pipe (--log-prefix, the journal),
  * and in reuseport mode a socket of its own per address that can have one (slot 0 uses
  * the ones bound at start). */
@@ -79,6 +70,38 @@ static unsigned fds_per_worker(const Supervisor *sup) {
         return n;
 }
 
+/* Counting /proc/self/fd is a pass over every open fd: done before each spawn, a start of
+ * 10,000 workers spent most of its time there (quadratic). A count that leaves `room` fds
+ * above the reserve is trusted for the next spawns up to half that room, each spawn
+ * charged what a worker may hold; the other half is for whatever else opens an fd
+ * meanwhile (a timer, the journal, a watch: a few; control clients are counted apart).
+ * Near the limit the room is small and every spawn counts again: the reserve stays exact
+ * where it matters. A scale check counts anew and drops the credit. */
+static unsigned long spawn_credit;
+
+int fdbudget_check_spawn(const Supervisor *sup) {
+        unsigned long limit = fdbudget_limit(), per = fds_per_worker(sup);
+        long used;
+
+        if (spawn_credit >= per) {
+                spawn_credit -= per;
+                return 0;
+        }
+        used = fdbudget_in_use();
+        if (used < 0)
+                return -EMFILE;
+        used -= (long) clients;
+        if (used < 0)
+                used = 0;
+        if (check((unsigned long) used, FDBUDGET_RESERVE_SPAWN) < 0) {
+                spawn_credit = 0;
+                return -EMFILE;
+        }
+        spawn_credit = (limit - (unsigned long) used - 1 - FDBUDGET_RESERVE_SPAWN) / 2;
+        spawn_credit -= spawn_credit >= per ? per : spawn_credit;
+        return 0;
+}
+
 int fdbudget_scale_check(const Supervisor *sup, unsigned n, char *why, size_t size) {
         unsigned per = fds_per_worker(sup), have = sup->target, surge = sup->config.max_surge;
         unsigned long limit = fdbudget_limit(), room;
@@ -86,6 +109,7 @@ int fdbudget_scale_check(const Supervisor *sup, unsigned n, char *why, size_t si
 
         if (n <= have)
                 return 0;
+        spawn_credit = 0;
         used = fdbudget_in_use();
         if (used >= (long) clients)
                 used -= (long) clients;         /* idle clients go; workers stay */

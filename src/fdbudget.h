@@ -30,8 +30,9 @@ long fdbudget_in_use(void);
 
 /* 0 when one more control client fits, else -EMFILE. */
 int fdbudget_check_client(void);
-/* 0 when one more worker fits, else -EMFILE. */
-int fdbudget_check_spawn(void);
+/* 0 when one more worker fits, else -EMFILE. Counts the open fds only now and then, when
+ * far from the limit (fdbudget.c). */
+int fdbudget_check_spawn(const Supervisor *sup);
 
 /* Whether `ctl scale n` fits the limit, with the surge of a reload; <0 with the reason,
  * naming the numbers and the fix, in why. */

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -71,6 +72,14 @@ unsigned ready_workers(const Supervisor *sup) {
         for (unsigned i = 0; i < sup->target && i < sup->n_slots; i++)
                 n += sup->slots[i]->worker && sup->slots[i]->worker->ready;
         return n;
+}
+
+/* ready_workers() > 0, without counting them all: once per loop turn. */
+bool any_worker_ready(const Supervisor *sup) {
+        for (unsigned i = 0; i < sup->target && i < sup->n_slots; i++)
+                if (sup->slots[i]->worker && sup->slots[i]->worker->ready)
+                        return true;
+        return false;
 }
 
 /* ---- systemd -------------------------------------------------------------------------- */
@@ -191,6 +200,8 @@ static void slot_backoff(Supervisor *sup, Slot *slot) {
                  slot->index, (unsigned long long) (delay / USEC_PER_MSEC), slot->counts.failures);
         events_emit(sup->events, &(Event) { .kind = EVENT_BACKOFF, .slot = (int) slot->index, .delay = delay,
                                             .n = slot->counts.failures });
+        /* From backoff again (its start failed): the timer that fired goes, not leaks. */
+        slot->timer = sd_event_source_disable_unref(slot->timer);
         r = sd_event_add_time_relative(sup->event, &slot->timer, CLOCK_MONOTONIC, delay, USEC_PER_MSEC,
                                        on_backoff_timer, slot);
         if (r < 0) {
@@ -230,7 +241,7 @@ static void slot_spawn(Supervisor *sup, Slot *slot, const Cause *c, bool as_next
         }
         /* Out of fds (or memory, or processes): this slot backs off and retries, the others
          * serve on; workers leave the control socket fds to answer with (fdbudget.h). */
-        r = fdbudget_check_spawn();
+        r = fdbudget_check_spawn(sup);
         if (r >= 0)
                 r = worker_start(&w, sup, sup->event, &sup->rules, gen, slot, slot->fds ? slot->fds : sup->shared_fds,
                          sup->followup, on_worker_exit, &child_errno, &stage);
@@ -459,11 +470,19 @@ static void action_ready(Supervisor *sup, Slot *slot) {
         slot_set_state(slot, SLOT_RUNNING);
 }
 
-/* The one entry to a slot's state machine: the table names the action, the action does it
- * and sets the state. */
-void slot_dispatch(Supervisor *sup, Slot *slot, SlotEvent event, const Cause *c) {
-        SlotTransition t = slot_transition(slot->state, event);
+static void slot_run_action(Supervisor *sup, Slot *slot, SlotEvent event, SlotTransition t, const Cause *c);
 
+/* The one entry to a slot's state machine: the table names the action, the action does it
+ * and sets the state, which must be one the table allows. */
+void slot_dispatch(Supervisor *sup, Slot *slot, SlotEvent event, const Cause *c) {
+        SlotState from = slot->state;
+        SlotTransition t = slot_transition(from, event);
+
+        slot_run_action(sup, slot, event, t, c);
+        assert(slot_transition_allows(from, event, slot->state));
+}
+
+static void slot_run_action(Supervisor *sup, Slot *slot, SlotEvent event, SlotTransition t, const Cause *c) {
         switch (t.action) {
         case SLOT_A_NONE:
                 log_debug("slot %u: event %s ignored in state %s", slot->index, slot_event_to_string(event),

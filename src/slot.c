@@ -7,9 +7,10 @@
 #define D -1
 
 /* The whole life of a slot. Rows: states; columns: events. X: cannot happen (ignored).
- * A next state of D (-1) is decided by the action: SPAWN may go straight to running (ready
- * at exec) or to backoff (fork failed); DECIDE follows the restart contract; STOPPED starts
- * again when the slot is still wanted. */
+ * A next state of D (-1) is decided by the action: DECIDE follows the restart contract;
+ * STOPPED starts again when the slot is still wanted. A named one is where the action
+ * leads when all goes well; action_ends (below) says where else it may end: SPAWN may go
+ * straight to running (ready at exec) or to backoff (fork failed). */
 static const SlotTransition table[_SLOT_STATE_MAX][_SLOT_EVENT_MAX] = {
         /*                START                       READY                       EXIT                        TIMER                       STOP                              DRAIN                       REPLACE                          REPLACE_IN_PLACE               NEXT_PROVEN                       NEXT_EXIT                        DROP_NEXT */
         [SLOT_IDLE]      = { T(SPAWN, SLOT_STARTING),  X,                          X,                          X,                          X,                                X,                          X,                               T(SPAWN, SLOT_STARTING),       X,                                X,                               X },
@@ -20,6 +21,37 @@ static const SlotTransition table[_SLOT_STATE_MAX][_SLOT_EVENT_MAX] = {
         [SLOT_DRAINING]  = { T(UNDRAIN, SLOT_RUNNING), X,                          T(DECIDE, D),               X,                          T(TERMINATE, SLOT_STOPPING),      X,                          X,                               X,                             X,                                X,                               X },
         [SLOT_STOPPING]  = { X,                        X,                          T(STOPPED, D),              X,                          X,                                X,                          X,                               X,                             X,                                X,                               X },
 };
+
+#define S(x) (1u << SLOT_##x)
+#define STARTED (S(STARTING) | S(RUNNING) | S(BACKOFF) | S(IDLE))
+
+/* Where each action may leave the slot: the table's next state, or one the action decides
+ * (a start that is ready at exec, fails, or comes while bindonce stops). slot_dispatch()
+ * checks every transition against it; the unit tests drive each pair to each of them. */
+static const unsigned action_ends[_SLOT_ACTION_MAX] = {
+        [SLOT_A_SPAWN] = STARTED,                       /* running: ready at exec; backoff: cannot start; idle: stopping */
+        [SLOT_A_READY] = S(RUNNING),
+        [SLOT_A_DECIDE] = STARTED,                      /* the restart contract; idle: not wanted, or --restart */
+        [SLOT_A_TERMINATE] = S(STOPPING),
+        [SLOT_A_DRAIN] = S(DRAINING) | S(STOPPING),     /* stopping: nothing to drain */
+        [SLOT_A_UNDRAIN] = S(RUNNING),
+        [SLOT_A_CANCEL] = S(IDLE),
+        [SLOT_A_SPAWN_NEXT] = S(REPLACING) | S(RUNNING), /* running: the replacement could not start */
+        [SLOT_A_RETIRE_SPAWN] = STARTED,
+        [SLOT_A_TAKE_OVER] = S(RUNNING),
+        [SLOT_A_NEXT_GONE] = S(RUNNING),
+        [SLOT_A_DROP_NEXT] = S(RUNNING),
+        [SLOT_A_PROMOTE] = S(RUNNING) | S(STARTING),    /* starting: the replacement is not ready yet */
+        [SLOT_A_STOPPED] = STARTED,                     /* idle, or started again when still wanted */
+};
+
+bool slot_transition_allows(SlotState state, SlotEvent event, SlotState end) {
+        SlotTransition t = slot_transition(state, event);
+
+        if (t.action == SLOT_A_NONE)
+                return end == state;
+        return (unsigned) end < _SLOT_STATE_MAX && (action_ends[t.action] & (1u << end));
+}
 
 SlotTransition slot_transition(SlotState state, SlotEvent event) {
         if ((unsigned) state >= _SLOT_STATE_MAX || (unsigned) event >= _SLOT_EVENT_MAX)

@@ -69,6 +69,9 @@ typedef struct SlotTransition {
 } SlotTransition;
 
 SlotTransition slot_transition(SlotState state, SlotEvent event);
+/* Whether the action of (state, event) may leave the slot in `end`: the table's next
+ * state, or one of those its action decides between. An ignored event leaves it as it was. */
+bool slot_transition_allows(SlotState state, SlotEvent event, SlotState end);
 
 const char *slot_state_to_string(SlotState s);
 const char *slot_event_to_string(SlotEvent e);

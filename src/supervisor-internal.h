@@ -91,6 +91,7 @@ void supervisor_wake(Supervisor *sup);
 GenerationTemplate generation_template(const Supervisor *sup);
 unsigned live_workers(const Supervisor *sup);
 unsigned ready_workers(const Supervisor *sup);
+bool any_worker_ready(const Supervisor *sup);
 Worker *find_worker(Supervisor *sup, pid_t pid, bool group);
 void worker_retire(Supervisor *sup, Worker *w);
 const RestartCounts *counts_of(const void *ctx, unsigned i);

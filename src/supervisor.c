@@ -74,10 +74,13 @@ static void supervisor_trim_slots(Supervisor *sup) {
         }
 }
 
+/* Runs after every loop turn until all are ready: from the top, because slots start in
+ * index order, so during a start the first slot looked at is one not started yet. From the
+ * bottom, a start of n workers looked at n^2/2 slots. */
 static void supervisor_check_ready(Supervisor *sup) {
         if (sup->ready_sent || sup->stopping)
                 return;
-        for (unsigned i = 0; i < sup->target; i++)
+        for (unsigned i = sup->target; i-- > 0;)
                 if (!sup->slots[i]->worker || !sup->slots[i]->worker->ready)
                         return;
         sup->ready_sent = true;
@@ -144,7 +147,7 @@ static int on_followup(sd_event_source *s, void *userdata) {
         supervisor_steer(sup);
         roll_drive(sup);
         supervisor_check_ready(sup);
-        if (ready_workers(sup) > 0)
+        if (any_worker_ready(sup))
                 stall_worker_ready(sup->stall);
         if (sup->crash_loop && !give_up_reached(counts_of, sup, sup->target, crash_loop_threshold(sup))) {
                 sup->crash_loop = false;

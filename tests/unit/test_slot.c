@@ -63,6 +63,14 @@ static void test_invariants(void **state) {
                 bool has_worker = s == SLOT_STARTING || s == SLOT_RUNNING || s == SLOT_REPLACING ||
                                   s == SLOT_DRAINING || s == SLOT_STOPPING;
                 assert_int_equal(slot_transition((SlotState) s, SLOT_EV_EXIT).action != SLOT_A_NONE, has_worker);
+                /* Where the table says an action leads is one of the ends it allows. */
+                for (int e = 0; e < _SLOT_EVENT_MAX; e++) {
+                        SlotTransition t = slot_transition((SlotState) s, (SlotEvent) e);
+                        if (t.action != SLOT_A_NONE && t.next >= 0)
+                                assert_true(slot_transition_allows((SlotState) s, (SlotEvent) e, (SlotState) t.next));
+                        if (t.action == SLOT_A_NONE)
+                                assert_true(slot_transition_allows((SlotState) s, (SlotEvent) e, (SlotState) s));
+                }
                 /* Only a replacing slot has a replacement to hear of. */
                 for (int e = SLOT_EV_NEXT_PROVEN; e <= SLOT_EV_DROP_NEXT; e++)
                         assert_int_equal(slot_transition((SlotState) s, (SlotEvent) e).action != SLOT_A_NONE,
