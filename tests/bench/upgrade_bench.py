@@ -31,16 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 from loadclient import LoadClient  # noqa: E402
+from testlib import free_tcp_port as free_port  # noqa: E402
 
 BINDONCE = os.environ.get("BINDONCE") or str(REPO / "build" / "bindonce")
 TESTWORKER = os.environ.get("TESTWORKER") or str(REPO / "build" / "testworker")
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log_time(line):
