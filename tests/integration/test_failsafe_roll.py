@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from lifecycle_support import BINDONCE, Load, alive, instances, monotonic, wait_until  # noqa: F401 (fixture)
-from testlib import Harness, free_tcp_port, quiet_for
+from testlib import Harness, free_tcp_port, proc_fds, quiet_for
 
 
 def assert_no_losses(load):
@@ -32,6 +32,10 @@ def nothing_changes_for(inst, seconds, pids):
         now = inst.pids()
         return None if now == pids else "workers changed %s -> %s; log:\n%s" % (pids, now, inst.log())
     quiet_for(seconds, changed, "bindonce or its workers changed", interval=0.25)
+
+
+def pidfds(pid):
+    return sum(1 for target, _ in proc_fds(pid).values() if target == "anon_inode:[pidfd]")
 
 
 def generations(st):
@@ -160,7 +164,9 @@ def test_a_scale_during_a_reload(instances):
         out, err = reload.communicate(timeout=60)
         st = inst.wait_settled(4)
         # The fd count teardown compares with was taken with 2 workers (a pidfd each);
-        # the scale made it 4: take it again now that the 4 are settled.
+        # the scale made it 4: take it again now that the 4 are settled, and the retired
+        # workers of the roll are reaped (a pidfd each until then).
+        wait_until(lambda: pidfds(inst.pid) == 4, 10, what=lambda: "4 pidfds, not %d" % pidfds(inst.pid))
         inst.mark_fds()
         load.wait_ok(10)
     # Documented: the new slots start the last good generation, and the roll replaces
