@@ -276,8 +276,8 @@ class Bindonce(Harness):
     The fd check: its worker count changes during many tests (scale, restarts, backoff),
     so it counts bindonce's fds less those that live with a worker (testlib.worker_fds: a
     pidfd of a live process, a pipe a live worker shares). That count is marked by itself
-    the first time a wait_log()/wait_status() returns once a worker has started and no
-    control client is connected, and teardown finds it again (a pidfd or pipe kept for a
+    the first time a wait_log()/wait_status() (or mark_fds_when_settled()) returns once a
+    worker has started and no control client is connected, and teardown finds it again (a pidfd or pipe kept for a
     worker that is gone, a control connection or socket never closed, fails the test)."""
 
     def __init__(self, directory, args, command, expected=(), stdout=None):
@@ -295,7 +295,7 @@ class Bindonce(Harness):
         own = sum(1 for fd in os.listdir(f"/proc/{self.pid}/fd") if fd_inode(self.pid, int(fd)) in listeners)
         return self.fd_count() - len(worker_fds(self.pid)) - own
 
-    def _auto_mark(self):
+    def mark_fds_when_settled(self):
         """Mark the fd count once a worker has started and no control client (a ctl still
         closing, an events follower) is connected; waited for at most once, 2 s."""
         if self.fd_start is not None or not self.running() or not re.search(r"worker \d+ started", self.log()):
@@ -318,7 +318,7 @@ class Bindonce(Harness):
             assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode}; log:\n{self.log()}"
             return False
         wait_until(enough, timeout, f"{count} x {pattern!r} in the log")
-        self._auto_mark()
+        self.mark_fds_when_settled()
 
     def ctl(self, *args, timeout=30):
         return subprocess.run([BINDONCE, "ctl", "--control", self.control, *args],
@@ -338,7 +338,7 @@ class Bindonce(Harness):
             assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode} waiting for {what}"
             return None
         st = wait_until(check, timeout, what, interval=0.05)
-        self._auto_mark()
+        self.mark_fds_when_settled()
         return st
 
 

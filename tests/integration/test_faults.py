@@ -820,6 +820,8 @@ def test_a_storm_of_escapes_ending_leaves_no_zombie(bindonce):
     b = bindonce(["--stop-timeout", "2"], ["sh", "-c", script])
     from conftest import proc_children
     wait_until(lambda: len(proc_children(b.proc.pid)) > 100, 20, "the escapes to be re-parented")
+    # The escapes are live children, not workers: no pidfd, no pipe of bindonce's for them.
+    b.mark_fds_when_settled()
     # They end within a second or so of each other; all must be reaped, none left a zombie.
     wait_until(lambda: len(proc_children(b.proc.pid)) == 1, 30,
                lambda: f"{len(proc_children(b.proc.pid))} children, {len(zombie_children(b.proc.pid))} zombies")

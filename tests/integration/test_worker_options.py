@@ -132,7 +132,9 @@ def start_reporter(bindonce, out_dir, args, env=(), workers=1):
     reporter = script(out_dir, "reporter.py", REPORTER)
     envs = ["-E", f"OUT_DIR={out_dir}"] + [x for kv in env for x in ("-E", kv)]
     b = bindonce(["-w", str(workers), *envs, *args], [PYTHON, reporter])
-    return b, reports(out_dir, workers)
+    reps = reports(out_dir, workers)
+    b.mark_fds_when_settled()               # the fd count teardown finds again
+    return b, reps
 
 
 # ---------------------------------------------------------------------------
