@@ -36,9 +36,10 @@ from pathlib import Path
 import pytest
 
 from testlib import (BINDONCE, EXAMPLE_HTTPD, REPO, TESTWORKER, Harness, alive, all_pids,  # noqa: F401
-                     expected_from_markers, finish_all, free_tcp_port, free_udp_port, proc_alive,
+                     expected_from_markers, fd_inode, finish_all, listening_inodes, free_tcp_port, free_udp_port, proc_alive,
                      proc_children, proc_comm, proc_environ_has, proc_fds, proc_stat, read_to_eof,
-                     reap_adopted, set_subreaper, wait_until, worker_environ, zombie_children)
+                     reap_adopted, set_subreaper, unix_server_ends, wait_until, worker_environ,
+                     worker_fds, zombie_children)
 
 
 def pytest_configure(config):
@@ -270,14 +271,44 @@ def supervisor(tmp_path, harnesses, request):
 
 class Bindonce(Harness):
     """One bindonce started by hand, for tests that need no test worker: listening on a
-    free 127.0.0.1 port, with its own control socket and its log in `directory`."""
+    free 127.0.0.1 port, with its own control socket and its log in `directory`.
 
-    def __init__(self, directory, args, command, expected=()):
+    The fd check: its worker count changes during many tests (scale, restarts, backoff),
+    so it counts bindonce's fds less those that live with a worker (testlib.worker_fds: a
+    pidfd of a live process, a pipe a live worker shares). That count is marked by itself
+    the first time a wait_log()/wait_status() (or mark_fds_when_settled()) returns once a
+    worker has started and no control client is connected, and teardown finds it again (a pidfd or pipe kept for a
+    worker that is gone, a control connection or socket never closed, fails the test)."""
+
+    def __init__(self, directory, args, command, expected=(), stdout=None):
         super().__init__(directory, expected)
         self.port = free_tcp_port()
         self.control = str(self.dir / "ctl.sock")
+        self._mark_waited = False
         self.popen([BINDONCE, "-l", f"127.0.0.1:{self.port}", "--control", self.control,
-                    *args, "--", *command])
+                    *args, "--", *command], stdout=stdout)
+
+    def base_fd_count(self):
+        # --balance reuseport holds a listening socket per slot: its listeners on the port
+        # are left out too (the balance tests count them against the slots themselves).
+        listeners = listening_inodes(self.port)
+        own = sum(1 for fd in os.listdir(f"/proc/{self.pid}/fd") if fd_inode(self.pid, int(fd)) in listeners)
+        return self.fd_count() - len(worker_fds(self.pid)) - own
+
+    def mark_fds_when_settled(self):
+        """Mark the fd count once a worker has started and no control client (a ctl still
+        closing, an events follower) is connected; waited for at most once, 2 s."""
+        if self.fd_start is not None or not self.running() or not re.search(r"worker \d+ started", self.log()):
+            return
+        if unix_server_ends(self.control):
+            if self._mark_waited:
+                return
+            self._mark_waited = True
+            try:
+                wait_until(lambda: not unix_server_ends(self.control), 2, "no control client")
+            except AssertionError:
+                return
+        self.mark_fds()
 
     def wait_log(self, pattern, count=1, timeout=10):
         """Until the log matches the regular expression `count` times."""
@@ -287,6 +318,7 @@ class Bindonce(Harness):
             assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode}; log:\n{self.log()}"
             return False
         wait_until(enough, timeout, f"{count} x {pattern!r} in the log")
+        self.mark_fds_when_settled()
 
     def ctl(self, *args, timeout=30):
         return subprocess.run([BINDONCE, "ctl", "--control", self.control, *args],
@@ -305,7 +337,9 @@ class Bindonce(Harness):
                 return st
             assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode} waiting for {what}"
             return None
-        return wait_until(check, timeout, what, interval=0.05)
+        st = wait_until(check, timeout, what, interval=0.05)
+        self.mark_fds_when_settled()
+        return st
 
 
 @pytest.fixture

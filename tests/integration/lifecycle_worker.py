@@ -17,7 +17,9 @@ to make the reload exec a "new version". A mode is a comma-separated list of:
     crash-at-start [CODE]   exit CODE (default 3) before READY=1
     never-ready             never send READY=1, never accept (still pings the watchdog)
     slow-ready SEC          send READY=1 after SEC seconds; accept only from then on
-    stop-pinging-after SEC  stop sending WATCHDOG=1 SEC seconds after start (keeps serving)
+    stop-pinging-after SEC [RESUME]
+                            stop sending WATCHDOG=1 SEC seconds after start (keeps serving);
+                            with RESUME, ping again RESUME seconds after the last ping
     ready-from-child [SEC]  READY=1 comes from a child process (same process group) after SEC
                             (default 0.1), never from the worker itself (--notify-access)
     exit-after SEC [CODE]   serve, then SEC seconds after exec stop as on SIGTERM (the
@@ -31,7 +33,7 @@ Path "/slow/MS" answers after MS milliseconds (an in-flight request for drain te
 SIGTERM: stop accepting, finish the request in hand, STOPPING=1, exit 0 (no casualties).
 
 With $LW_EVENTS set, one JSON line per event is appended to that file
-(start, ready, pings-stopped, sigterm, exit), with "t" = CLOCK_MONOTONIC seconds, which
+(start, ready, pings-stopped, pings-resumed, sigterm, exit), with "t" = CLOCK_MONOTONIC seconds, which
 the test process reads on the same clock, and "rt" = the time of day (as in `ctl status`).
 """
 
@@ -113,6 +115,7 @@ class Worker:
     @staticmethod
     def parse_mode(text):
         mode = {"crash": None, "ready_delay": 0.0, "never_ready": False, "stop_pinging_after": None,
+                "resume_pinging": None,
                 "ready_from_child": False, "exit_after": None}
         for item in text.split(","):
             words = item.split()
@@ -129,6 +132,7 @@ class Worker:
                 mode["ready_delay"] = float(args[0])
             elif name == "stop-pinging-after":
                 mode["stop_pinging_after"] = float(args[0])
+                mode["resume_pinging"] = float(args[1]) if len(args) > 1 else None
             elif name == "exit-after":
                 mode["exit_after"] = (float(args[0]), int(args[1]) if len(args) > 1 else 0)
             elif name == "ready-from-child":
@@ -198,7 +202,7 @@ class Worker:
         next_ping = start
         last_ping = last_ping_rt = None
         ready_at = None if self.mode["never_ready"] else start + self.mode["ready_delay"]
-        stop_pinging_at = None
+        stop_pinging_at = resume_at = None
         if self.mode["stop_pinging_after"] is not None:
             stop_pinging_at = start + self.mode["stop_pinging_after"]
         while not self.stop.is_set():
@@ -212,6 +216,11 @@ class Worker:
                 pinging = False
                 self.event("pings-stopped", last_ping=last_ping, last_ping_rt=last_ping_rt)
                 self.notify("STATUS=no longer pinging the watchdog")
+                if self.mode["resume_pinging"] is not None and period is not None:
+                    resume_at = (last_ping if last_ping is not None else now) + self.mode["resume_pinging"]
+            if resume_at is not None and now >= resume_at:
+                resume_at, stop_pinging_at, pinging, next_ping = None, None, True, now
+                self.event("pings-resumed")
             if pinging and now >= next_ping:
                 self.notify("WATCHDOG=1")
                 last_ping = now
@@ -224,6 +233,8 @@ class Worker:
                 waits.append(next_ping - now)
                 if stop_pinging_at is not None:
                     waits.append(stop_pinging_at - now)
+            if resume_at is not None:
+                waits.append(resume_at - now)
             self.stop.wait(max(0.0, min(waits)))
 
     # ---- serving -------------------------------------------------------------------------

@@ -384,7 +384,6 @@ def test_burst_of_1000_connects(instances):
 
     kinds = {0: b"status\n", 1: b"status --json\n", 2: b"\xff\xfe\n", 3: None}
     socks, results = [], {}
-    t0 = monotonic()
     try:
         for i in range(n):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -419,10 +418,10 @@ def test_burst_of_1000_connects(instances):
                 key.fileobj.close()
                 open_ -= 1
                 results.setdefault(i, bufs[i])
-        took = monotonic() - t0
     finally:
         for _, s in socks:
             s.close()
+    # The 20 s only stops a hung test; how fast bindonce answers is `make bench`'s business.
     assert open_ == 0, "%d control clients still waiting after 20 s" % open_
 
     bad = {}
@@ -433,9 +432,20 @@ def test_burst_of_1000_connects(instances):
             bad[i] = got[:60] if isinstance(got, bytes) else got
     assert not bad, "%d of %d requests not answered as they should: %s" % (len(bad), len(socks), list(bad.items())[:10])
     json.loads(results[1][3:])
-    assert took < 15, took
     assert_healthy(inst, pids)
     wait_fds(inst, fds)
+
+
+def peer_closed(s):
+    """Has the server dropped this control connection (EOF, a reset, or the ERROR it may
+    send first: it sends nothing else to a client that never sent a whole line)? Peeks."""
+    try:
+        s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        return True
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
 
 
 def test_slow_clients_do_not_stall_others(instances):
@@ -458,12 +468,13 @@ def test_slow_clients_do_not_stall_others(instances):
             s.sendall(b"status --json\n")   # never reads
             nonreaders.append(s)
         for _ in range(3):
-            t = monotonic()
             r = inst.ctl("status", "--json", timeout=10)
-            took = monotonic() - t
             assert r.returncode == 0, r.stderr
-            # A status stuck behind the slow clients would wait out their 5 s timeout.
-            assert took < 4.5, "ctl status took %.2f s with slow clients around" % took
+            # A status stuck behind the slow clients would wait until bindonce drops them
+            # (their 5 s timeout): it was answered while every one of them was still
+            # connected. An order of events, not a clock.
+            gone = [s for s in idle + partial if peer_closed(s)]
+            assert not gone, "ctl status answered only after %d slow clients were dropped" % len(gone)
         assert json.loads(r.stdout)["ready"] == 2
 
         # Who does not send within 5 s is dropped (EOF, maybe an ERROR first).

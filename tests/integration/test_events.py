@@ -197,7 +197,6 @@ def test_events_stalled_follower_is_dropped_others_unaffected(instances):
         # (bounded: 16 KiB in bindonce plus a 16 KiB socket buffer).
         deadline, rounds, dropped = monotonic() + 60, 0, False
         while rounds < 100 and monotonic() < deadline and not dropped:
-            t0 = monotonic()
             r = inst.ctl("restart", "all", timeout=10)
             assert r.returncode == 0, r.stderr
             rounds += 1
@@ -206,7 +205,6 @@ def test_events_stalled_follower_is_dropped_others_unaffected(instances):
             # bound above only stops an endless test).
             r = inst.ctl("status", timeout=10)
             assert r.returncode == 0 and "8/8 workers ready" in r.stdout, (r.returncode, r.stdout, r.stderr)
-            assert monotonic() - t0 < 30
             # Both stalled followers closed by bindonce, the good one still there.
             dropped = inst.fd_count() <= base + 1
         assert dropped, "not dropped after %d rounds of restart all; fds %d (%d at start); log:\n%s" % (

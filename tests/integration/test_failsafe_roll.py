@@ -12,11 +12,11 @@ import re
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
 from lifecycle_support import BINDONCE, Load, alive, instances, monotonic, wait_until  # noqa: F401 (fixture)
+from testlib import Harness, free_tcp_port, proc_fds, quiet_for
 
 
 def assert_no_losses(load):
@@ -25,13 +25,17 @@ def assert_no_losses(load):
 
 def nothing_changes_for(inst, seconds, pids):
     """The point of the test: for `seconds`, bindonce keeps running and the same workers
-    keep serving. Polls the status; fails at the first change."""
-    end = monotonic() + seconds
-    while monotonic() < end:
-        assert inst.proc.poll() is None, "bindonce exited (%s); log:\n%s" % (inst.proc.returncode, inst.log())
+    keep serving (testlib.quiet_for over the status)."""
+    def changed():
+        if inst.proc.poll() is not None:
+            return "bindonce exited (%s); log:\n%s" % (inst.proc.returncode, inst.log())
         now = inst.pids()
-        assert now == pids, "workers changed %s -> %s; log:\n%s" % (pids, now, inst.log())
-        time.sleep(0.25)
+        return None if now == pids else "workers changed %s -> %s; log:\n%s" % (pids, now, inst.log())
+    quiet_for(seconds, changed, "bindonce or its workers changed", interval=0.25)
+
+
+def pidfds(pid):
+    return sum(1 for target, _ in proc_fds(pid).values() if target == "anon_inode:[pidfd]")
 
 
 def generations(st):
@@ -160,7 +164,9 @@ def test_a_scale_during_a_reload(instances):
         out, err = reload.communicate(timeout=60)
         st = inst.wait_settled(4)
         # The fd count teardown compares with was taken with 2 workers (a pidfd each);
-        # the scale made it 4: take it again now that the 4 are settled.
+        # the scale made it 4: take it again now that the 4 are settled, and the retired
+        # workers of the roll are reaped (a pidfd each until then).
+        wait_until(lambda: pidfds(inst.pid) == 4, 10, what=lambda: "4 pidfds, not %d" % pidfds(inst.pid))
         inst.mark_fds()
         load.wait_ok(10)
     # Documented: the new slots start the last good generation, and the roll replaces
@@ -234,22 +240,80 @@ def test_a_failed_reload_never_counts_toward_giving_up(instances):
     assert inst.proc.poll() is None and "giving up" not in inst.log()
 
 
-def test_adopted_sockets_keep_the_default_give_up(tmp_path):
+def test_adopted_sockets_keep_the_default_give_up(tmp_path, harnesses):
     # Under a socket unit the sockets outlive bindonce: the default --give-up 5 applies.
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen()
     fd = s.fileno()
-    err = open(tmp_path / "stderr", "w+")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "FDSTORE"))}
+    # Under the harness (bash execs bindonce): the exit status is checked here, the log
+    # lines and leftovers at teardown.
+    h = Harness(tmp_path / "adopted", expected=[r"warning: worker [01] \(pid \d+\) exited with status 3$",
+                                                r"error: giving up: every worker failed 5 times in a row "])
+    harnesses.append(h)
     cmd = "exec 3<&%d %d<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\"" % (fd, fd)
-    p = subprocess.Popen(["bash", "-c", cmd, "bash", BINDONCE, "--control", "none", "-w", "2", "--", "sh", "-c", "exit 3"],
-                         stderr=err, env=clean, pass_fds=(fd,))
     try:
-        assert p.wait(timeout=20) == 69, (tmp_path / "stderr").read_text()
+        h.popen(["bash", "-c", cmd, "bash", BINDONCE, "--control", "none", "-w", "2", "--", "sh", "-c", "exit 3"],
+                pass_fds=(fd,))
+        assert h.wait_exit(timeout=20) == 69, h.log()
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
         s.close()
-    assert "giving up: every worker failed 5 times" in (tmp_path / "stderr").read_text()
+    assert "giving up: every worker failed 5 times" in h.log()
+
+
+class FakeNotify:
+    """systemd's side of NOTIFY_SOCKET for a standalone bindonce: a datagram socket read by
+    a thread (never left full: bindonce's notifications would wait for room), keeping the
+    messages and closing the fds that come with them (the fd store)."""
+
+    def __init__(self, path):
+        import threading
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages, self.n_fds, self.done = [], 0, False
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+
+    def read(self):
+        import array
+        while not self.done:
+            try:
+                msg, anc, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+            except socket.timeout:
+                continue
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i", data[:len(data) - len(data) % 4])
+                    self.n_fds += len(fds)
+                    for fd in fds:
+                        os.close(fd)
+            self.messages.append(msg.decode(errors="replace"))
+
+    def close(self):
+        self.done = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("how", ["--fd-store", "FDSTORE=1"])
+def test_the_fd_store_keeps_the_default_give_up(tmp_path, harnesses, how):
+    """FD STORE: with --fd-store, or FDSTORE= set by systemd, the sockets outlive bindonce,
+    so the default --give-up 5 applies although bindonce bound them itself."""
+    notify = FakeNotify(tmp_path / "notify")
+    h = Harness(tmp_path / "fdstore", expected=[r"warning: worker [01] \(pid \d+\) exited with status 3$",
+                                                r"error: giving up: every worker failed 5 times in a row "])
+    harnesses.append(h)
+    env = {"NOTIFY_SOCKET": notify.path}
+    if how == "FDSTORE=1":
+        env["FDSTORE"] = "1"
+    try:
+        h.popen([BINDONCE, "-l", "127.0.0.1:%d" % free_tcp_port(), "--control", "none", "-w", "2"]
+                + ([how] if how.startswith("--") else []) + ["--", "sh", "-c", "exit 3"], env_extra=env)
+        assert h.wait_exit(timeout=30) == 69, h.log()
+    finally:
+        notify.close()
+    assert "handed 1 sockets to systemd's fd store" in h.log()
+    assert "giving up: every worker failed 5 times" in h.log()
+    assert notify.n_fds == 1 and any("FDSTORE=1" in m for m in notify.messages), notify.messages

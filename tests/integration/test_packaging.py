@@ -20,6 +20,7 @@ import subprocess
 import pytest
 
 from conftest import BINDONCE, REPO, wait_until
+from testlib import Harness
 
 COMPLETION = REPO / "completion" / "bindonce.bash"
 BASH_COMPLETION = "/usr/share/bash-completion/bash_completion"
@@ -119,30 +120,29 @@ def test_units_and_example_config_name_files_of_the_package(package, unpacked):
         assert named <= files, "%s names %s, not in the package" % (path, sorted(named - files))
 
 
-def test_the_example_worker_in_the_package_runs_and_serves(unpacked, tmp_path):
-    """bindonce from the package runs the package's example worker on a socket."""
+def test_the_example_worker_in_the_package_runs_and_serves(unpacked, tmp_path, harnesses):
+    """bindonce from the package runs the package's example worker on a socket; under the
+    harness, so its stop must exit 0 and its log hold no error or warning."""
     sock = str(tmp_path / "http.sock")
-    p = subprocess.Popen([str(unpacked / "usr/bin/bindonce"), "-l", sock, "--control", "none",
-                          "--", str(unpacked / "usr/libexec/bindonce/example-httpd")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: os.path.exists(sock) or p.poll() is not None, 10, "bindonce binds " + sock)
-        assert p.poll() is None, "bindonce exited %s: %s" % (p.returncode, p.stderr.read())
-        answer = b""
-        c = socket.socket(socket.AF_UNIX)
-        c.settimeout(10)
-        c.connect(sock)     # queued in the backlog until the worker accepts
-        c.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        while True:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        c.close()
-        assert answer.startswith(b"HTTP/1.") and b"hello from worker 0" in answer, answer
-    finally:
-        p.terminate()
-        p.wait(timeout=30)
+    h = Harness(tmp_path / "packaged")
+    harnesses.append(h)
+    p = h.popen([str(unpacked / "usr/bin/bindonce"), "-l", sock, "--control", "none",
+                 "--", str(unpacked / "usr/libexec/bindonce/example-httpd")])
+    wait_until(lambda: os.path.exists(sock) or p.poll() is not None, 10, "bindonce binds " + sock)
+    assert p.poll() is None, "bindonce exited %s: %s" % (p.returncode, h.log())
+    answer = b""
+    c = socket.socket(socket.AF_UNIX)
+    c.settimeout(10)
+    c.connect(sock)     # queued in the backlog until the worker accepts
+    c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    while True:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    c.close()
+    assert answer.startswith(b"HTTP/1.") and b"hello from worker 0" in answer, answer
+    h.mark_fds()
 
 
 def test_lintian_finds_no_error_and_no_unexplained_warning(package):

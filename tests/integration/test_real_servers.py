@@ -46,7 +46,8 @@ from conftest import BINDONCE, free_tcp_port, proc_alive, wait_until
 from loadclient import LoadClient, request_once
 
 HERE = Path(__file__).resolve().parent / "servers"
-GO_EXAMPLE = HERE.parents[2] / "docs" / "examples" / "go" / "server.go"   # the documented one
+EXAMPLES = HERE.parents[2] / "docs" / "examples"         # the documented recipes
+GO_EXAMPLE = EXAMPLES / "go" / "server.go"
 PY = "/usr/bin/python3"          # Debian's python3, with Debian's packages
 THREADS = 4                      # load threads: the bound on the casualties of one kill
 WAIT = 60                        # generous bound on every wait (reloads roll one by one)
@@ -61,7 +62,9 @@ LOSS_CLASSES = {"reset_before_response", "eof_before_response", "reset_mid_respo
 # requests
 
 
-HTTP_OK = re.compile(rb"\AHTTP/1\.[01] 200 [^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\nok\b", re.S)
+# "ok ..." from the servers of servers/, "hello from the X example" from docs/examples.
+HTTP_OK = re.compile(rb"\AHTTP/1\.[01] 200 [^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\n"
+                     rb"(?:ok\b|hello from the \w+ example\n\Z)", re.S)
 
 
 def http_ok(data):
@@ -194,6 +197,17 @@ def python_script(name):
     return recipe
 
 
+def node_example(tmp, port):
+    # As its header says: node server.js (it closes the server on SIGTERM and exits when
+    # the connections in hand are done).
+    return [], [shutil.which("node") or "node", str(EXAMPLES / "node" / "server.js")], True
+
+
+def asyncio_example(tmp, port):
+    # As its docstring says: python3 server.py (it answers what it accepted on SIGTERM).
+    return [], [PY, str(EXAMPLES / "asyncio" / "server.py")], True
+
+
 def go(tmp, port):
     exe = tmp / "go_server"
     # The build cache outlives the test, so that the second run (CI runs the suite twice)
@@ -274,6 +288,8 @@ RECIPES = [
     ("python-http.server", python_script("py_httpserver.py"), PY, "python3", "http"),
     ("python-asyncio", python_script("py_asyncio.py"), PY, "python3", "http"),
     ("go", go, "go", "golang-go", "http"),
+    ("node-example", node_example, "node", "nodejs", "http"),
+    ("asyncio-example", asyncio_example, PY, "python3", "http"),
     ("systemd-socket-proxyd", socket_proxyd, "/lib/systemd/systemd-socket-proxyd", "systemd",
      "http"),
     ("kresd", kresd, "/usr/sbin/kresd", "knot-resolver", "dns"),

@@ -89,6 +89,8 @@ def test_3_restart_on_failure_and_no(run):
     assert len(started_times(clean.log())) == 1
 
     failing = run(["--restart", "on-failure", "--give-up", "0"], "sleep 0.05; exit 3")
+    # It fails until teardown: on a slow machine long enough to be reported as a crash loop.
+    failing.expect_log(CRASH_LOOP.replace("status 1", "status 3"))
     failing.wait_log(r"worker 0 started", count=3)
 
     never = run(["--restart", "no"], "sleep 0.05; exit 3")
@@ -171,30 +173,25 @@ def test_7_ctl_restart_restarts_under_restart_no(run):
     assert r.proc.poll() is None
 
 
-def log_time(line):
-    h, mi, s = re.search(r"T(\d\d):(\d\d):(\d\d\.\d+)Z", line).groups()
-    return int(h) * 3600 + int(mi) * 60 + float(s)
-
-
 @pytest.mark.log_expected(CRASH_LOOP)
 def test_7_ctl_restart_starts_a_waiting_slot_at_once_and_resets_its_count(run):
-    # A crash loop waits out a backoff of 0.4-0.8 s after its 5th early death; ctl restart
-    # then starts it before that delay is over, and its count starts again: the next delayed
-    # restart is for 2 early exits in a row, not 7.
+    # A crash loop waits out a backoff of 1.6-3.2 s after its 7th early death (long enough
+    # for a ctl to arrive within it on a loaded machine); ctl restart then starts it before
+    # that delay is over, and its count starts again: the next delayed restart is for 2
+    # early exits in a row, not 8.
     r = run(["--give-up", "0"], "exit 1")
-    r.wait_log(r"restarting in \d+ ms \(5 early exits", timeout=10)
+    r.wait_log(r"restarting in \d+ ms \(7 early exits", timeout=20)
     res = r.ctl("restart", "0")
     assert res.returncode == 0, res.stderr
     r.wait_log(r"restarting in \d+ ms \(2 early exits", count=2, timeout=10)
     lines = r.log().splitlines()
-    i5 = next(i for i, l in enumerate(lines) if "(5 early exits" in l)
-    delayed = re.search(r"restarting in (\d+) ms", lines[i5]).group(1)
-    after = [l for l in lines[i5 + 1:] if re.search(r"worker 0 started|restarting in", l)]
-    # The first start after the 5th delay line came before that delay was up (a restart
-    # at once), and the next delay line counts from a reset streak.
+    i7 = next(i for i, l in enumerate(lines) if "(7 early exits" in l)
+    after = [l for l in lines[i7 + 1:] if re.search(r"worker 0 started|restarting in", l)]
+    # An order of events, not a clock: the first start after the 7th delay line is the
+    # restart (had the delay run out first, its start would have died and logged "8 early
+    # exits" before any "2 early exits"), and the next delay counts from a reset streak.
     assert "worker 0 started" in after[0], after
-    assert log_time(after[0]) - log_time(lines[i5]) < int(delayed) / 1000, (delayed, after[0])
-    assert delay_lines(r.log()) [:5] == [2, 3, 4, 5, 2], r.log()
+    assert delay_lines(r.log())[:7] == [2, 3, 4, 5, 6, 7, 2], r.log()
     assert r.proc.poll() is None
 
 

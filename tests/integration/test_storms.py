@@ -73,10 +73,11 @@ def test_a_worker_out_of_fds_does_not_touch_the_supervisor(bindonce, tmp_path):
         for _ in range(40):
             idle.append(socket.create_connection(("127.0.0.1", b.port), timeout=2))
         wait_until(marker.exists, 10, "the worker to hit EMFILE")
-        t0 = time.monotonic()
+        # The control socket answers while the worker is out of fds, and (below) while what
+        # it could not take still waits in the queue: an order of events, no clock (ctl's
+        # own 10 s timeout only stops a hung test).
         st = b.status()
-        # A control socket stuck behind the worker's EMFILE would answer after its 5 s timeout.
-        assert time.monotonic() - t0 < 4.5, "ctl status slowed down"
+        assert st is not None, "ctl status did not answer while the worker was at EMFILE"
         assert st["slots"][0]["pid"] == worker and st["ready"] == 1
         assert b.proc.poll() is None
         assert b.stable_fd_count() == fds_before

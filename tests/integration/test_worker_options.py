@@ -24,6 +24,7 @@ import time
 import pytest
 
 from conftest import BINDONCE, free_tcp_port, proc_alive, wait_until
+from testlib import Harness
 from loadclient import LoadClient, request_once
 
 PYTHON = "/usr/bin/python3"
@@ -131,7 +132,9 @@ def start_reporter(bindonce, out_dir, args, env=(), workers=1):
     reporter = script(out_dir, "reporter.py", REPORTER)
     envs = ["-E", f"OUT_DIR={out_dir}"] + [x for kv in env for x in ("-E", kv)]
     b = bindonce(["-w", str(workers), *envs, *args], [PYTHON, reporter])
-    return b, reports(out_dir, workers)
+    reps = reports(out_dir, workers)
+    b.mark_fds_when_settled()               # the fd count teardown finds again
+    return b, reps
 
 
 # ---------------------------------------------------------------------------
@@ -180,7 +183,7 @@ def test_reuseport_siblings_are_blocking_too(bindonce, out_dir):
 @pytest.mark.parametrize("unit_nonblocking,flag,want", [(False, False, False), (True, False, True),
                                                         (False, True, True)],
                          ids=["unit-blocking", "unit-NonBlocking=yes", "unit-blocking+--nonblocking"])
-def test_adopted_sockets_keep_the_units_choice(out_dir, unit_nonblocking, flag, want):
+def test_adopted_sockets_keep_the_units_choice(harnesses, tmp_path, out_dir, unit_nonblocking, flag, want):
     """Sockets from systemd stay as the socket unit made them, unless --nonblocking."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -190,20 +193,22 @@ def test_adopted_sockets_keep_the_units_choice(out_dir, unit_nonblocking, flag, 
     reporter = script(out_dir, "reporter.py", REPORTER)
     argv = [BINDONCE, "--control", "none", "-E", f"OUT_DIR={out_dir}"] + (["--nonblocking"] if flag else []) + \
         ["--", PYTHON, reporter]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
-    p = subprocess.Popen(["bash", "-c", f"exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\"",
-                          "bash", *argv], env=env, pass_fds=(fd,), stderr=subprocess.PIPE)
+    # Under the harness: bash execs bindonce, so its pid is bindonce's, and teardown
+    # checks the stop's exit code, the log, the fd count and leftovers.
+    h = Harness(tmp_path / "adopted")
+    harnesses.append(h)
     try:
+        h.popen(["bash", "-c", f"exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$@\"",
+                 "bash", *argv], pass_fds=(fd,))
         r = reports(out_dir, 1)[0]
         assert bool(r["fd3_flags"] & os.O_NONBLOCK) is want, r
         # The flag lives on the shared open file description: our own fd shows the same.
         import fcntl
         assert bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK) is want
+        assert "adopted 1 sockets from systemd" in h.log()
+        h.mark_fds()
     finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=20)
         listener.close()
-    assert "adopted 1 sockets from systemd" in p.stderr.read().decode()
 
 
 # ---------------------------------------------------------------------------
@@ -344,7 +349,10 @@ def test_a_busy_server_is_not_taken_for_one_that_accepts_nothing(bindonce, out_d
 
 
 def signals_seen(out_dir):
-    return {int(p.name.split("-")[1]): p.read_text() for p in out_dir.glob("signal-*")}
+    """{pid: signal name} of the workers that recorded one (a file just created reads
+    empty until the worker has written the name: not seen yet)."""
+    seen = {int(p.name.split("-")[1]): p.read_text() for p in out_dir.glob("signal-*")}
+    return {pid: name for pid, name in seen.items() if name}
 
 
 def test_stop_signal_at_stop_and_reload(bindonce, out_dir):

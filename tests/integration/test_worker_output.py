@@ -3,7 +3,6 @@ comes through a pipe with "[slot N pid P] " in front, and a worker that floods w
 reads bindonce's stdout stalls neither supervision nor the other workers. Under the journal,
 see test_journal_forward.py."""
 
-import json
 import os
 import re
 import signal
@@ -13,115 +12,47 @@ import time
 
 import pytest
 
-from conftest import BINDONCE, free_tcp_port, proc_alive, wait_until
-
-def read_lines(f, n, timeout):
-    """n lines from a pipe, waiting at most timeout seconds in all."""
-    import select
-    fd = f.fileno()
-    buf, deadline = b"", time.monotonic() + timeout
-    while buf.count(b"\n") < n:
-        left = deadline - time.monotonic()
-        assert left > 0 and select.select([fd], [], [], left)[0], f"timed out with {buf!r}"
-        chunk = os.read(fd, 4096)
-        assert chunk, f"EOF with {buf!r}"
-        buf += chunk
-    return buf.split(b"\n")[:n]
-
+from conftest import Bindonce
+from testlib import expected_from_markers, wait_until
 
 SLOT_LINE = re.compile(rb"^\[slot (\d+) pid (\d+)\] (.*)$")
 
 
-class Run:
-    """bindonce with stdout to a pipe the test reads (or leaves unread), stderr to a file."""
+class Run(Bindonce):
+    """bindonce with stdout to a pipe the test reads (or leaves unread), its log (stderr)
+    to a file: a Bindonce, so the harness teardown checks the stop's exit code, the log
+    lines, the fd count, leftovers and sanitizer reports."""
 
-    def __init__(self, tmp_path, args, command, env=None, stderr=None):
-        self.port = free_tcp_port()
-        self.control = str(tmp_path / "ctl.sock")
-        self.stderr_path = tmp_path / "stderr.log"
-        err = stderr if stderr is not None else open(self.stderr_path, "wb")
-        self.marker = b"BO_OUTPUT_TEST=" + str(tmp_path).encode()
-        full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_", "JOURNAL_STREAM"))}
-        full_env.update(env or {})
-        full_env["BO_OUTPUT_TEST"] = str(tmp_path)
-        self.proc = subprocess.Popen([BINDONCE, "-l", f"127.0.0.1:{self.port}", "--control", self.control, *args,
-                                      "--", *command], stdout=subprocess.PIPE, stderr=err, env=full_env)
-        if stderr is None:
-            err.close()
+    def __init__(self, directory, args, command, expected=()):
+        super().__init__(directory, args, command, expected, stdout=subprocess.PIPE)
 
-    def log(self):
-        return self.stderr_path.read_text(errors="replace")
-
-    def ctl(self, *args):
-        return subprocess.run([BINDONCE, "ctl", "--control", self.control, *args], capture_output=True,
-                              text=True, timeout=10)
-
-    def status(self):
-        r = self.ctl("status", "--json")
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def wait_status(self, pred, timeout, what):
-        def check():
-            assert self.proc.poll() is None, f"bindonce exited {self.proc.returncode}:\n{self.log()}"
-            st = self.status()
-            return st if st and pred(st) else None
-        return wait_until(check, timeout, what, interval=0.05)
-
-    def close(self):
-        problems = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            # Drain stdout meanwhile: the test may have left it unread.
-            t = threading.Thread(target=self.proc.stdout.read, daemon=True)
-            t.start()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                problems.append("bindonce ignored SIGTERM")
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        deadline = time.monotonic() + 2
-        left = []
-        while time.monotonic() < deadline:
-            left = [p for p in (int(x) for x in os.listdir("/proc") if x.isdigit()) if self._ours(p)]
-            if not left:
-                break
-            time.sleep(0.02)
-        for pid in left:
-            problems.append(f"left behind: {pid}")
-            os.kill(pid, signal.SIGKILL)
-        return problems
-
-    def _ours(self, pid):
+    def finish(self, stop_timeout=20):
+        # Drain stdout while bindonce stops: the test may have left it unread, and a
+        # worker blocked on a full pipe would hold the stop up.
+        if self.proc is not None and self.proc.stdout is not None:
+            threading.Thread(target=self.proc.stdout.read, daemon=True).start()
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                return self.marker in f.read().split(b"\0") and proc_alive(pid)
-        except OSError:
-            return False
+            return super().finish(stop_timeout)
+        finally:
+            if self.proc is not None and self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 @pytest.fixture
-def run(tmp_path):
-    made = []
-
-    def start(args, command, **kw):
-        d = tmp_path / f"run{len(made)}"
-        d.mkdir()
-        made.append(Run(d, args, command, **kw))
-        return made[-1]
-
-    yield start
-    problems = [p for r in made for p in r.close()]
-    if problems:
-        pytest.fail("teardown: " + "; ".join(problems) + "\n" + "\n".join(r.log() for r in made), pytrace=False)
+def run(tmp_path, harnesses, request):
+    """run(args, command) -> a started Run, finished by the harness teardown."""
+    def start(args, command):
+        r = Run(tmp_path / f"run{len(harnesses)}", args, command, expected_from_markers(request))
+        harnesses.append(r)
+        return r
+    return start
 
 
 def test_default_output_is_bindonces_own(run):
     r = run([], ["/bin/sh", "-c", "echo plain-line; exec sleep 100"])
     line = r.proc.stdout.readline()
     assert line == b"plain-line\n"
+    r.wait_log(r"worker 0 started")        # and the fd count teardown compares is marked
 
 
 def test_log_prefix_names_slot_and_pid(run):
@@ -154,6 +85,11 @@ def test_flood_with_nobody_reading_stalls_nothing(run):
     st = r.wait_status(lambda s: all(x["pid"] for x in s["slots"]), 10, "2 workers")
     wait_until(lambda: "dropping lines" in r.log(), 20, "the drop warning")
     victim = st["slots"][1]["pid"]
+    # What this test provokes: the drop warning, its tally (at the latest at the stop), the kill.
+    r.expect_log(r"warning: the reader of bindonce's standard output is too slow: dropping lines "
+                 r"of the workers' output$",
+                 r"warning: \d+ lines of the workers' output were dropped$",
+                 rf"warning: worker 1 \(pid {victim}\) killed by signal KILL$")
     os.kill(victim, signal.SIGKILL)
     r.wait_status(lambda s: s["slots"][1]["pid"] not in (None, victim), 10, "slot 1 replaced")
     assert r.log().count("dropping lines") == 1, r.log()

@@ -412,18 +412,19 @@ class Harness:
     def popen(self, argv, env_extra=None, env_remove=(), stdout=None, cwd=None, preexec_fn=None,
               pass_fds=()):
         """Start argv with the scrubbed environment and the tree marker; stderr goes to the
-        log (stdout too, unless `stdout` is a path)."""
+        log (stdout too, unless `stdout` is a path, or subprocess.PIPE for the test to read)."""
         env = clean_env(env_extra, env_remove)
         env[TREE_VAR] = str(self.dir)
         self.argv = list(argv)
         with open(self.log_path, "ab") as log:
-            out = open(stdout, "ab") if stdout else log
+            to_file = stdout is not None and stdout != subprocess.PIPE
+            out = open(stdout, "ab") if to_file else (stdout or log)
             try:
                 self.proc = TrackedPopen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
                                          env=env, cwd=cwd, preexec_fn=preexec_fn, close_fds=True,
                                          pass_fds=pass_fds)
             finally:
-                if stdout:
+                if to_file:
                     out.close()
         self.remember(self.proc.pid)
         if self not in LIVE:
@@ -471,13 +472,20 @@ class Harness:
                 pass
         return n
 
-    def stable_fd_count(self, timeout=5):
+    def base_fd_count(self):
+        """The fd count mark_fds() takes and teardown compares: fd_count() here; a kind of
+        harness whose worker count changes during a test counts only the fds that do not
+        come and go with its workers (see worker_fds_excluded)."""
+        return self.fd_count()
+
+    def stable_fd_count(self, timeout=5, count=None):
         """bindonce's fd count once two reads a poll apart agree (a ctl client it still
         lingers on, a worker being reaped, may hold one for a moment)."""
         last = [None]
+        count = count or self.fd_count
 
         def settled():
-            n = self.fd_count()
+            n = count()
             same, last[0] = n == last[0], n
             return n if same else None
         return wait_until(settled, timeout, "a stable fd count of bindonce", interval=0.05)
@@ -485,7 +493,7 @@ class Harness:
     def mark_fds(self):
         """Take the fd count teardown must find again (call it once the tree is settled)."""
         if self.running():
-            self.fd_start = self.stable_fd_count()
+            self.fd_start = self.stable_fd_count(count=self.base_fd_count)
         return self.fd_start
 
     # -- the tree
@@ -553,11 +561,11 @@ class Harness:
             problems.append("bindonce leaves zombie children: %s" % zombie_children(self.proc.pid))
         if self.fd_start is not None:
             try:
-                wait_until(lambda: self.fd_count() == self.fd_start, 5,
+                wait_until(lambda: self.base_fd_count() == self.fd_start, 5,
                            "bindonce's fd count back to %d" % self.fd_start, interval=0.05)
             except AssertionError:
                 problems.append("bindonce's fd count is %d, %d at start: %s"
-                                % (self.fd_count(), self.fd_start, sorted(proc_fds(self.proc.pid).values())))
+                                % (self.base_fd_count(), self.fd_start, sorted(proc_fds(self.proc.pid).values())))
         return problems
 
     def _check_leftovers(self):
@@ -577,6 +585,42 @@ class Harness:
                     pass
         reap_adopted()
         return problems
+
+
+def worker_fds(pid):
+    """The fds of bindonce `pid` that exist because a process lives (fds above stdio): a
+    pidfd of a live process (a reaped one reads Pid: -1 in fdinfo: a leak, not counted
+    here), and a pipe that a live descendant also holds (a worker's output pipe). What is
+    left of its fds is constant for the life of bindonce once its first worker started."""
+    live_pipes = set()
+    for d in descendants(pid):
+        try:
+            for name in os.listdir("/proc/%d/fd" % d):
+                try:
+                    t = os.readlink("/proc/%d/fd/%s" % (d, name))
+                except OSError:
+                    continue
+                if t.startswith("pipe:"):
+                    live_pipes.add(t)
+        except OSError:
+            pass
+    out = set()
+    for name in os.listdir("/proc/%d/fd" % pid):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            t = os.readlink("/proc/%d/fd/%d" % (pid, fd))
+            if t == "anon_inode:[pidfd]":
+                with open("/proc/%d/fdinfo/%d" % (pid, fd)) as f:
+                    m = re.search(r"^Pid:\s*(-?\d+)", f.read(), re.M)
+                if m and int(m.group(1)) > 0:
+                    out.add(fd)
+            elif t in live_pipes:
+                out.add(fd)
+        except OSError:
+            pass
+    return out
 
 
 # Harnesses of the running test whose bindonce runs: their Popen pids are never reaped
