@@ -9,6 +9,7 @@
 
 #include "exit_status.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "fdbudget.h"
 #include "stall.h"
 #include "supervisor-internal.h"
@@ -98,16 +99,16 @@ void status_line(const Supervisor *sup, char *buf, size_t size) {
                  more, stall_note(sup->stall));
 }
 
-/* What must arrive (READY=1, STOPPING=1, ...) goes at once, with the current STATUS=, and
- * may wait. Plain status changes are a follow-up: one datagram per loop turn, sent without
- * waiting. */
+/* What must arrive (READY=1, STOPPING=1, ...) goes at once, with the current STATUS=, or
+ * waits in sdnotify's queue. Plain status changes are a follow-up: one datagram per loop
+ * turn, dropped when systemd's queue is full. */
 void notify_systemd(const Supervisor *sup, const char *extra) {
         char status[2 * ADDRESS_FORMAT_MAX + 256];
 
         if (!sup->notify)
                 return;
         status_line(sup, status, sizeof status);
-        (void) sd_notifyf(0, "%s\n%s", extra, status);
+        sdnotify_sendf("%s\n%s", extra, status);
 }
 
 /* ---- workers ------------------------------------------------------------------------ */

@@ -6,6 +6,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "log.h"
+#include "sdnotify.h"
 #include "supervisor-internal.h"
 
 /* A roll a save started under --watch is told by the development loop, one line for its
@@ -195,7 +196,7 @@ int supervisor_reload(Supervisor *sup, const ReloadWaiter *waiter) {
         events_emit(sup->events, &(Event) { .kind = EVENT_ROLL, .slot = -1, .step = "start", .generation = gen->id,
                                             .m = sup->target });
         if (sup->notify)
-                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
+                sdnotify_sendf("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long) now_usec());
         supervisor_wake(sup);
         return 0;
 }

@@ -17,6 +17,7 @@
 
 #include "fdbudget.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "output.h"
 #include "supervisor-internal.h"
 #include "orphans.h"
@@ -576,8 +577,8 @@ static int upgrade_exec(Supervisor *sup, Upgrade *u) {
         log_info("upgrade: executing %s (bindonce %s), %u workers carried over", u->exe, u->version,
                  live_workers(sup));
         if (sup->notify)
-                (void) sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=upgrading to %s",
-                                  (unsigned long long) now_usec(), u->version);
+                sdnotify_sendf("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=upgrading to %s",
+                               (unsigned long long) now_usec(), u->version);
         worker_output_flush(sup->config.worker_setup.output);
         set_cloexec(c.fds, c.n_fds, false);
         execve(u->exe, self_argv, c.env);

@@ -1,6 +1,7 @@
 """What bindonce tells systemd, read from a notify socket of our own (a stand-in for PID 1)."""
 
 import re
+import subprocess
 import signal
 import socket
 
@@ -106,3 +107,27 @@ def test_status_text_counts_more_addresses_and_says_reloading(notified, tmp_path
     got = texts(messages(sock, monotonic() + 10, lambda m: any("READY=1" in x for x in m)))
     assert any(re.search(r"STATUS=\d/2 workers up, \d+ restarts, reloading, 127\.0\.0\.1:\d+ \+1 more", m)
                for m in got), got
+
+
+def test_a_notify_socket_nobody_reads_stalls_nothing(notified, tmp_path):
+    """PID 1 stops reading its notify socket (its queue full): bindonce goes on supervising
+    (reloads, ctl status) and stops on SIGTERM at once; what must arrive (RELOADING=1,
+    READY=1) waited in order in the kernel's queue and bindonce's own. (What still waits at
+    exit, STOPPING=1 here, is lost with the process: systemd sees the exit anyway.)"""
+    h, sock = notified(args=["--stop-timeout", "2"])
+    messages(sock, monotonic() + 5, lambda m: any("READY=1" in x for x in m))
+    # Not read from here on: the kernel queues 10 datagrams (max_dgram_qlen), then senders
+    # would wait. Each SIGHUP rolls the 2 workers: STATUS= per event, RELOADING=1, READY=1.
+    ctl = [BINDONCE, "ctl", "--control", str(tmp_path / "ctl.sock")]
+    for _ in range(4):
+        r = subprocess.run(ctl + ["reload"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr + h.log()
+    r = subprocess.run(ctl + ["status"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    h.proc.send_signal(signal.SIGTERM)
+    # bindonce does not wait for systemd: the stop ends while nobody reads.
+    assert h.wait_exit(15) == 0, h.log()
+    got = texts(messages(sock, monotonic() + 2))
+    kinds = [k for m in got for k in ("RELOADING=1", "READY=1") if k in m]
+    assert "RELOADING=1" in kinds and kinds[-1] == "READY=1", got
+    assert kinds.index("RELOADING=1") < len(kinds) - 1, got
