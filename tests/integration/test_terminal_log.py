@@ -21,6 +21,7 @@ import pytest
 
 from conftest import BINDONCE
 from loadclient import request_once
+from testlib import editor_save as edit
 from testlib import (LIVE, REPO, TREE_VAR, Harness, TrackedPopen, clean_env, expected_from_markers, free_tcp_port,
                      quiet_for, wait_until)
 
@@ -132,15 +133,6 @@ def body(data):
 def answer(port):
     cls, text, detail = request_once(("127.0.0.1", port), REQUEST, response_timeout=10, validator=body)
     return text if cls == "ok" else None
-
-
-def edit(path, old, new):
-    """Save as an editor does: a temporary file renamed over the original."""
-    text = path.read_text()
-    assert old in text
-    tmp = path.with_name("." + path.name + ".swp-save")
-    tmp.write_text(text.replace(old, new))
-    os.rename(tmp, path)
 
 
 def bindonce_lines(text, since=0):

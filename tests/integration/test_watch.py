@@ -18,7 +18,7 @@ import pytest
 
 from conftest import BINDONCE
 from loadclient import LoadClient, request_once
-from testlib import free_tcp_port, quiet_for, wait_until
+from testlib import editor_save as edit, free_tcp_port, quiet_for, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs/examples/python/server.py"
@@ -38,15 +38,6 @@ def answer(port):
     cls, text, detail = request_once(("127.0.0.1", port), REQUEST, response_timeout=10, validator=body)
     assert cls == "ok", (cls, detail)
     return text
-
-
-def edit(path, old, new):
-    """Save as an editor does: write a temporary file, rename it over the original."""
-    text = path.read_text()
-    assert old in text
-    tmp = path.with_name("." + path.name + ".swp-save")
-    tmp.write_text(text.replace(old, new))
-    os.rename(tmp, path)
 
 
 @pytest.fixture

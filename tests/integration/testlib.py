@@ -116,6 +116,16 @@ def alive(pid, starttime=None):
 proc_alive = alive
 
 
+def editor_save(path, old, new):
+    """Save as an editor does: write a temporary file, rename it over the original (the
+    --watch tests: a rename, not a write in place)."""
+    text = path.read_text()
+    assert old in text
+    tmp = path.with_name("." + path.name + ".swp-save")
+    tmp.write_text(text.replace(old, new))
+    os.rename(tmp, path)
+
+
 def proc_comm(pid):
     try:
         with open("/proc/%d/comm" % pid) as f:
