@@ -430,13 +430,19 @@ static pid_t clone_child(ChildArgs *a, char *stack_top) {
 
 /* A per-spawn fd the child needs (the output pipe) is born above every pidfd, and the
  * child would copy the fd table up to it. It is lent to the child at a low number instead,
- * reserved the first time: a dup of /dev/null keeps the number while no spawn uses it. One
- * for the process, as spawns never overlap (the parent waits for each child's exec). */
+ * reserved at setup (spawn_reserve_low_fd(), so that bindonce's fd count is the same before
+ * and after an upgrade in place, which spawns nothing) or else the first time: a dup of
+ * /dev/null keeps the number while no spawn uses it. One for the process, as spawns never
+ * overlap (the parent waits for each child's exec). */
 static int low_fd = -1;
 
-static int lend_low_fd(const SpawnParams *p, int fd) {
+void spawn_reserve_low_fd(const SpawnParams *p) {
         if (low_fd < 0)
                 low_fd = fcntl(p->devnull, F_DUPFD_CLOEXEC, SD_LISTEN_FDS_START);
+}
+
+static int lend_low_fd(const SpawnParams *p, int fd) {
+        spawn_reserve_low_fd(p);
         if (low_fd < 0 || low_fd >= fd || dup3(fd, low_fd, O_CLOEXEC) < 0)
                 return fd;      /* lent as it is: the child copies more, nothing else changes */
         return low_fd;

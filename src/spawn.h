@@ -99,6 +99,9 @@ bool env_is_reserved(const char *entry);
 
 /* Fills p->reset_signals from the current dispositions; call once they are final. */
 void spawn_signals_init(SpawnParams *p);
+/* With output pipes (--log-prefix, the journal): the low fd each spawn lends its pipe at,
+ * reserved now rather than at the first spawn. */
+void spawn_reserve_low_fd(const SpawnParams *p);
 
 /* Why a spawn failed in the child, reported before exec through the memory that the child
  * (CLONE_VM, as vfork()) shares with its parent. */

@@ -738,6 +738,8 @@ static int setup_spawn(Supervisor *sup) {
         sup->spawn.devnull = open("/dev/null", O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (sup->spawn.devnull < 0)
                 return -errno;
+        if (cfg->worker_setup.output)
+                spawn_reserve_low_fd(&sup->spawn);
         GenerationTemplate t = generation_template(sup);
         return generation_new(&sup->good, 0, &t);
 }
