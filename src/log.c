@@ -242,6 +242,10 @@ void log_setup(void) {
         log_open_sink();
 }
 
+bool log_stderr_is_journal(void) {
+        return log_to_journal;
+}
+
 void log_set_max_level(int level) {
         log_max_level = level;
 }

@@ -2,12 +2,15 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <syslog.h>
 
 /* One line per event on stderr. Under the journal (JOURNAL_STREAM names our stderr) lines
  * carry sd-daemon "<N>" priority prefixes; on a terminal "HH:MM:SS bindonce: " in local
  * time; elsewhere an ISO 8601 UTC timestamp and "bindonce[PID]: ". */
 void log_setup(void);
+/* Whether our stderr is the journal stream that JOURNAL_STREAM names (after log_setup()). */
+bool log_stderr_is_journal(void);
 /* Lines that could not be written at once (a stalled reader) are written from the loop
  * when stderr takes them again (log.c), on the thread's default sd-event loop. log_close() at exit: a bounded last try. */
 int log_attach_event(void);

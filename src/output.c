@@ -81,15 +81,6 @@ struct WorkerOutput {
         sd_event_source *drain_deadline;
 };
 
-static bool stderr_is_journal(void) {
-        const char *e = getenv("JOURNAL_STREAM");
-        unsigned long long dev, ino;
-        struct stat st;
-
-        return e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) >= 0 &&
-               st.st_dev == (dev_t) dev && st.st_ino == (ino_t) ino;
-}
-
 /* ---- --log-prefix: bindonce's stdout, never waited on ---------------------------------- */
 
 /* One write to stdout that cannot block, once it polled writable: a pipe with a free slot
@@ -393,7 +384,7 @@ static int journal_setup(WorkerOutput *o, int fd) {
 }
 
 int worker_output_new(WorkerOutput **ret, const char *name, bool prefix, uid_t uid, gid_t gid) {
-        bool journal = stderr_is_journal();
+        bool journal = log_stderr_is_journal();
         WorkerOutput *o;
 
         *ret = NULL;

@@ -683,8 +683,11 @@ static int setup_events(Supervisor *sup) {
         (void) sd_event_source_set_priority(sup->fresh_start, SD_EVENT_PRIORITY_IDLE);
         if (sup->notify) {
                 r = sdnotify_open();
-                if (r > 0)
-                        r = sdnotify_attach(sup->event) < 0 ? 0 : 1;
+                if (r > 0) {
+                        int k = sdnotify_attach(sup->event);
+                        if (k < 0)
+                                r = k;  /* said below; sd_notify() is the fallback */
+                }
                 if (r < 0)
                         log_warning_errno(r, "Cannot connect to NOTIFY_SOCKET for status updates: %m");
                 sup->status_socket = r > 0;
