@@ -115,6 +115,7 @@ static const Field worker_fields[] = {
         W("proof_at", F_U64, proof_at),
         W("failed", F_STR, failed),
         W("status", F_STR, status),
+        { "pidfd", F_I32, offsetof(StateWorker, pidfd), 0, 3 },
 };
 #undef W
 
@@ -125,6 +126,12 @@ static const Field pipe_fields[] = {
         P("pid", F_I32, pid),
 };
 #undef P
+
+/* What a slot or worker record starts from when read. From format 3 on, the writer leaves
+ * out every key whose value is this one's: a thousand resting workers and their slots are a
+ * third of the text, written and read while the upgrade holds the loop. */
+static const StateSlot slot_default = {};
+static const StateWorker worker_default = { .pidfd = -1 };
 
 static const char *const role_names[] = {
         [STATE_WORKER] = "worker",
@@ -285,11 +292,35 @@ static void write_field(Out *o, const Field *fl, const void *base) {
         }
 }
 
+static size_t field_size(const Field *fl) {
+        switch (fl->type) {
+        case F_U64:
+                return sizeof(uint64_t);
+        case F_BOOL:
+                return sizeof(bool);
+        case F_DOUBLE:
+                return sizeof(double);
+        case F_STR:
+        case F_FDS:
+                return sizeof(void *);
+        case F_ADDR:
+                return sizeof(SocketAddress);
+        default:
+                return sizeof(int);
+        }
+}
+
+/* defaults: the record a reader starts from, whose values are left out (format 3 on), or
+ * NULL for every key. */
 static void write_record(Out *o, unsigned format, const char *name, const Field *fields, size_t n,
-                         const void *base) {
+                         const void *base, const void *defaults) {
+        if (format < 3)
+                defaults = NULL;
         put_str(o, name);
         for (size_t i = 0; i < n; i++)
-                if (fields[i].since <= format)
+                if (fields[i].since <= format &&
+                    !(defaults && memcmp((const char *) base + fields[i].offset,
+                                         (const char *) defaults + fields[i].offset, field_size(&fields[i])) == 0))
                         write_field(o, &fields[i], base);
         put_char(o, '\n');
 }
@@ -303,7 +334,7 @@ int state_format(const UpgradeState *s, char **ret, size_t *ret_len) {
         put_str(&o, "bindonce-state ");
         put_u64(&o, format);
         put_char(&o, '\n');
-        write_record(&o, format, "supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), s);
+        write_record(&o, format, "supervisor", supervisor_fields, ELEMENTSOF(supervisor_fields), s, NULL);
         put_str(&o, "argv");
         for (char **a = s->argv; a && *a; a++) {
                 put_char(&o, ' ');
@@ -311,15 +342,17 @@ int state_format(const UpgradeState *s, char **ret, size_t *ret_len) {
         }
         put_char(&o, '\n');
         for (size_t i = 0; i < s->n_listeners; i++)
-                write_record(&o, format, "listener", listener_fields, ELEMENTSOF(listener_fields), &s->listeners[i]);
+                write_record(&o, format, "listener", listener_fields, ELEMENTSOF(listener_fields), &s->listeners[i],
+                             NULL);
         if (s->control.fd >= 0)
-                write_record(&o, format, "control", listener_fields, ELEMENTSOF(listener_fields), &s->control);
+                write_record(&o, format, "control", listener_fields, ELEMENTSOF(listener_fields), &s->control, NULL);
         for (size_t i = 0; i < s->n_slots; i++)
-                write_record(&o, format, "slot", slot_fields, ELEMENTSOF(slot_fields), &s->slots[i]);
+                write_record(&o, format, "slot", slot_fields, ELEMENTSOF(slot_fields), &s->slots[i], &slot_default);
         for (size_t i = 0; i < s->n_workers; i++)
-                write_record(&o, format, "worker", worker_fields, ELEMENTSOF(worker_fields), &s->workers[i]);
+                write_record(&o, format, "worker", worker_fields, ELEMENTSOF(worker_fields), &s->workers[i],
+                             &worker_default);
         for (size_t i = 0; i < s->n_pipes; i++)
-                write_record(&o, format, "pipe", pipe_fields, ELEMENTSOF(pipe_fields), &s->pipes[i]);
+                write_record(&o, format, "pipe", pipe_fields, ELEMENTSOF(pipe_fields), &s->pipes[i], NULL);
         put_str(&o, "end\n");
         if (o.failed) {
                 free(o.p);
@@ -530,10 +563,11 @@ static size_t find_field(const Field *fields, size_t n, unsigned format, const c
         return n;
 }
 
-/* The words after the record's name, each "key=value", exactly the fields of the table that
- * the format has, in any order, each once. */
+/* The words after the record's name, each "key=value", the fields of the table that the
+ * format has, in any order, each once: every one of them, unless the record has defaults
+ * (a slot or a worker, from format 3 on), which base already holds. */
 static int read_record(char *words, unsigned format, const char *name, const Field *fields, size_t n,
-                       void *base, char *err, size_t size) {
+                       void *base, bool defaults, char *err, size_t size) {
         bool seen[32] = {};
         size_t i = (size_t) -1;
 
@@ -562,7 +596,7 @@ static int read_record(char *words, unsigned format, const char *name, const Fie
                 if (r < 0)
                         return bad(err, size, "%s: bad value for '%s'", name, w);
         }
-        for (size_t k = 0; k < n; k++)
+        for (size_t k = 0; k < n && !(defaults && format >= 3); k++)
                 if (!seen[k] && fields[k].since <= format)
                         return bad(err, size, "%s: key '%s' missing", name, fields[k].key);
         return 0;
@@ -615,7 +649,8 @@ static int read_line(char *line, unsigned format, UpgradeState *s, bool *have_su
                 *rest++ = '\0';
         if (strcmp(line, "supervisor") == 0) {
                 *have_supervisor = true;
-                return read_record(rest, format, line, supervisor_fields, ELEMENTSOF(supervisor_fields), s, err, size);
+                return read_record(rest, format, line, supervisor_fields, ELEMENTSOF(supervisor_fields), s, false, err,
+                                   size);
         }
         if (strcmp(line, "argv") == 0)
                 return read_argv(rest, s, err, size);
@@ -624,24 +659,30 @@ static int read_line(char *line, unsigned format, UpgradeState *s, bool *have_su
                 if (r < 0)
                         return r;
                 ((Listener *) rec)->fd = -1;
-                return read_record(rest, format, line, listener_fields, ELEMENTSOF(listener_fields), rec, err, size);
+                return read_record(rest, format, line, listener_fields, ELEMENTSOF(listener_fields), rec, false, err,
+                                   size);
         }
         if (strcmp(line, "control") == 0)
-                return read_record(rest, format, line, listener_fields, ELEMENTSOF(listener_fields), &s->control, err, size);
+                return read_record(rest, format, line, listener_fields, ELEMENTSOF(listener_fields), &s->control, false,
+                                   err, size);
         if (strcmp(line, "slot") == 0) {
                 r = grow((void **) &s->slots, &s->n_slots, sizeof *s->slots, &rec);
-                return r < 0 ? r : read_record(rest, format, line, slot_fields, ELEMENTSOF(slot_fields), rec, err, size);
+                if (r < 0)
+                        return r;
+                *(StateSlot *) rec = slot_default;
+                return read_record(rest, format, line, slot_fields, ELEMENTSOF(slot_fields), rec, true, err, size);
         }
         if (strcmp(line, "worker") == 0) {
                 r = grow((void **) &s->workers, &s->n_workers, sizeof *s->workers, &rec);
                 if (r < 0)
                         return r;
-                ((StateWorker *) rec)->pidfd = -1;
-                return read_record(rest, format, line, worker_fields, ELEMENTSOF(worker_fields), rec, err, size);
+                *(StateWorker *) rec = worker_default;
+                return read_record(rest, format, line, worker_fields, ELEMENTSOF(worker_fields), rec, true, err, size);
         }
         if (strcmp(line, "pipe") == 0) {
                 r = grow((void **) &s->pipes, &s->n_pipes, sizeof *s->pipes, &rec);
-                return r < 0 ? r : read_record(rest, format, line, pipe_fields, ELEMENTSOF(pipe_fields), rec, err, size);
+                return r < 0 ? r : read_record(rest, format, line, pipe_fields, ELEMENTSOF(pipe_fields), rec, false, err,
+                                               size);
         }
         return bad(err, size, "unknown record '%.32s'", line);
 }
@@ -662,10 +703,15 @@ static int state_check(const UpgradeState *s, char *err, size_t size) {
         for (size_t i = 0; i < s->n_pipes; i++)
                 if (s->pipes[i].fd < 0)
                         return bad(err, size, "pipe %zu: fd %d", i, s->pipes[i].fd);
-        for (size_t i = 0; i < s->n_workers; i++)
-                if (s->workers[i].pid <= 0 || s->workers[i].slot >= s->n_slots)
-                        return bad(err, size, "worker %zu: pid %d of slot %u", i, (int) s->workers[i].pid,
-                                   s->workers[i].slot);
+        for (size_t i = 0; i < s->n_workers; i++) {
+                const StateWorker *w = &s->workers[i];
+
+                if (w->pid <= 0 || w->slot >= s->n_slots)
+                        return bad(err, size, "worker %zu: pid %d of slot %u", i, (int) w->pid, w->slot);
+                if (w->pidfd != -1 && (w->pidfd < 3 || !w->pidfd_id))
+                        return bad(err, size, "worker %zu: pidfd %d%s", i, w->pidfd,
+                                   w->pidfd_id ? "" : " without a pidfd_id");
+        }
         return 0;
 }
 
@@ -742,8 +788,8 @@ void state_done(UpgradeState *s) {
         *s = (UpgradeState) { .control.fd = -1, .notify_fd = -1, .client_fd = -1 };
 }
 
-int state_fds(const UpgradeState *s, size_t extra, int **ret) {
-        size_t n = 0, max = s->n_listeners + 3 + s->n_pipes + extra;
+int state_fds(const UpgradeState *s, size_t extra, bool pidfds, int **ret) {
+        size_t n = 0, max = s->n_listeners + 3 + s->n_pipes + s->n_workers + extra;
         int *fds;
 
         for (size_t i = 0; i < s->n_slots; i++)
@@ -764,6 +810,8 @@ int state_fds(const UpgradeState *s, size_t extra, int **ret) {
                                 ADD(s->slots[i].fds[j]);
         for (size_t i = 0; i < s->n_pipes; i++)
                 ADD(s->pipes[i].fd);
+        for (size_t i = 0; pidfds && i < s->n_workers; i++)
+                ADD(s->workers[i].pidfd);
 #undef ADD
         *ret = fds;
         return (int) n;

@@ -25,14 +25,16 @@
  *
  * Numbers are decimal, strings hex ("x" + two digits a byte, "-" for none), times are
  * absolute CLOCK_MONOTONIC microseconds (0: not armed), so that a deadline keeps its time
- * across the exec. Every key of a record that its format has is required; an unknown
- * record or key (one of a later format too), or a missing "end", refuses the whole
- * state. */
+ * across the exec. Every key of a record that its format has is required (in format 3, of
+ * a slot or a worker, only those whose value is not the default); an unknown record or key
+ * (one of a later format too), or a missing "end", refuses the whole state. */
 
 /* The newest format this bindonce writes and reads, and the oldest it still does both of:
  * it writes the newest that the new binary names in --upgrade-check, so that an older
- * bindonce can be gone back to. Format 2 adds each worker's pidfd_id. */
-#define STATE_FORMAT 2
+ * bindonce can be gone back to. Format 2 adds each worker's pidfd_id. Format 3 adds each
+ * worker's pidfd, an fd that crosses the exec, and leaves out of slot and worker records the
+ * keys whose value is the default (0, false, none; pidfd -1). */
+#define STATE_FORMAT 3
 #define STATE_FORMAT_OLDEST 1
 
 typedef enum StateRole {
@@ -47,7 +49,7 @@ typedef struct StateWorker {
         pid_t pid;
         unsigned long long starttime;   /* /proc/PID/stat field 22: a reused pid never matches; 0 when pidfd_id says it */
         uint64_t pidfd_id;              /* format 2: the inode number of its pidfd (pidfs), unique for the boot; 0: none */
-        int pidfd;                      /* not written: the capturing process's pidfd of it, or -1 */
+        int pidfd;                      /* format 3: its pidfd, across the exec, or -1; pidfd_id says which process */
         unsigned generation;
         usec_t started;
         double started_realtime;
@@ -120,6 +122,7 @@ int state_read_in_place(char *text, size_t len, UpgradeState *ret, unsigned *ret
 
 void state_done(UpgradeState *s);
 
-/* Every fd the state names, for close-on-exec on either side of the exec, with room for
- * `extra` more at the end: how many (*ret allocated), or -ENOMEM. */
-int state_fds(const UpgradeState *s, size_t extra, int **ret);
+/* Every fd the state names (the workers' pidfds only if pidfds), for close-on-exec on
+ * either side of the exec, with room for `extra` more at the end: how many (*ret
+ * allocated), or -ENOMEM. */
+int state_fds(const UpgradeState *s, size_t extra, bool pidfds, int **ret);

@@ -66,6 +66,11 @@ struct Supervisor {
         struct Stall *stall;            /* "no worker accepts" advice */
         struct DevLoop *devloop;        /* --watch */
         struct Upgrade *upgrade;        /* an upgrade in place being checked (upgrade.c) */
+        struct {
+                sd_event_source *source;        /* watches the adopted workers, a batch a turn */
+                unsigned cursor;                /* the slots before it are watched */
+                bool warned;                    /* out of fds or memory for one, said once */
+        } adopting;                     /* after an upgrade in place (upgrade_state.c) */
 };
 
 /* Fresh slots started per loop turn: each spawn costs a copy of bindonce's fd table (a

@@ -665,7 +665,7 @@ static char *join_names(const Listener *l, size_t n) {
 }
 
 static int setup_events(Supervisor *sup) {
-        int r;
+        int subreaper = 0, r;
 
         r = sd_event_default(&sup->event);
         if (r < 0)
@@ -697,8 +697,10 @@ static int setup_events(Supervisor *sup) {
                 return r;
         /* Orphans come to us as a subreaper (or as PID 1); they are reaped on SIGCHLD.
          * Without /proc (CONFIG_PROC_CHILDREN), stopping still reaches every worker's
-         * process group; only setsid escapes would go unseen. */
-        (void) prctl(PR_SET_CHILD_SUBREAPER, 1);
+         * process group; only setsid escapes would go unseen. Set once: setting it walks
+         * every process below us, and an upgrade in place, which keeps it, has a thousand. */
+        if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper) < 0 || !subreaper)
+                (void) prctl(PR_SET_CHILD_SUBREAPER, 1);
         r = children_list_open();
         if (r < 0)
                 log_warning_errno(r, "Cannot read our children from /proc: escaped processes are not tracked: %m");
@@ -835,6 +837,7 @@ Supervisor *supervisor_free(Supervisor *sup) {
 
         devloop_free(sup->devloop);
         upgrade_free(sup->upgrade);
+        sd_event_source_disable_unref(sup->adopting.source);
         control_server_free(sup->control);
         events_free(sup->events);
         notify_server_free(sup->notify_server);

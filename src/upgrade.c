@@ -15,7 +15,6 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include "fdbudget.h"
 #include "log.h"
 #include "sdnotify.h"
 #include "output.h"
@@ -200,7 +199,7 @@ void upgrade_incoming_abort(const char *fmt, ...) {
         _cleanup_free_ char **env = upgrade_env(extra);
         if (!env)
                 return;
-        n = state_fds(&incoming.state, 1, &fds);
+        n = state_fds(&incoming.state, 1, true, &fds);
         if (n < 0)
                 return;
         fds[n++] = incoming.state_fd;
@@ -236,18 +235,26 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
         return 0;
 }
 
-/* Every fd the state names must be open here: it came across the exec. Ours now, so
- * close-on-exec again. */
+/* Every fd the state names must be open here: it came across the exec (the workers'
+ * pidfds are checked as they are adopted: one that did not is opened again). Ours now, so
+ * close-on-exec again, every fd of ours is: one call for a thousand pidfds. */
 static int check_fds(const UpgradeState *s) {
         _cleanup_free_ int *fds = NULL;
-        int n = state_fds(s, 0, &fds);
+        int n = state_fds(s, 0, false, &fds);
 
         if (n < 0)
                 return -2;
         for (int i = 0; i < n; i++)
                 if (fcntl(fds[i], F_GETFD) < 0)
                         return fds[i];
-        set_cloexec(fds, (size_t) n, true);
+        if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+                free(fds);
+                fds = NULL;
+                n = state_fds(s, 0, true, &fds);
+                if (n < 0)
+                        return -2;
+                set_cloexec(fds, (size_t) n, true);
+        }
         return -1;
 }
 
@@ -367,8 +374,10 @@ void upgrade_resumed(Supervisor *sup) {
                 else
                         (void) close(s->client_fd);
         }
-        /* Answered: the previous bindonce's pidfds have served (ours hold the processes now). */
+        /* Answered: the previous bindonce's pidfds have served. The workers get watched from
+         * the loop's next turns on: the client need not wait for 1,000 child sources. */
         keepalives_close();
+        upgrade_watch_adopted(sup);
         closep(&incoming.state_fd);
         closep(&incoming.old_exe_fd);
         incoming.state_fd = incoming.old_exe_fd = -1;
@@ -455,101 +464,39 @@ static int write_state(Supervisor *sup, int client_fd, unsigned format, UpgradeS
         return TAKE_FD(fd);
 }
 
-/* Dups of the n pidfds into base.. in a row: base on success; else none are left, and the
- * fd that broke the row (at least base + 1), or -1. */
-static int dup_in_a_row(const UpgradeState *st, int base) {
-        int k = 0;
-
-        for (size_t i = 0; i < st->n_workers; i++) {
-                int fd;
-
-                if (st->workers[i].pidfd < 0)
-                        continue;
-                fd = fcntl(st->workers[i].pidfd, F_DUPFD, base + k);
-                if (fd != base + k) {
-                        if (fd >= 0)
-                                (void) close(fd);
-                        close_fds(base, k, 0);
-                        return fd >= 0 ? -fd : -1;
-                }
-                k++;
-        }
-        return base;
-}
-
-/* Format 2: the workers' pidfds, duplicated into fds in a row, without close-on-exec.
- * Closing the last reference to a pidfd watched by epoll costs the exec 4 us a worker, and
- * the new process as much again to build it anew; kept, the exec only drops our other
- * reference, and the new process closes them in one call once it has its own. In a row
- * above every fd the state names (the fds of the workers we started last), so that the fd
- * table does not grow upgrade after upgrade; only when the fd limit takes them on top of
- * the new process's own. The count (their first fd in *ret_base), 0 for none. */
-static int keep_pidfds(const UpgradeState *st, const int *fds, size_t n_fds, int *ret_base) {
-        int n = 0, base = 0;
-
-        for (size_t i = 0; i < n_fds; i++)
-                if (fds[i] >= base)
-                        base = fds[i] + 1;
-        for (size_t i = 0; i < st->n_workers; i++)
-                if (st->workers[i].pidfd >= 0) {
-                        n++;
-                        if (st->workers[i].pidfd >= base)
-                                base = st->workers[i].pidfd + 1;
-                }
-        /* Something else may sit in the way (a ctl client): a few tries above it. */
-        for (int tries = 0; n > 0 && tries < 4; tries++) {
-                int r;
-
-                if ((unsigned long) base + 2 * (unsigned long) n + 256 > fdbudget_limit())
-                        return 0;
-                r = dup_in_a_row(st, base);
-                if (r == base) {
-                        *ret_base = base;
-                        return n;
-                }
-                if (r == -1)
-                        return 0;
-                base = -r;
-        }
-        return 0;
-}
-
-/* What crosses the exec: the fds the state names, the state and the old binary (their
- * close-on-exec cleared just before it), the kept pidfds, and the environment naming them. */
+/* What crosses the exec: the fds the state names (the workers' pidfds among them, from
+ * format 3 on), the state and the old binary, their close-on-exec cleared just before it,
+ * and the environment naming them. The pidfds, kept open, cost the exec nothing (closing
+ * the last reference to a pidfd watched by epoll cost it 4 us a worker), and spare the new
+ * process a pidfd_open() for each before it can answer. */
 typedef struct Crossing {
         int *fds;
         size_t n_fds;
-        int keep_base, keep_n;
-        char *state_env, *old_env, *keep_env, *inherited_env;
+        char *state_env, *old_env, *inherited_env;
         char **env;
 } Crossing;
 
 static void crossing_done(Crossing *c) {
-        close_fds(c->keep_base, c->keep_n, 0);
         free(c->fds);
         free(c->state_env);
         free(c->old_env);
-        free(c->keep_env);
         free(c->inherited_env);
         free(c->env);
 }
 
 static int crossing_prepare(Crossing *c, UpgradeState *st, int state_fd, int old_fd) {
-        int r = state_fds(st, 2, &c->fds);
+        int r = state_fds(st, 2, true, &c->fds);
 
         if (r < 0)
                 return r;
         c->n_fds = (size_t) r;
         c->fds[c->n_fds++] = state_fd;
         c->fds[c->n_fds++] = old_fd;
-        c->keep_n = keep_pidfds(st, c->fds, c->n_fds, &c->keep_base);
         if (asprintf(&c->state_env, UPGRADE_ENV_STATE "=%d", state_fd) < 0 ||
             asprintf(&c->old_env, UPGRADE_ENV_OLD_EXE "=%d", old_fd) < 0 ||
-            asprintf(&c->keep_env, UPGRADE_ENV_PIDFDS "=%d %d", c->keep_base, c->keep_n) < 0 ||
             !(c->inherited_env = inherited_env()))
                 return -ENOMEM;
-        /* The kept pidfds last: NULL ends the list when there are none. */
-        char *extra[] = { c->state_env, c->old_env, c->inherited_env, c->keep_n ? c->keep_env : NULL, NULL };
+        char *extra[] = { c->state_env, c->old_env, c->inherited_env, NULL };
         c->env = upgrade_env(extra);
         return c->env ? 0 : -ENOMEM;
 }
@@ -557,7 +504,7 @@ static int crossing_prepare(Crossing *c, UpgradeState *st, int state_fd, int old
 /* Only returns when the exec failed, with everything as it was. */
 static int upgrade_exec(Supervisor *sup, Upgrade *u) {
         _cleanup_close_ int state_fd = -1, old_fd = -1;
-        Crossing c = { .keep_base = -1 };
+        Crossing c = {};
         UpgradeState st = {};
         int r;
 
@@ -646,8 +593,11 @@ static void check_verdict(Supervisor *sup, Upgrade *u, const siginfo_t *si, cons
                                     STATE_FORMAT_OLDEST, STATE_FORMAT);
         if (v && (v == out || v[-1] == '\n'))
                 snprintf(u->version, sizeof u->version, "%.*s", (int) strcspn(v + 9, "\n"), v + 9);
-        /* Not from inside this callback: sd-event reaps the check child once it returns. */
-        if (sd_event_add_defer(sup->event, &u->exec, on_exec, sup) < 0)
+        /* Not from inside this callback: sd-event reaps the check child once it returns. But
+         * before anything else the loop has pending (a batch of workers to watch, after an
+         * upgrade just before): the client waits. */
+        if (sd_event_add_defer(sup->event, &u->exec, on_exec, sup) < 0 ||
+            sd_event_source_set_priority(u->exec, SD_EVENT_PRIORITY_IMPORTANT) < 0)
                 upgrade_fail(sup, "out of memory");
 }
 

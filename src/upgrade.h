@@ -19,10 +19,10 @@
 #define UPGRADE_ENV_STATE "BINDONCE_UPGRADE_STATE"       /* the memfd */
 #define UPGRADE_ENV_OLD_EXE "BINDONCE_UPGRADE_OLD_EXE"   /* O_PATH fd of the old binary */
 #define UPGRADE_ENV_FAILED "BINDONCE_UPGRADE_FAILED"     /* why the new one gave the state back */
-/* Format 2: "BASE N", the workers' pidfds duplicated into the fds BASE..BASE+N-1. Only kept
- * open across the exec, which then tears nothing down for them, and closed by the new
- * process once it has taken over (it opens pidfds of its own, checked against the state's
- * pidfd_id); never handed back to the old binary. */
+/* Written with format 2 by bindonce 0.1 before format 3 (which names each worker's pidfd in
+ * the state instead), read still: "BASE N", the workers' pidfds duplicated into the fds
+ * BASE..BASE+N-1, only kept open across the exec and closed once the new process has taken
+ * over; never handed back to the old binary. */
 #define UPGRADE_ENV_PIDFDS "BINDONCE_UPGRADE_PIDFDS"
 /* "PID PID ...": the children the first bindonce inherited (a shell's background job), not
  * ours to stop; without it (an older bindonce), every child at the exec counts as such. */
@@ -74,10 +74,13 @@ Upgrade *upgrade_free(Upgrade *u);
 /* The supervisor as plain data, in the given state format; exe and argv: how this bindonce
  * was executed. */
 int upgrade_capture(Supervisor *sup, const char *exe, char **argv, unsigned format, UpgradeState *ret);
-/* Rebuilds generations, slots and workers (each watched by a pidfd child source, whose
- * pidfd id must be the one the state names; without one, the pid is checked to be the same
- * child by its parent and start time first). Returns -errno; workers that are gone are
- * dropped (their slot starts again), anything else fails the whole restore. */
+/* Rebuilds generations, slots and workers, not watched yet (a state without pidfd ids has
+ * each pid checked to be the same child by its parent and start time first). Returns
+ * -errno; workers that are gone are dropped (their slot starts again), anything else fails
+ * the whole restore. */
 int upgrade_restore(Supervisor *sup, const UpgradeState *s);
+/* Once answered: each adopted worker gets its pidfd child source, whose pidfd id must be
+ * the one the state names, a batch a loop turn. */
+void upgrade_watch_adopted(Supervisor *sup);
 /* In the loop's first turn: answers the waiting ctl client, READY=1 to systemd, the log. */
 void upgrade_resumed(Supervisor *sup);

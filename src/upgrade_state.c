@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -84,7 +86,10 @@ static int capture_worker(const Worker *w, StateRole role, unsigned format, Stat
         ret->pidfd = -1;
         if (format >= 2 && w->pidfd_id) {
                 ret->pidfd_id = w->pidfd_id;
-                ret->pidfd = sd_event_source_get_child_pidfd(w->child);
+                /* Format 3: the pidfd crosses the exec (one adopted just before and not
+                 * watched yet still holds the one it came with). */
+                if (format >= 3)
+                        ret->pidfd = w->child ? sd_event_source_get_child_pidfd(w->child) : w->held_pidfd;
         } else {
                 r = proc_stat(w->pid, &ppid, &ret->starttime);
                 if (r < 0)
@@ -292,18 +297,61 @@ static int check_worker(const StateWorker *sw) {
         return ppid == getpid() && starttime == sw->starttime ? 0 : -ESRCH;
 }
 
+/* Is fd a pidfd of the process with this id? -ESRCH if another's, -EBADF if no fd. */
+static int pidfd_is(int fd, uint64_t pidfd_id) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        return (uint64_t) st.st_ino == pidfd_id ? 0 : -ESRCH;
+}
+
+/* Is the worker still the process the state names? A pidfd of it, held until it is
+ * watched, in *ret_pidfd (-1 for none). Format 3 hands over the previous bindonce's pidfd
+ * of it, whose id says which process it is: one fstat(). Without one (format 2, or an fd
+ * that did not come across), a pidfd opened now says it the same way; without an id
+ * (format 1, no pidfs), its parent and start time. -ESRCH if it is not. */
+static int identify_worker(const StateWorker *sw, int *ret_pidfd) {
+        int fd, r;
+
+        *ret_pidfd = -1;
+        if (!sw->pidfd_id)
+                return check_worker(sw);
+        if (sw->pidfd >= 0) {
+                r = pidfd_is(sw->pidfd, sw->pidfd_id);
+                if (r != -EBADF) {
+                        if (r < 0)
+                                (void) close(sw->pidfd);
+                        else
+                                *ret_pidfd = sw->pidfd;
+                        return r;
+                }
+        }
+        fd = (int) syscall(SYS_pidfd_open, sw->pid, 0);
+        if (fd < 0)
+                return errno == ESRCH ? -ESRCH : -errno;
+        r = pidfd_is(fd, sw->pidfd_id);
+        if (r < 0) {
+                (void) close(fd);
+                return r;
+        }
+        *ret_pidfd = fd;
+        return 0;
+}
+
 static int adopt_worker(Supervisor *sup, Generation *gen, const StateWorker *sw, Worker **ret) {
         WorkerDeadlines d = { sw->kill_at, sw->start_at, sw->watchdog_at, sw->stable_at, sw->proof_at };
-        /* With a pidfd id, worker_adopt() checks the process it watches against it instead. */
-        int r = sw->pidfd_id ? 0 : check_worker(sw);
         char *status = NULL;
         Worker *w;
+        int pidfd, r;
 
+        r = identify_worker(sw, &pidfd);
         if (r < 0)
                 return r;
         w = calloc(1, sizeof *w);
         if (!w || (sw->status && !(status = strdup(sw->status)))) {
                 free(w);
+                closep(&pidfd);
                 return -ENOMEM;
         }
         *w = (Worker) {
@@ -325,8 +373,10 @@ static int adopt_worker(Supervisor *sup, Generation *gen, const StateWorker *sw,
                 .proven = sw->proven,
                 .requested = sw->requested,
                 .failed = failed_text(sw->failed),
+                .pidfd_id = sw->pidfd_id,
+                .held_pidfd = pidfd,
         };
-        r = worker_adopt(w, pool_worker_exit_handler(), sw->pidfd_id, &d);
+        r = worker_adopt(w, &d);
         if (r < 0) {
                 worker_free(w);
                 return r;
@@ -475,4 +525,73 @@ out:
                 generation_unref(gens[i]);
         free(gens);
         return r;
+}
+
+/* ---- watching the adopted workers ------------------------------------------------------- */
+
+/* A child source costs an adopted worker some 6 us (sd-event's pidfd_open() and the epoll
+ * registration): 6 ms for 1,000, which the `ctl upgrade` waiting for the new bindonce would
+ * wait for too. So the new bindonce answers first and watches them from the loop,
+ * WATCH_PER_TURN a turn, between its other events. Nothing is missed meanwhile: a worker
+ * that exits stays our unreaped child, its pid its own (the orphan sweep leaves workers
+ * alone), and its exit is seen once it is watched. */
+#define WATCH_PER_TURN 32
+#define WATCH_RETRY_USEC (100 * USEC_PER_MSEC)
+
+static Worker *next_unwatched(Supervisor *sup) {
+        for (; sup->adopting.cursor < sup->n_slots; sup->adopting.cursor++) {
+                Slot *slot = sup->slots[sup->adopting.cursor];
+
+                if (slot->worker && !slot->worker->child)
+                        return slot->worker;
+                if (slot->next && !slot->next->child)
+                        return slot->next;
+        }
+        for (Worker *w = sup->retired; w; w = w->next_retired)
+                if (!w->child)
+                        return w;
+        return NULL;
+}
+
+/* Up to max of them; false when one cannot be watched yet (out of fds or memory: it
+ * serves on, its exit unseen until a later try). */
+static bool watch_some(Supervisor *sup, unsigned max) {
+        Worker *w;
+
+        for (unsigned n = 0; n < max && (w = next_unwatched(sup)); n++) {
+                int r = worker_watch(w, pool_worker_exit_handler());
+
+                if (r < 0) {
+                        if (!sup->adopting.warned)
+                                log_warning_errno(r, "upgrade: cannot watch worker %u (pid %d) yet, trying again "
+                                                  "every %llu ms: %m", w->index, (int) w->pid,
+                                                  (unsigned long long) (WATCH_RETRY_USEC / USEC_PER_MSEC));
+                        sup->adopting.warned = true;
+                        return false;
+                }
+        }
+        return true;
+}
+
+static int on_watch_turn(sd_event_source *s, uint64_t usec, void *userdata) {
+        Supervisor *sup = userdata;
+        bool ok = watch_some(sup, WATCH_PER_TURN);
+
+        if (ok && !next_unwatched(sup)) {
+                if (sup->adopting.warned)
+                        log_info("upgrade: every adopted worker is watched again");
+                sup->adopting.source = sd_event_source_disable_unref(sup->adopting.source);
+                return 0;
+        }
+        /* Now (not 0, which sd-event would not arm its timer for again), or after a while. */
+        (void) sd_event_source_set_time(s, now_usec() + (ok ? 0 : WATCH_RETRY_USEC));
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
+void upgrade_watch_adopted(Supervisor *sup) {
+        if (sup->adopting.source || !next_unwatched(sup))
+                return;
+        if (sd_event_add_time(sup->event, &sup->adopting.source, CLOCK_MONOTONIC, 0, 1, on_watch_turn, sup) < 0)
+                /* No source to spread them over the loop: every one now. */
+                (void) watch_some(sup, UINT_MAX);
 }

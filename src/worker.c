@@ -34,6 +34,7 @@ Worker *worker_free(Worker *w) {
         if (!w)
                 return NULL;
         sd_event_source_disable_unref(w->child);
+        closep(&w->held_pidfd);
         sd_event_source_disable_unref(w->kill_timer);
         sd_event_source_disable_unref(w->start_timer);
         sd_event_source_disable_unref(w->watchdog_timer);
@@ -48,9 +49,15 @@ Worker *worker_free(Worker *w) {
 /* Safe from pid reuse: we are the only reaper, and sd-event reaps only after our exit
  * callback returns. */
 void worker_signal(Worker *w, int sig) {
-        if (kill(-w->pid, sig) < 0)
-                /* The worker left its process group (setsid): at least the process itself. */
-                (void) sd_event_source_send_child_signal(w->child, sig, NULL, 0);
+        if (kill(-w->pid, sig) < 0) {
+                /* The worker left its process group (setsid): at least the process itself.
+                 * An adopted worker not watched yet has no pidfd of ours: it is our
+                 * unreaped child all the same, its pid its own. */
+                if (w->child)
+                        (void) sd_event_source_send_child_signal(w->child, sig, NULL, 0);
+                else
+                        (void) kill(w->pid, sig);
+        }
 }
 
 static int on_kill_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -229,6 +236,7 @@ int worker_start(Worker **ret, struct Supervisor *sup, sd_event *event, const Wo
                         .started = now_usec(),
                         .started_realtime = now_realtime(),
                         .exec_failed = res.child_errno != 0,
+                        .held_pidfd = -1,
                 };
                 r = worker_arm(w, on_exit);
         }
@@ -267,19 +275,9 @@ static int arm_at(Worker *w, sd_event_source **s, usec_t at, sd_event_time_handl
         return sd_event_add_time(w->event, s, CLOCK_MONOTONIC, at, 10 * USEC_PER_MSEC, handler, w);
 }
 
-int worker_adopt(Worker *w, WorkerExitHandler on_exit, uint64_t pidfd_id, const WorkerDeadlines *d) {
-        int r;
+int worker_adopt(Worker *w, const WorkerDeadlines *d) {
+        int r = arm_at(w, &w->kill_timer, d->kill, on_kill_timer);
 
-        /* sd-event opens the pidfd itself, as for a worker we start (its pidfd_open() and
-         * epoll registration are most of what an adoption costs). A process reaped meanwhile
-         * has no pidfd to open: -ESRCH. */
-        r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
-        if (r < 0)
-                return r;
-        w->pidfd_id = child_pidfd_id(w->child);
-        if (pidfd_id && w->pidfd_id != pidfd_id)
-                return -ESRCH;          /* the pid is another process's now */
-        r = arm_at(w, &w->kill_timer, d->kill, on_kill_timer);
         if (r >= 0)
                 r = arm_at(w, &w->start_timer, d->start, on_start_timer);
         if (r >= 0)
@@ -289,4 +287,23 @@ int worker_adopt(Worker *w, WorkerExitHandler on_exit, uint64_t pidfd_id, const 
         if (r >= 0)
                 r = arm_at(w, &w->proof_timer, d->proof, on_proof_timer);
         return r;
+}
+
+int worker_watch(Worker *w, WorkerExitHandler on_exit) {
+        int r;
+
+        if (w->child)
+                return 0;
+        /* Its identity was checked when it was adopted, and it has been our unreaped child
+         * since: the pid is still its own. sd-event opens a pidfd of its own (handing it
+         * ours would cost it a read of /proc/self/fdinfo, three times the pidfd_open()). */
+        r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
+        if (r < 0)
+                return r;
+        /* Known by its start time until now (a state of format 1): by its pidfd from here. */
+        if (!w->pidfd_id)
+                w->pidfd_id = child_pidfd_id(w->child);
+        closep(&w->held_pidfd);
+        w->held_pidfd = -1;
+        return 0;
 }

@@ -35,8 +35,9 @@ struct Worker {
         unsigned index;                 /* the slot it was started for */
         pid_t pid;
         Generation *gen;                /* holds a reference */
-        sd_event_source *child;         /* pidfd child source, owns the pidfd */
+        sd_event_source *child;         /* pidfd child source, owns the pidfd; NULL: adopted, not watched yet */
         uint64_t pidfd_id;              /* that pidfd's inode number (pidfs): the process's id for the boot; 0: none */
+        int held_pidfd;                 /* adopted, not watched yet: the pidfd it was known by, or -1 */
         sd_event_source *kill_timer;    /* SIGKILL after --stop-timeout */
         sd_event_source *start_timer;   /* --start-timeout, --ready notify only */
         sd_event_source *watchdog_timer;
@@ -84,12 +85,13 @@ void worker_set_status(Worker *w, const char *status);
 void worker_death_text(const Worker *w, const siginfo_t *si, char *buf, size_t size);
 
 /* Upgrade in place: the deadlines (absolute CLOCK_MONOTONIC, 0: none) of a worker the
- * previous bindonce started, and its adoption: a child source on its pid and its timers
- * armed at those deadlines. pidfd_id: the id the previous bindonce knew the worker by; a
- * process with another is not it (-ESRCH). 0: the caller made sure otherwise that the pid
- * is still our unreaped child (so that it cannot be reused meanwhile). The caller fills the
- * Worker itself. Returns -errno, -ESRCH for a worker that is gone. */
+ * previous bindonce started, and its adoption: its timers armed at those deadlines. The
+ * caller fills the Worker itself, having made sure that the pid is still the process the
+ * state names, our unreaped child (so that it cannot be reused meanwhile). Returns -errno. */
 typedef struct WorkerDeadlines {
         usec_t kill, start, watchdog, stable, proof;
 } WorkerDeadlines;
-int worker_adopt(Worker *w, WorkerExitHandler on_exit, uint64_t pidfd_id, const WorkerDeadlines *d);
+int worker_adopt(Worker *w, const WorkerDeadlines *d);
+/* The adopted worker's exit watched by on_exit: a child source on its pid (w->child is NULL
+ * until then), and its held pidfd closed. -errno (out of fds or memory) may pass. */
+int worker_watch(Worker *w, WorkerExitHandler on_exit);

@@ -139,7 +139,7 @@ BROKEN = [
     ("exits-1", "#!/bin/sh\nexit 1\n", 0o755, "exited with status 1"),
     ("not-executable", "#!/bin/sh\nexit 0\n", 0o644, "Permission denied"),
     ("state-format-from-the-future", '#!/bin/sh\nBINDONCE_TEST_STATE_VERSION=99 exec "{real}" "$@"\n', 0o755,
-     "reads state format 99, this bindonce writes formats 1 to 2"),
+     "reads state format 99, this bindonce writes formats 1 to 3"),
     ("no-state-format", "#!/bin/sh\necho hello\n", 0o755, "reads state format (none)"),
 ]
 
@@ -411,7 +411,9 @@ def test_deadlines_cross_the_exec_unchanged(supervisor, binary, tmp_path):
         r = ctl(sup, "upgrade", "--exe", str(wrapper))
         assert r.returncode == 0, r.stderr
     first, second = (read_state(p) for p in sorted(keep.iterdir()))
-    workers = [[rec for name, rec in s if name == "worker"] for s in (first, second)]
+    # (Each worker's pidfd is whichever fd holds it then: not part of what it is.)
+    workers = [[{k: v for k, v in rec.items() if k != "pidfd"} for name, rec in s if name == "worker"]
+               for s in (first, second)]
     assert len(workers[0]) == 2 and workers[0] == workers[1], workers
     for w in workers[0]:
         # sd-event arms it from the loop's time of that turn, a moment before `started`.
@@ -444,47 +446,57 @@ def pidfds(pid):
                   if target == "anon_inode:[pidfd]" or target.startswith("pidfd:"))
 
 
-def test_kept_pidfds_are_closed_and_never_reach_a_worker(supervisor, binary, tmp_path):
-    """The old program's pidfds cross the exec (BINDONCE_UPGRADE_PIDFDS) only to spare
-    their teardown: once the new program answers, bindonce holds one pidfd a worker again,
-    every fd close-on-exec, and a worker started afterwards gets 0, 1, 2 and its socket."""
+def test_pidfds_cross_the_exec_and_never_reach_a_worker(supervisor, binary, tmp_path):
+    """Each worker's pidfd crosses the exec, named in the state (format 3), so that the new
+    program need not open one before it answers: it holds them until it watches each worker
+    with a pidfd of sd-event's, then closes them. Afterwards bindonce holds one pidfd a
+    worker, every fd close-on-exec (right after the answer too), and a worker started
+    afterwards gets 0, 1, 2 and its socket."""
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=4)
     before = workers_of(status(sup))
     fds = sup.stable_fd_count()
     real = Path(conftest.BINDONCE)
-    seen = tmp_path / "env"
+    keep = tmp_path / "states"
+    keep.mkdir()
     wrapper = script(tmp_path / "new-bindonce",
-                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || '
-                     f'echo "${{BINDONCE_UPGRADE_PIDFDS:-none}}" >> "{seen}"\nexec "{real}" "$@"\n')
+                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || { '
+                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"; '
+                     f'echo "${{BINDONCE_UPGRADE_PIDFDS:-none}}" >> "{tmp_path}/env"; }}\nexec "{real}" "$@"\n')
     for _ in range(2):
         r = ctl(sup, "upgrade", "--exe", str(wrapper))
         assert r.returncode == 0, r.stderr + sup.log()
-    base, n = seen.read_text().splitlines()[-1].split()
-    assert int(n) == 4, "the 4 workers' pidfds were kept across the exec"
+        not_cloexec = {fd: t for fd, (t, flags) in conftest.proc_fds(sup.pid).items()
+                       if fd > 2 and flags is not None and not flags & os.O_CLOEXEC}
+        assert not_cloexec == {}, not_cloexec
+    for state in sorted(keep.iterdir()):
+        assert state.read_text().startswith("bindonce-state 3\n")
+        workers = [rec for name, rec in read_state(state) if name == "worker"]
+        assert len(workers) == 4 and all(int(w["pidfd"]) > 2 and int(w["pidfd_id"]) > 0 for w in workers), workers
+    assert (tmp_path / "env").read_text() == "none\nnone\n", "format 3 keeps no pidfds of its own"
     wait_until(lambda: sup.fd_count() == fds, 5, lambda: f"fds back to {fds}: {conftest.proc_fds(sup.pid)}")
     assert len(pidfds(sup.pid)) == 4, conftest.proc_fds(sup.pid)
-    assert all(int(base) + i not in pidfds(sup.pid) for i in range(4)), "the kept ones are closed"
-    not_cloexec = {fd: t for fd, (t, flags) in conftest.proc_fds(sup.pid).items()
-                   if fd > 2 and flags is not None and not flags & os.O_CLOEXEC}
-    assert not_cloexec == {}, not_cloexec
     # A worker started after the upgrade: exactly stdio and its socket.
     r = ctl(sup, "restart", "1")
     assert r.returncode == 0, r.stderr
     st = wait_until(lambda: (lambda s: s if s["slots"][1]["pid"] not in (None, before[1][0]) and s["ready"] == 4
                              else None)(status(sup)), 10, "slot 1 restarted")
     new = st["slots"][1]["pid"]
-    # What it has from bindonce (the test worker opens a file of its own in its directory).
+    # What it has from bindonce (the test worker opens a file of its own in its directory,
+    # once past its dynamic loader, whose libraries are fds for a moment).
+    wait_until(lambda: any(t.startswith(str(sup.tw_dir)) for t, _ in conftest.proc_fds(new).values()), 10,
+               "the new worker up")
     inherited = {fd: t for fd, (t, _) in conftest.proc_fds(new).items() if not t.startswith(str(sup.tw_dir))}
-    assert sorted(inherited) == [0, 1, 2, 3] and inherited[3].startswith("socket:"), inherited
+    assert sorted(inherited) == [0, 1, 2, 3] and inherited[3].startswith("socket:"), str(sorted(inherited.items()))
     assert pidfds(new) == []
     assert workers_of(st)[0] == before[0]
 
 
-def test_format_1_for_a_binary_that_reads_only_it(supervisor, binary, tmp_path):
+def test_older_formats_for_binaries_that_read_only_them(supervisor, binary, tmp_path):
     """Going back to a bindonce that reads only state format 1: it gets format 1 (workers
-    named by pid and start time, no pidfd ids, no pidfds kept) and adopts every worker; the
-    next upgrade, to a binary that reads 2, writes 2 again."""
+    named by pid and start time, no pidfd ids, no pidfds) and adopts every worker; then to
+    one that reads up to 2: format 2 (pidfd ids, no pidfds: it opens its own); the next
+    upgrade, to a binary that reads 3, writes 3 again, pidfds and all."""
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=3)
     before = workers_of(status(sup))
@@ -508,21 +520,32 @@ def test_format_1_for_a_binary_that_reads_only_it(supervisor, binary, tmp_path):
     assert len(workers) == 3 and all("pidfd_id" not in w and int(w["starttime"]) > 0 for w in workers), workers
     assert (keep / "old.kept").read_text() == "none\n"
 
+    r = ctl(sup, "upgrade", "--exe", str(wrapper("two", "export BINDONCE_TEST_STATE_VERSION='1 2'")))
+    assert r.returncode == 0, r.stderr + sup.log()
+    assert workers_of(status(sup)) == before
+    assert (keep / "two").read_text().startswith("bindonce-state 2\n")
+    workers = [rec for name, rec in read_state(keep / "two") if name == "worker"]
+    assert len(workers) == 3 and all(int(w["pidfd_id"]) > 0 and w["starttime"] == "0" and "pidfd" not in w
+                                     for w in workers), workers
+    assert (keep / "two.kept").read_text() == "none\n"
+
     r = ctl(sup, "upgrade", "--exe", str(wrapper("new", "unset BINDONCE_TEST_STATE_VERSION")))
     assert r.returncode == 0, r.stderr + sup.log()
     assert workers_of(status(sup)) == before
-    assert (keep / "new").read_text().startswith("bindonce-state 2\n")
+    assert (keep / "new").read_text().startswith("bindonce-state 3\n")
     workers = [rec for name, rec in read_state(keep / "new") if name == "worker"]
-    assert all(int(w["pidfd_id"]) > 0 and w["starttime"] == "0" for w in workers), workers
-    assert (keep / "new.kept").read_text().split()[1] == "3"
+    assert len(workers) == 3 and all(int(w["pidfd_id"]) > 0 and "starttime" not in w and int(w["pidfd"]) > 2
+                                     for w in workers), workers
     assert_serving(port)
 
 
-def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_path):
+@pytest.mark.parametrize("fmt", [3, 2])
+def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_path, fmt):
     """The pidfd id in the state is what tells the worker from a process that got its pid
     since: a wrapper changes worker 1's id in the state, and the new program, which finds
-    another id on the pidfd it opens for that pid, does not adopt it (its slot starts a new
-    worker), while the others are adopted."""
+    another id on the pidfd that crossed the exec (format 3; in format 2, on the one it
+    opens for that pid), does not adopt it (its slot starts a new worker), while the others
+    are adopted."""
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=3)
     before = workers_of(status(sup))
@@ -534,10 +557,14 @@ def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_
         "import re, sys\n"
         "path = sys.argv[1]\n"
         "text = open(path).read()\n"
-        "text = re.sub(r'(worker slot=1 role=worker .*? pidfd_id=)(\\d+)', lambda m: m[1] + str(int(m[2]) + 1), text)\n"
+        "line = re.search(r'^worker slot=1 .*$', text, re.M)[0]\n"
+        f"assert (' pidfd=' in line) == {fmt == 3}, line\n"
+        "new = re.sub(r' pidfd_id=(\\d+)', lambda m: ' pidfd_id=' + str(int(m[1]) + 1), line)\n"
+        "text = text.replace(line, new)\n"
         "open(path, 'w').write(text)\n")
+    claim = "" if fmt == 3 else "export BINDONCE_TEST_STATE_VERSION='1 2'\n"
     wrapper = script(tmp_path / "new-bindonce",
-                     f'#!/bin/sh\n[ "$1" = --upgrade-check ] || /usr/bin/python3 "{edit}" '
+                     f'#!/bin/sh\n{claim}[ "$1" = --upgrade-check ] || /usr/bin/python3 "{edit}" '
                      f'/proc/self/fd/$BINDONCE_UPGRADE_STATE\nexec "{real}" "$@"\n')
     try:
         r = ctl(sup, "upgrade", "--exe", str(wrapper))

@@ -49,6 +49,7 @@ static Worker *fake_worker(Supervisor *sup, Slot *slot, Generation *gen) {
                 .gen = generation_ref(gen),
                 .wake = sup->followup,
                 .started = now_usec(),
+                .held_pidfd = -1,
         };
         return w;
 }

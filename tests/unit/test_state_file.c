@@ -32,9 +32,10 @@ static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWork
         slots[1] = (StateSlot) { .index = 1, .state = SLOT_BACKOFF, .backoff_at = 123456789, .fds = fds, .n_fds = 2 };
         w[0] = (StateWorker) { .slot = 0, .role = STATE_WORKER, .pid = 4242, .starttime = 99999, .generation = 3,
                                .started = 1000, .started_realtime = 1765000000.25, .ready = true,
-                               .watchdog_at = 5000000, .status = "serving \xc3\xa9 = 1" };
+                               .watchdog_at = 5000000, .status = "serving \xc3\xa9 = 1", .pidfd = -1 };
         w[1] = (StateWorker) { .slot = 1, .role = STATE_RETIRED, .pid = 4243, .pidfd_id = 18446744073709551615ULL,
-                               .stopping = true, .kill_at = 777, .failed = "missed its watchdog deadline" };
+                               .stopping = true, .kill_at = 777, .failed = "missed its watchdog deadline",
+                               .pidfd = 11 };
         *s = (UpgradeState) {
                 .version = "0.1", .exe = "/usr/local/bin/bindonce", .argv = argv, .sockets_kept = true,
                 .listeners = l, .n_listeners = 2, .control = { .fd = 7, .name = "ctl", .unlink_on_close = true },
@@ -98,9 +99,13 @@ static void test_round_trip(void **unused) {
         assert_memory_equal(buf, again, len);
 
         int *all = NULL;
-        assert_int_equal(state_fds(&r, 2, &all), 7);   /* 3 4 7 8 10, slot 1's own 9, pipe 12 */
+        assert_int_equal(state_fds(&r, 2, false, &all), 7);    /* 3 4 7 8 10, slot 1's own 9, pipe 12 */
         assert_int_equal(all[5], 9);
         assert_int_equal(all[6], 12);
+        free(all);
+        assert_int_equal(state_fds(&r, 2, true, &all), 8);     /* and worker 1's pidfd */
+        assert_int_equal(all[7], 11);
+        assert_int_equal(r.workers[0].pidfd, -1);
         assert_int_equal(r.n_pipes, 1);
         assert_int_equal(r.pipes[0].pid, 4243);
         free(all);
@@ -148,18 +153,60 @@ static void test_format_1(void **unused) {
         assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), -EBADMSG);
         assert_non_null(strstr(err, "unknown key 'pidfd_id'"));
         free(buf);
-        s.format = 3;
+        s.format = STATE_FORMAT + 1;
         assert_int_equal(state_write(&s, stdout), -EPROTONOSUPPORT);
+}
+
+/* Format 3 leaves out of slots and workers what is the default, and names the pidfds that
+ * cross the exec; format 2 writes every key, and requires them, and names no pidfd. */
+static void test_defaults_left_out(void **unused) {
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s, r;
+        size_t len;
+        char err[128] = "";
+        char *buf, *line;
+
+        sample(&s, l, slots, w, fds);
+        buf = written(&s, &len);
+        line = strstr(buf, "\nworker ");
+        assert_non_null(line);
+        /* Worker 0: slot 0, role worker, no kill deadline, no pidfd: none of it written. */
+        assert_true(strncmp(line, "\nworker pid=4242 starttime=99999 generation=3 ", 46) == 0);
+        assert_null(strstr(buf, "kill_at=0"));
+        assert_null(strstr(buf, "pidfd=-1"));
+        assert_non_null(strstr(buf, " pidfd=11"));
+        assert_non_null(strstr(buf, "\nslot state=running restarts=2 "));
+        /* Records without defaults: every key. */
+        assert_non_null(strstr(buf, "\npipe fd=12 slot=1 pid=4243\n"));
+        free(buf);
+
+        s.format = 2;
+        buf = written(&s, &len);
+        assert_non_null(strstr(buf, "\nworker slot=0 role=worker pid=4242 "));
+        assert_non_null(strstr(buf, " kill_at=0 "));
+        assert_null(strstr(buf, "pidfd="));
+        assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
+        assert_int_equal(r.workers[1].pidfd, -1);
+        state_done(&r);
+        /* A key left out is refused in format 2. */
+        line = strstr(buf, " kill_at=0");
+        memmove(line, line + 10, strlen(line + 10) + 1);
+        assert_int_equal(state_read(buf, strlen(buf), &r, NULL, err, sizeof err), -EBADMSG);
+        assert_non_null(strstr(err, "'kill_at' missing"));
+        free(buf);
 }
 
 static void test_other_formats_refused(void **unused) {
         char err[128];
         unsigned format = 0;
 
-        assert_int_equal(read_text("bindonce-state 3\nwhatever the future holds\n", err, sizeof err, &format),
+        assert_int_equal(read_text("bindonce-state 4\nwhatever the future holds\n", err, sizeof err, &format),
                          -EPROTONOSUPPORT);
-        assert_int_equal(format, 3);
-        assert_non_null(strstr(err, "format 3"));
+        assert_int_equal(format, 4);
+        assert_non_null(strstr(err, "format 4"));
         assert_int_equal(read_text("bindonce-state 0\nend\n", err, sizeof err, &format), -EPROTONOSUPPORT);
         assert_int_equal(read_text("", err, sizeof err, NULL), -EBADMSG);
         assert_int_equal(read_text("hello\n", err, sizeof err, NULL), -EBADMSG);
@@ -176,7 +223,9 @@ static void test_damage_refused(void **unused) {
                 { " target=2", " target=2 colour=blue", "unknown key" },
                 { " state=backoff", " state=sleepy", "bad value for 'state'" },
                 { " pidfd_id=18446744073709551615", " pidfd_id=18446744073709551616", "bad value for 'pidfd_id'" },
-                { " pidfd_id=18446744073709551615", "", "'pidfd_id' missing" },
+                { " pidfd_id=18446744073709551615", "", "pidfd 11 without a pidfd_id" },
+                { " pidfd=11", " pidfd=2", "pidfd 2" },
+                { " pidfd=11", " pidfd=x", "bad value for 'pidfd'" },
                 { " pid=4242", " pid=+4242", "bad value for 'pid'" },
                 { " x2d6c ", " x2dzz ", "argv: word 2 is not hex text" },
                 { "\nargv ", "\nargv x41\nargv ", "argv: given twice" },
@@ -215,6 +264,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_format_1),
+                cmocka_unit_test(test_defaults_left_out),
                 cmocka_unit_test(test_other_formats_refused),
                 cmocka_unit_test(test_damage_refused),
         };
