@@ -139,7 +139,7 @@ bench: deps all
 	   echo "Medians, never pass/fail; the commands are the scripts' own docstrings."; echo; \
 	   echo '```'; \
 	   BINDONCE=$(CURDIR)/$(BUILD)/bindonce TESTWORKER=$(CURDIR)/$(BUILD)/testworker \
-		$(PYTHON) tests/bench/upgrade_bench.py -n 20; \
+		$(PYTHON) tests/bench/upgrade_bench.py -n 20 --rounds 3; \
 	   echo '```'; echo; \
 	   BINDONCE=$(CURDIR)/$(BUILD)/bindonce EXAMPLE_HTTPD=$(CURDIR)/$(BUILD)/httpd \
 		$(PYTHON) tests/bench/watch_bench.py -n 10; } > docs/PERFORMANCE-upgrade-watch.md.tmp

@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         assert(copy);
         memcpy(copy, data, size);
         if (state_read(copy, size, &s, NULL, err, sizeof err) == 0) {
-                assert(state_fds(&s, 2, &fds) >= 0);
+                assert(state_fds(&s, 2, true, &fds) >= 0);
                 free(fds);
                 assert(state_format(&s, &text, &len) == 0);
                 assert(state_read(text, len, &t, NULL, err, sizeof err) == 0);
