@@ -51,7 +51,7 @@ Worker *worker_free(Worker *w) {
 void worker_signal(Worker *w, int sig) {
         if (kill(-w->pid, sig) < 0) {
                 /* The worker left its process group (setsid): at least the process itself.
-                 * An adopted worker not watched yet has no pidfd of ours: it is our
+                 * An adopted worker not watched yet has no child source: it is our
                  * unreaped child all the same, its pid its own. */
                 if (w->child)
                         (void) sd_event_source_send_child_signal(w->child, sig, NULL, 0);

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -613,3 +614,45 @@ def test_inherited_children_and_escapes_keep_their_kind_across_the_exec(supervis
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_upgrades_back_to_back_with_a_thousand_workers(supervisor, binary, tmp_path):
+    """The new program answers before it watches its adopted workers (32 a loop turn); an
+    upgrade that comes at once finds some of them not watched yet, and hands over the pidfd
+    each was adopted by. Three in a row, each request sent the moment the last was
+    answered: every state names a distinct pidfd for each of the 1,000 workers, none is
+    restarted, and bindonce's fds come back to what they were (the held pidfds closed as
+    the workers get watched). A worker killed right after the last answer is restarted."""
+    port = conftest.free_tcp_port()
+    sup = supervisor().start(["-w", "1000", "-l", f"127.0.0.1:{port}"], ["/usr/bin/sleep", "100000"])
+    wait_until(lambda: ready(sup, 1000), 60, "1000 workers ready")
+    sup.mark_fds()
+    before = workers_of(status(sup))
+    real = Path(conftest.BINDONCE)
+    keep = tmp_path / "states"
+    keep.mkdir()
+    wrapper = script(tmp_path / "new-bindonce",
+                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || '
+                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"\nexec "{real}" "$@"\n')
+    request = f"upgrade --exe {wrapper}\n".encode()
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(sup.control_path))
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"OK\nupgraded to"), answer + sup.log().encode()
+    victim = before[999][0]
+    sup.expect_log(rf"warning: worker 999 \(pid {victim}\) killed by signal KILL$")   # on purpose
+    os.kill(victim, signal.SIGKILL)
+    for state in sorted(keep.iterdir()):
+        pidfds_named = [int(rec["pidfd"]) for name, rec in read_state(state) if name == "worker"]
+        assert len(pidfds_named) == 1000 and len(set(pidfds_named)) == 1000 and min(pidfds_named) > 2, state
+    st = wait_until(lambda: (lambda s: s if s["slots"][999]["pid"] not in (None, victim) and s["ready"] == 1000
+                             else None)(status(sup)), 30, "slot 999 restarted")
+    after = workers_of(st)
+    assert {k: v for k, v in after.items() if k != 999} == {k: v for k, v in before.items() if k != 999}
+    wait_until(lambda: len(pidfds(sup.pid)) == 1000, 10, "one pidfd a worker")
