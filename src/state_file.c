@@ -687,8 +687,15 @@ static int read_line(char *line, unsigned format, UpgradeState *s, bool *have_su
         return bad(err, size, "unknown record '%.32s'", line);
 }
 
+static int int_compare(const void *a, const void *b) {
+        return (*(const int *) a > *(const int *) b) - (*(const int *) a < *(const int *) b);
+}
+
 /* What the records must agree on, beyond each one's syntax. */
 static int state_check(const UpgradeState *s, char *err, size_t size) {
+        _cleanup_free_ int *fds = NULL;
+        int n;
+
         if (!s->argv || s->n_listeners == 0 || s->notify_fd < 0 || !s->notify_address)
                 return bad(err, size, "no command line, socket or notify socket");
         if (s->target == 0 || s->target > s->n_slots || s->n_slots > WORKERS_MAX)
@@ -712,6 +719,14 @@ static int state_check(const UpgradeState *s, char *err, size_t size) {
                         return bad(err, size, "worker %zu: pidfd %d%s", i, w->pidfd,
                                    w->pidfd_id ? "" : " without a pidfd_id");
         }
+        /* Each fd is one thing: the new bindonce closes a worker's pidfd once it watches it. */
+        n = state_fds(s, 0, true, &fds);
+        if (n < 0)
+                return n;
+        qsort(fds, (size_t) n, sizeof *fds, int_compare);
+        for (int i = 1; i < n; i++)
+                if (fds[i] == fds[i - 1])
+                        return bad(err, size, "fd %d named twice", fds[i]);
         return 0;
 }
 

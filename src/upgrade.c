@@ -235,10 +235,11 @@ static int read_all(int fd, char **ret, size_t *ret_len) {
         return 0;
 }
 
-/* Every fd the state names must be open here: it came across the exec (the workers'
- * pidfds are checked as they are adopted: one that did not is opened again). Ours now, so
- * close-on-exec again, every fd of ours is: one call for a thousand pidfds. */
-static int check_fds(const UpgradeState *s) {
+/* Every fd the state names must be open here: it came across the exec. A worker's pidfd
+ * that did not is forgotten (a new one is opened for it), now, before anything of ours can
+ * take its number. Ours now, so close-on-exec again, as every fd of ours is: one call for a
+ * thousand pidfds. */
+static int check_fds(UpgradeState *s) {
         _cleanup_free_ int *fds = NULL;
         int n = state_fds(s, 0, false, &fds);
 
@@ -247,6 +248,9 @@ static int check_fds(const UpgradeState *s) {
         for (int i = 0; i < n; i++)
                 if (fcntl(fds[i], F_GETFD) < 0)
                         return fds[i];
+        for (size_t i = 0; i < s->n_workers; i++)
+                if (s->workers[i].pidfd >= 0 && fcntl(s->workers[i].pidfd, F_GETFD) < 0)
+                        s->workers[i].pidfd = -1;
         if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
                 free(fds);
                 fds = NULL;

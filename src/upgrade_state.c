@@ -297,43 +297,29 @@ static int check_worker(const StateWorker *sw) {
         return ppid == getpid() && starttime == sw->starttime ? 0 : -ESRCH;
 }
 
-/* Is fd a pidfd of the process with this id? -ESRCH if another's, -EBADF if no fd. */
-static int pidfd_is(int fd, uint64_t pidfd_id) {
-        struct stat st;
-
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        return (uint64_t) st.st_ino == pidfd_id ? 0 : -ESRCH;
-}
-
 /* Is the worker still the process the state names? A pidfd of it, held until it is
  * watched, in *ret_pidfd (-1 for none). Format 3 hands over the previous bindonce's pidfd
- * of it, whose id says which process it is: one fstat(). Without one (format 2, or an fd
- * that did not come across), a pidfd opened now says it the same way; without an id
- * (format 1, no pidfs), its parent and start time. -ESRCH if it is not. */
+ * of it: the process itself, no question to ask (upgrade_incoming_open() made sure it came
+ * across). Without one (format 2, or an fd that did not come across), a pidfd opened now
+ * whose id is the state's; without an id (format 1, no pidfs), its parent and start time.
+ * -ESRCH if it is not. */
 static int identify_worker(const StateWorker *sw, int *ret_pidfd) {
-        int fd, r;
+        struct stat st;
+        int fd;
 
         *ret_pidfd = -1;
+        if (sw->pidfd >= 0) {
+                *ret_pidfd = sw->pidfd;
+                return 0;
+        }
         if (!sw->pidfd_id)
                 return check_worker(sw);
-        if (sw->pidfd >= 0) {
-                r = pidfd_is(sw->pidfd, sw->pidfd_id);
-                if (r != -EBADF) {
-                        if (r < 0)
-                                (void) close(sw->pidfd);
-                        else
-                                *ret_pidfd = sw->pidfd;
-                        return r;
-                }
-        }
         fd = (int) syscall(SYS_pidfd_open, sw->pid, 0);
         if (fd < 0)
                 return errno == ESRCH ? -ESRCH : -errno;
-        r = pidfd_is(fd, sw->pidfd_id);
-        if (r < 0) {
+        if (fstat(fd, &st) < 0 || (uint64_t) st.st_ino != sw->pidfd_id) {
                 (void) close(fd);
-                return r;
+                return -ESRCH;          /* the pid is another process's now */
         }
         *ret_pidfd = fd;
         return 0;

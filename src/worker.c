@@ -18,11 +18,14 @@ usec_t now_usec(void) {
         return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
 }
 
+/* In whole microseconds: what the upgrade state writes ("%.6f") reads back as the very same
+ * double, so that `ctl status` shows the same start time to the millisecond after an
+ * upgrade in place (a time a few nanoseconds off x.xxx5 rounded the other way). */
 static double now_realtime(void) {
         struct timespec ts;
 
         clock_gettime(CLOCK_REALTIME, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+        return (double) ((uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000) / 1e6;
 }
 
 static void wake(Worker *w) {

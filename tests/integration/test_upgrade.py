@@ -540,13 +540,11 @@ def test_older_formats_for_binaries_that_read_only_them(supervisor, binary, tmp_
     assert_serving(port)
 
 
-@pytest.mark.parametrize("fmt", [3, 2])
-def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_path, fmt):
+def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_path):
     """The pidfd id in the state is what tells the worker from a process that got its pid
-    since: a wrapper changes worker 1's id in the state, and the new program, which finds
-    another id on the pidfd that crossed the exec (format 3; in format 2, on the one it
-    opens for that pid), does not adopt it (its slot starts a new worker), while the others
-    are adopted."""
+    since, where no pidfd of it crosses the exec (format 2): a wrapper changes worker 1's id
+    in the state, and the new program, which finds another id on the pidfd it opens for that
+    pid, does not adopt it (its slot starts a new worker), while the others are adopted."""
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=3)
     before = workers_of(status(sup))
@@ -559,13 +557,13 @@ def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_
         "path = sys.argv[1]\n"
         "text = open(path).read()\n"
         "line = re.search(r'^worker slot=1 .*$', text, re.M)[0]\n"
-        f"assert (' pidfd=' in line) == {fmt == 3}, line\n"
+        "assert ' pidfd=' not in line, line\n"
         "new = re.sub(r' pidfd_id=(\\d+)', lambda m: ' pidfd_id=' + str(int(m[1]) + 1), line)\n"
         "text = text.replace(line, new)\n"
         "open(path, 'w').write(text)\n")
-    claim = "" if fmt == 3 else "export BINDONCE_TEST_STATE_VERSION='1 2'\n"
     wrapper = script(tmp_path / "new-bindonce",
-                     f'#!/bin/sh\n{claim}[ "$1" = --upgrade-check ] || /usr/bin/python3 "{edit}" '
+                     "#!/bin/sh\nexport BINDONCE_TEST_STATE_VERSION='1 2'\n"
+                     f'[ "$1" = --upgrade-check ] || /usr/bin/python3 "{edit}" '
                      f'/proc/self/fd/$BINDONCE_UPGRADE_STATE\nexec "{real}" "$@"\n')
     try:
         r = ctl(sup, "upgrade", "--exe", str(wrapper))
@@ -579,6 +577,36 @@ def test_a_process_with_another_pidfd_id_is_not_adopted(supervisor, binary, tmp_
         # No longer bindonce's worker: ours to end.
         if proc_stat(victim) is not None:
             os.kill(victim, signal.SIGKILL)
+
+
+def test_a_pidfd_that_did_not_come_across_is_opened_again(supervisor, binary, tmp_path):
+    """Format 3 names each worker's pidfd, which crosses the exec. One that did not (the
+    wrapper, running as bindonce's pid between the two programs, closes worker 1's) is
+    forgotten before the new program opens anything of its own, and a pidfd opened for the
+    worker's pid, whose id is the state's, identifies it instead: every worker adopted,
+    nothing restarted, one pidfd a worker, and the fds as they were."""
+    port = conftest.free_tcp_port()
+    sup = start(supervisor, port, workers=3)
+    before = workers_of(status(sup))
+    fds = sup.stable_fd_count()
+    real = Path(conftest.BINDONCE)
+    closer = tmp_path / "closer.py"
+    closer.write_text(
+        "import os, re, sys\n"
+        "text = open('/proc/self/fd/' + os.environ['BINDONCE_UPGRADE_STATE']).read()\n"
+        "fd = int(re.search(r'^worker slot=1 .* pidfd=(\\d+)', text, re.M)[1])\n"
+        "os.close(fd)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n")
+    wrapper = script(tmp_path / "new-bindonce",
+                     f'#!/bin/sh\n[ "$1" = --upgrade-check ] && exec "{real}" "$@"\n'
+                     f'exec /usr/bin/python3 "{closer}" "{real}" "$@"\n')
+    r = ctl(sup, "upgrade", "--exe", str(wrapper))
+    assert r.returncode == 0, r.stderr + sup.log()
+    assert "3 of 3 workers adopted" in sup.log()
+    assert workers_of(status(sup)) == before
+    wait_until(lambda: sup.fd_count() == fds, 5, lambda: f"fds back to {fds}: {conftest.proc_fds(sup.pid)}")
+    assert len(pidfds(sup.pid)) == 3, conftest.proc_fds(sup.pid)
+    assert_serving(port)
 
 
 def test_inherited_children_and_escapes_keep_their_kind_across_the_exec(supervisor, binary, tmp_path):

@@ -225,6 +225,7 @@ static void test_damage_refused(void **unused) {
                 { " pidfd_id=18446744073709551615", " pidfd_id=18446744073709551616", "bad value for 'pidfd_id'" },
                 { " pidfd_id=18446744073709551615", "", "pidfd 11 without a pidfd_id" },
                 { " pidfd=11", " pidfd=2", "pidfd 2" },
+                { " pidfd=11", " pidfd=12", "fd 12 named twice" },      /* the pipe's */
                 { " pidfd=11", " pidfd=x", "bad value for 'pidfd'" },
                 { " pid=4242", " pid=+4242", "bad value for 'pid'" },
                 { " x2d6c ", " x2dzz ", "argv: word 2 is not hex text" },
