@@ -199,6 +199,29 @@ static void test_defaults_left_out(void **unused) {
         free(buf);
 }
 
+/* A start time in whole microseconds (worker.c takes it so) reads back as the very same
+ * double: ctl status shows it to the millisecond, and x.xxx5 must not round another way. */
+static void test_start_times_read_back_exactly(void **unused) {
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s, r;
+        size_t len;
+        char err[128] = "";
+        uint64_t us = 1796615496029500ULL;     /* a .0295 that once came back as .029 */
+
+        sample(&s, l, slots, w, fds);
+        for (int i = 0; i < 20000; i++, us += 1000003) {
+                w[0].started_realtime = (double) us / 1e6;
+                char *buf = written(&s, &len);
+                assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
+                assert_true(r.workers[0].started_realtime == w[0].started_realtime);
+                state_done(&r);
+                free(buf);
+        }
+}
+
 static void test_other_formats_refused(void **unused) {
         char err[128];
         unsigned format = 0;
@@ -266,6 +289,7 @@ int main(void) {
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_format_1),
                 cmocka_unit_test(test_defaults_left_out),
+                cmocka_unit_test(test_start_times_read_back_exactly),
                 cmocka_unit_test(test_other_formats_refused),
                 cmocka_unit_test(test_damage_refused),
         };
