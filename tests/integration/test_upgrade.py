@@ -385,6 +385,19 @@ def test_stop_during_the_check(supervisor, binary, tmp_path):
     assert waiting.returncode == 1 and "upgrade failed: bindonce is stopping" in err, err
 
 
+def state_keeping_binary(tmp_path, also=""):
+    """A new binary that keeps each state it is handed in tmp_path/states (named by the
+    time, so that they sort in order), runs the shell `also` ("...; "), then the real one.
+    Returns (its path, the directory)."""
+    keep = tmp_path / "states"
+    keep.mkdir()
+    wrapper = script(tmp_path / "new-bindonce",
+                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || { '
+                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"; {also}}}\n'
+                     f'exec "{conftest.BINDONCE}" "$@"\n')
+    return wrapper, keep
+
+
 def read_state(path):
     """The records of a state file: [(name, {key: value})], values as written."""
     out = []
@@ -401,13 +414,7 @@ def test_deadlines_cross_the_exec_unchanged(supervisor, binary, tmp_path):
     one had it, not --watchdog from its own start."""
     port = conftest.free_tcp_port()
     sup = start(supervisor, port, workers=2, args=["--watchdog", "30"])
-    real = Path(conftest.BINDONCE)
-    keep = tmp_path / "states"
-    keep.mkdir()
-    wrapper = script(tmp_path / "new-bindonce",
-                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || '
-                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"\n'
-                     f'exec "{real}" "$@"\n')
+    wrapper, keep = state_keeping_binary(tmp_path)
     for _ in range(2):
         r = ctl(sup, "upgrade", "--exe", str(wrapper))
         assert r.returncode == 0, r.stderr
@@ -457,13 +464,8 @@ def test_pidfds_cross_the_exec_and_never_reach_a_worker(supervisor, binary, tmp_
     sup = start(supervisor, port, workers=4)
     before = workers_of(status(sup))
     fds = sup.stable_fd_count()
-    real = Path(conftest.BINDONCE)
-    keep = tmp_path / "states"
-    keep.mkdir()
-    wrapper = script(tmp_path / "new-bindonce",
-                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || { '
-                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"; '
-                     f'echo "${{BINDONCE_UPGRADE_PIDFDS:-none}}" >> "{tmp_path}/env"; }}\nexec "{real}" "$@"\n')
+    wrapper, keep = state_keeping_binary(tmp_path,
+                                         f'echo "${{BINDONCE_UPGRADE_PIDFDS:-none}}" >> "{tmp_path}/env"; ')
     for _ in range(2):
         r = ctl(sup, "upgrade", "--exe", str(wrapper))
         assert r.returncode == 0, r.stderr + sup.log()
@@ -656,12 +658,7 @@ def test_upgrades_back_to_back_with_a_thousand_workers(supervisor, binary, tmp_p
     wait_until(lambda: ready(sup, 1000), 60, "1000 workers ready")
     sup.mark_fds()
     before = workers_of(status(sup))
-    real = Path(conftest.BINDONCE)
-    keep = tmp_path / "states"
-    keep.mkdir()
-    wrapper = script(tmp_path / "new-bindonce",
-                     '#!/bin/sh\n[ "$1" = --upgrade-check ] || '
-                     f'cat /proc/self/fd/$BINDONCE_UPGRADE_STATE > "{keep}/$(date +%s%N)"\nexec "{real}" "$@"\n')
+    wrapper, keep = state_keeping_binary(tmp_path)
     request = f"upgrade --exe {wrapper}\n".encode()
     for _ in range(3):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
