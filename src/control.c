@@ -452,7 +452,7 @@ int control_request_parse(const char *line, size_t len, unsigned workers, Contro
         return 0;
 }
 
-static void client_reload_done(void *userdata, const char *error);
+static void client_reload_done(void *userdata, const char *error, bool restarting);
 static int on_client_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 
 /* `events`: the connection goes to the supervisor's followers (one io source per fd: this
@@ -472,7 +472,7 @@ static char *client_follow(ControlServer *server, ControlClient *c, bool json) {
                            : reply("ERROR cannot follow: %s\n", strerror(-r));
 }
 
-static void client_upgrade_done(void *userdata, const char *error);
+static void client_upgrade_done(void *userdata, const char *error, bool restarting);
 
 /* Why the supervisor refused a command, for an ERROR reply. */
 static const char *refusal(int r) {
@@ -637,12 +637,12 @@ static void client_answer(ControlClient *c, char *text) {
                 client_reply(c, text);
 }
 
-static void client_reload_done(void *userdata, const char *error) {
+static void client_reload_done(void *userdata, const char *error, bool restarting) {
         client_answer(userdata, error ? reply("ERROR reload failed: %s\n", error) : reply("OK\nreload complete\n"));
 }
 
 /* A failed upgrade; a successful one is answered by the new bindonce. */
-static void client_upgrade_done(void *userdata, const char *error) {
+static void client_upgrade_done(void *userdata, const char *error, bool restarting) {
         client_answer(userdata, reply("ERROR upgrade failed: %s\n", error ? error : "no reason given"));
 }
 

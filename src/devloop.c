@@ -25,7 +25,7 @@ static usec_t now(const DevLoop *d) {
         return t;
 }
 
-static void on_rolled(void *userdata, const char *error) {
+static void on_rolled(void *userdata, const char *error, bool restarting) {
         DevLoop *d = userdata;
         unsigned long long ms = (now(d) - d->started) / USEC_PER_MSEC;
 
@@ -34,9 +34,9 @@ static void on_rolled(void *userdata, const char *error) {
                 return;
         if (!error)
                 log_info("%s changed: reloaded in %llu ms", d->file, ms);
-        else if (strstr(error, "failed too"))
-                /* The roll back failed as well (rollout.c's roll_fail() says so): the
-                 * restart contract brings the previous version's workers back. */
+        else if (restarting)
+                /* The roll back failed as well: the restart contract brings the previous
+                 * version's workers back. */
                 log_error("%s changed: %s; restarting the previous version", d->file, error);
         else
                 /* The one line of a broken save: the roll's own lines went to debug

@@ -57,12 +57,13 @@ void roll_end(Roll *roll, const char *error) {
         ReloadWaiter *waiters = roll->waiters;
         size_t n = roll->n_waiters;
         char *saved = roll->error;      /* error may be it */
+        bool restarting = error && roll->rollback_failed;
 
         generation_unref(roll->target);
         *roll = (Roll) {};
         /* Waiters may start the next reload: the roll is reset before they are told. */
         for (size_t i = 0; i < n; i++)
-                waiters[i].done(waiters[i].userdata, error);
+                waiters[i].done(waiters[i].userdata, error, restarting);
         free(waiters);
         free(saved);
 }

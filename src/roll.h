@@ -33,6 +33,7 @@ bool roll_plan(const RollView *v, unsigned n, unsigned max_surge, unsigned max_u
 typedef struct Roll {
         bool active;
         bool rolling_back;              /* a replacement failed: back to the last good generation */
+        bool rollback_failed;           /* and a worker of that failed too: the restart contract takes over */
         usec_t started;
         unsigned replaced;
         Generation *target;             /* what the roll starts (a reference) */
@@ -43,5 +44,6 @@ typedef struct Roll {
 
 int roll_add_waiter(Roll *roll, const ReloadWaiter *w);
 void roll_forget_waiter(Roll *roll, void *userdata);
-/* Ends the roll: every waiter is told `error` (NULL: success), the roll is reset. */
+/* Ends the roll: every waiter is told `error` (NULL: success) and whether the roll back
+ * failed, the roll is reset. */
 void roll_end(Roll *roll, const char *error);

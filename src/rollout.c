@@ -77,6 +77,7 @@ void roll_fail(Supervisor *sup, const char *reason) {
                 if (asprintf(&error, "%s; rolling back to generation %u failed too: %s",
                              roll->error ? roll->error : "?", sup->good->id, reason) < 0)
                         error = NULL;
+                roll->rollback_failed = true;
                 roll_finish(sup, error ? error : reason);
                 free(error);
                 return;

@@ -37,8 +37,10 @@ typedef struct StatusSnapshot {
         size_t n_listeners;
 } StatusSnapshot;
 
-/* Told when a reload ends; `error` is NULL on success. */
-typedef void (*ReloadDone)(void *userdata, const char *error);
+/* Told when a reload ends; `error` is NULL on success. `restarting`: with an error, the
+ * roll back to the previous version failed too, and its workers are restarted rather than
+ * serving on. */
+typedef void (*ReloadDone)(void *userdata, const char *error, bool restarting);
 typedef struct ReloadWaiter {
         ReloadDone done;
         void *userdata;

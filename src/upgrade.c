@@ -423,7 +423,7 @@ static void upgrade_fail(Supervisor *sup, const char *fmt, ...) {
         log_error("upgrade refused: %s; bindonce %s continues", reason ? reason : "out of memory", BINDONCE_VERSION);
         sup->upgrade = NULL;
         if (u->waiter.done)
-                u->waiter.done(u->waiter.userdata, reason ? reason : "out of memory");
+                u->waiter.done(u->waiter.userdata, reason ? reason : "out of memory", false);
         upgrade_free(u);
 }
 

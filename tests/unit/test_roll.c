@@ -66,9 +66,11 @@ static void test_backoff_and_starting_slots(void **state) {
 
 static int told;
 static const char *last;
-static void done(void *userdata, const char *error) {
+static bool last_restarting;
+static void done(void *userdata, const char *error, bool restarting) {
         told++;
         last = error;
+        last_restarting = restarting;
 }
 
 static void test_waiters(void **state) {
@@ -81,8 +83,16 @@ static void test_waiters(void **state) {
         roll_end(&roll, "worker 1 (pid 2) exited with status 3");
         assert_int_equal(told, 1);
         assert_string_equal(last, "worker 1 (pid 2) exited with status 3");
+        assert_false(last_restarting);
         assert_false(roll.active);
         assert_int_equal(roll.n_waiters, 0);
+        /* The roll back failed too: the waiters hear that the previous version restarts. */
+        roll = (Roll) { .active = true, .rolling_back = true, .rollback_failed = true };
+        assert_int_equal(roll_add_waiter(&roll, &b), 0);
+        roll_end(&roll, "worker 1 (pid 2) exited with status 3; rolling back to generation 0 failed too: ...");
+        assert_int_equal(told, 2);
+        assert_true(last_restarting);
+        assert_false(roll.rollback_failed);
 }
 
 int main(void) {
