@@ -74,13 +74,12 @@ Upgrade *upgrade_free(Upgrade *u);
 /* The supervisor as plain data, in the given state format; exe and argv: how this bindonce
  * was executed. */
 int upgrade_capture(Supervisor *sup, const char *exe, char **argv, unsigned format, UpgradeState *ret);
-/* Rebuilds generations, slots and workers, not watched yet (a state without pidfd ids has
- * each pid checked to be the same child by its parent and start time first). Returns
- * -errno; workers that are gone are dropped (their slot starts again), anything else fails
- * the whole restore. */
+/* Rebuilds generations, slots and workers, each identified as the process the state names
+ * (by the pidfd that crossed the exec, by the id of one opened now, or by its parent and
+ * start time) and not watched yet. Returns -errno; workers that are gone are dropped (their
+ * slot starts again), anything else fails the whole restore. */
 int upgrade_restore(Supervisor *sup, const UpgradeState *s);
-/* Once answered: each adopted worker gets its pidfd child source, whose pidfd id must be
- * the one the state names, a batch a loop turn. */
+/* Once answered: each adopted worker gets its child source, a batch a loop turn. */
 void upgrade_watch_adopted(Supervisor *sup);
 /* In the loop's first turn: answers the waiting ctl client, READY=1 to systemd, the log. */
 void upgrade_resumed(Supervisor *sup);

@@ -569,7 +569,8 @@ static int on_watch_turn(sd_event_source *s, uint64_t usec, void *userdata) {
                 sup->adopting.source = sd_event_source_disable_unref(sup->adopting.source);
                 return 0;
         }
-        /* Now (not 0, which sd-event would not arm its timer for again), or after a while. */
+        /* Now (a time of its own: sd-event does not arm its timer again for the same one), or
+         * after a while. */
         (void) sd_event_source_set_time(s, now_usec() + (ok ? 0 : WATCH_RETRY_USEC));
         return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
@@ -577,7 +578,8 @@ static int on_watch_turn(sd_event_source *s, uint64_t usec, void *userdata) {
 void upgrade_watch_adopted(Supervisor *sup) {
         if (sup->adopting.source || !next_unwatched(sup))
                 return;
-        if (sd_event_add_time(sup->event, &sup->adopting.source, CLOCK_MONOTONIC, 0, 1, on_watch_turn, sup) < 0)
+        if (sd_event_add_time(sup->event, &sup->adopting.source, CLOCK_MONOTONIC, now_usec(), 1, on_watch_turn,
+                              sup) < 0)
                 /* No source to spread them over the loop: every one now. */
                 (void) watch_some(sup, UINT_MAX);
 }

@@ -190,13 +190,9 @@ static int worker_arm(Worker *w, WorkerExitHandler on_exit) {
         const WorkerRules *rules = w->rules;
         int r;
 
-        /* sd-event opens the pidfd itself: the child is ours and unreaped, so the pid is. */
-        r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
-        if (r < 0)
+        r = worker_watch(w, on_exit);
+        if (r < 0 || w->exec_failed)
                 return r;
-        w->pidfd_id = child_pidfd_id(w->child);
-        if (w->exec_failed)
-                return 0;
         if (w->slot->counts.failures >= 2) {
                 r = sd_event_add_time_relative(w->event, &w->stable_timer, CLOCK_MONOTONIC, STABLE_RUN_USEC,
                                                10 * USEC_PER_MSEC, on_stable_timer, w);
@@ -297,13 +293,15 @@ int worker_watch(Worker *w, WorkerExitHandler on_exit) {
 
         if (w->child)
                 return 0;
-        /* Its identity was checked when it was adopted, and it has been our unreaped child
-         * since: the pid is still its own. sd-event opens a pidfd of its own (handing it
-         * ours would cost it a read of /proc/self/fdinfo, three times the pidfd_open()). */
+        /* The child is ours and unreaped (one we adopted was identified then), so the pid is
+         * still its own. sd-event opens a pidfd of its own (handing it the one an adopted
+         * worker holds would cost it a read of /proc/self/fdinfo, three times the
+         * pidfd_open()). */
         r = sd_event_add_child(w->event, &w->child, w->pid, WEXITED, on_exit, w);
         if (r < 0)
                 return r;
-        /* Known by its start time until now (a state of format 1): by its pidfd from here. */
+        /* Its id from its pidfd, unless the state gave it (known by its start time until
+         * now: a state of format 1). */
         if (!w->pidfd_id)
                 w->pidfd_id = child_pidfd_id(w->child);
         closep(&w->held_pidfd);

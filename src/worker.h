@@ -92,6 +92,7 @@ typedef struct WorkerDeadlines {
         usec_t kill, start, watchdog, stable, proof;
 } WorkerDeadlines;
 int worker_adopt(Worker *w, const WorkerDeadlines *d);
-/* The adopted worker's exit watched by on_exit: a child source on its pid (w->child is NULL
- * until then), and its held pidfd closed. -errno (out of fds or memory) may pass. */
+/* The worker's exit watched by on_exit: a child source on its pid (a worker we start gets it
+ * at once; an adopted one, whose w->child is NULL until then, once the new bindonce has
+ * answered), and the pidfd it held closed. -errno (out of fds or memory) may pass. */
 int worker_watch(Worker *w, WorkerExitHandler on_exit);
