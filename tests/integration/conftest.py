@@ -362,3 +362,13 @@ def free_port():
 @pytest.fixture
 def free_udp():
     return free_udp_port
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A copy of the Python example server (docs/examples/python/server.py) in a directory
+    of its own: what the --watch tests edit and watch."""
+    d = tmp_path / "app"
+    d.mkdir()
+    shutil.copy(REPO / "docs/examples/python/server.py", d / "server.py")
+    return d

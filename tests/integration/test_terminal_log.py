@@ -13,7 +13,6 @@ the harness's log file, so that the usual teardown checks apply.
 import os
 import re
 import select
-import shutil
 import subprocess
 import threading
 
@@ -22,11 +21,10 @@ import pytest
 from conftest import BINDONCE
 from loadclient import request_once
 from testlib import editor_save as edit
-from testlib import (LIVE, REPO, TREE_VAR, Harness, TrackedPopen, clean_env, expected_from_markers, free_tcp_port,
+from testlib import (LIVE, TREE_VAR, Harness, TrackedPopen, clean_env, expected_from_markers, free_tcp_port,
                      quiet_for, wait_until)
 
 PY = "/usr/bin/python3"
-EXAMPLE = REPO / "docs/examples/python/server.py"
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 
 TERMINAL_LINE = re.compile(r"^\d\d:\d\d:\d\d bindonce: ")
@@ -115,14 +113,6 @@ def terminal(tmp_path, harnesses, request):
         harnesses.append(b)
         return b
     return start
-
-
-@pytest.fixture
-def app(tmp_path):
-    d = tmp_path / "app"
-    d.mkdir()
-    shutil.copy(EXAMPLE, d / "server.py")
-    return d
 
 
 def body(data):

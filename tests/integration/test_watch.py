@@ -20,8 +20,6 @@ from conftest import BINDONCE
 from loadclient import LoadClient, request_once
 from testlib import editor_save as edit, free_tcp_port, quiet_for, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "docs/examples/python/server.py"
 PY = "/usr/bin/python3"
 
 
@@ -38,14 +36,6 @@ def answer(port):
     cls, text, detail = request_once(("127.0.0.1", port), REQUEST, response_timeout=10, validator=body)
     assert cls == "ok", (cls, detail)
     return text
-
-
-@pytest.fixture
-def app(tmp_path):
-    d = tmp_path / "app"
-    d.mkdir()
-    shutil.copy(EXAMPLE, d / "server.py")
-    return d
 
 
 def start(bindonce, app, *extra, workers=2):

@@ -371,6 +371,13 @@ class Container:
     def fd_link(self, pid, fd):
         return self.run(["readlink", "/proc/%d/fd/%d" % (pid, fd)]).stdout.strip()
 
+    def fd_socket_inode(self, pid, fd):
+        """The inode number of the socket at fd of pid (asserted to be one)."""
+        link = self.fd_link(pid, fd)
+        m = re.fullmatch(r"socket:\[(\d+)\]", link)
+        assert m, "fd %d of pid %d is %r, not a socket" % (fd, pid, link)
+        return m.group(1)
+
     def cgroup_procs(self, cgroup):
         """The pids in a unit's cgroup, from whichever hierarchy the container has."""
         pids = set()

@@ -66,13 +66,6 @@ def listener_inode(c, port):
     return m[0]
 
 
-def fd_socket_inode(c, pid, fd):
-    link = c.fd_link(pid, fd)
-    m = re.fullmatch(r"socket:\[(\d+)\]", link)
-    assert m, "fd %d of pid %d is %r, not a socket" % (fd, pid, link)
-    return m.group(1)
-
-
 def bindonce_log(c, cursor):
     """What bindonce processes (and their workers, which share bindonce's stderr) logged
     since cursor. Selected by SYSLOG_IDENTIFIER, not by unit: journald attributes the
@@ -243,7 +236,7 @@ def test_a_socket_activation(c):
     # The worker's fd 3 is the socket systemd bound.
     inode = listener_inode(c, EXAMPLE_PORT)
     for w in workers:
-        assert fd_socket_inode(c, w, 3) == inode
+        assert c.fd_socket_inode(w, 3) == inode
 
     log_ = bindonce_log(c, cursor)
     assert re.search(r"socket activation: adopted 1 sockets? from systemd", log_), log_
@@ -555,13 +548,13 @@ def test_e_fd_store_restart_and_kill(c):
     inst = "bindonce@fdtest.service"
     cursor = c.journal_cursor()
     main1 = start_fdtest(c, port)
-    inode = fd_socket_inode(c, main1, 3)
+    inode = c.fd_socket_inode(main1, 3)
     assert listener_inode(c, port) == inode, "bindonce's fd 3 is not the listener on %d" % port
     assert c.show(inst, "NFileDescriptorStore") == "1", \
         "the socket must be in the fd store (NFileDescriptorStore=%s)" % c.show(inst, "NFileDescriptorStore")
     for w in c.children(main1):
         assert c.environ(w).get("LISTEN_FDNAMES") == "fdtest"
-        assert fd_socket_inode(c, w, 3) == inode
+        assert c.fd_socket_inode(w, 3) == inode
 
     # systemctl restart: a graceful stop, then a new bindonce adopts the stored socket.
     with Load("127.0.0.1", port) as load:
@@ -579,7 +572,7 @@ def test_e_fd_store_restart_and_kill(c):
     assert counts["refused"] == 0, summary(counts)
     assert counts["ok"] == sum(counts.values()), \
         "%s; failures: %s" % (summary(counts), load.failures()[:10])
-    assert fd_socket_inode(c, main2, 3) == inode, "restart: not the same socket"
+    assert c.fd_socket_inode(main2, 3) == inode, "restart: not the same socket"
     assert listener_inode(c, port) == inode
     log_ = bindonce_log(c, cursor)
     assert re.search(r"socket activation: adopted 1 sockets? from systemd", log_), log_
@@ -602,7 +595,7 @@ def test_e_fd_store_restart_and_kill(c):
     # Only the connections the four killed workers had in hand may be lost.
     lost = sum(v for k, v in counts.items() if k != "ok")
     assert lost <= 4, "%s; failures: %s" % (summary(counts), load.failures()[:10])
-    assert fd_socket_inode(c, main3, 3) == inode, "kill -9: not the same socket"
+    assert c.fd_socket_inode(main3, 3) == inode, "kill -9: not the same socket"
     assert listener_inode(c, port) == inode
     assert int(c.show(inst, "NRestarts")) >= 1
     assert_no_errors(c, inst, cursor)
@@ -679,7 +672,7 @@ def test_e_fd_store_unix_socket_keeps_its_path(c):
     c.systemctl("start", inst, timeout=60)
     try:
         main = wait_for(lambda: workers_up(c, inst, 2), 30, "2/2 workers of " + inst)
-        inode = fd_socket_inode(c, main, 3)
+        inode = c.fd_socket_inode(main, 3)
         assert request_once(host_path, None)[0] == "ok"
 
         for how in ("restart", "kill -9"):
@@ -697,7 +690,7 @@ def test_e_fd_store_unix_socket_keeps_its_path(c):
             counts = load.counts()
             log("e/unix %s: %s; %d attempts overlapped" % (how, summary(counts), overlap))
             assert overlap >= 4, "%s: only %d requests overlapped" % (how, overlap)
-            assert fd_socket_inode(c, main, 3) == inode, how + ": not the same socket"
+            assert c.fd_socket_inode(main, 3) == inode, how + ": not the same socket"
             assert os.path.exists(host_path), \
                 "%s: %s is gone, the adopted socket cannot be reached (%s)" % (how, path, summary(counts))
             assert counts["refused"] == 0, "%s: %s; failures: %s" % (how, summary(counts), load.failures()[:5])

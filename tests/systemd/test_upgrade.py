@@ -82,13 +82,6 @@ def workers_of(st):
     return {s["slot"]: (s["pid"], s["since"], s["restarts"]) for s in st["slots"][:st["workers"]]}
 
 
-def fd_socket_inode(c, pid, fd):
-    link = c.fd_link(pid, fd)
-    m = re.fullmatch(r"socket:\[(\d+)\]", link)
-    assert m, "fd %d of pid %d is %r, not a socket" % (fd, pid, link)
-    return m.group(1)
-
-
 def listener_inode(c, port):
     out = c.run(["ss", "-Hltne", "sport = :%d" % port]).stdout
     m = re.findall(r"ino:(\d+)", out)
@@ -258,8 +251,8 @@ def snapshot(c, s):
         "workers": workers_of(ctl_status(c, s.target)),
         "children": c.children(main),
         "inode": inode,
-        "worker fd 3": {w: fd_socket_inode(c, w, 3) for w in c.children(main)},
-        "bindonce fd 3": fd_socket_inode(c, main, 3),
+        "worker fd 3": {w: c.fd_socket_inode(w, 3) for w in c.children(main)},
+        "bindonce fd 3": c.fd_socket_inode(main, 3),
         "PID 1 refs": init_refs(c, inode),
         "cgroup": c.cgroup_procs(c.show(s.unit, "ControlGroup"))[1],
     }
@@ -361,7 +354,7 @@ def test_upgrade_in_place_keeps_the_main_pid_workers_and_sockets(c, svc, debug_p
         c.systemctl("restart", svc.unit, timeout=90)
         main2 = wait_for(lambda: (lambda m: m if m and m != main else None)(workers_up(c, svc.unit, WORKERS)),
                          30, "%d workers of a new bindonce" % WORKERS)
-        assert fd_socket_inode(c, main2, 3) == before["inode"], "the restart did not get the stored socket back"
+        assert c.fd_socket_inode(main2, 3) == before["inode"], "the restart did not get the stored socket back"
         assert c.show(svc.unit, "NFileDescriptorStore") == "1"
         assert init_refs(c, before["inode"]) == 1
     assert request_once("127.0.0.1", svc.port)[0] == "ok"
@@ -505,7 +498,7 @@ def test_upgrade_to_a_program_that_dies_after_the_exec_restarts_the_unit(c, svc)
     assert after["ActiveState"] == "active" and int(after["NRestarts"]) == int(before["unit"]["NRestarts"]) + 1, after
     assert after["NFileDescriptorStore"] == before["unit"]["NFileDescriptorStore"], after
     assert listener_inode(c, svc.port) == before["inode"], "the port was bound again"
-    assert fd_socket_inode(c, main2, 3) == before["inode"]
+    assert c.fd_socket_inode(main2, 3) == before["inode"]
     assert init_refs(c, before["inode"]) == 1
     assert not set(c.children(main2)) & set(before["children"])
     pid1 = "\n".join(pid1_log(c, svc.unit, cursor))
