@@ -17,7 +17,7 @@ typedef enum FieldType {
         F_I32,          /* int, pid_t */
         F_U64,          /* usec_t, dev_t, ino_t, rlim_t, unsigned long long */
         F_BOOL,
-        F_DOUBLE,
+        F_SECONDS,      /* usec_t, written as seconds with six decimals ("%.6f") */
         F_STR,          /* char *, hex; NULL is "-" */
         F_SLOT_STATE,   /* SlotState, by name */
         F_ROLE,         /* StateRole, by name */
@@ -101,7 +101,7 @@ static const Field worker_fields[] = {
         { "pidfd_id", F_U64, offsetof(StateWorker, pidfd_id), 0, 2 },
         W("generation", F_U32, generation),
         W("started", F_U64, started),
-        W("started_realtime", F_DOUBLE, started_realtime),
+        W("started_realtime", F_SECONDS, started_realtime),
         W("ready", F_BOOL, ready),
         W("stopping", F_BOOL, stopping),
         W("candidate", F_BOOL, candidate),
@@ -201,21 +201,14 @@ static void put_i64(Out *o, int64_t v) {
         put_u64(o, v < 0 ? -(uint64_t) v : (uint64_t) v);
 }
 
-/* "%.6f" of a time in seconds since the epoch, without printf's float machinery; what no
- * clock gives (read from a damaged state) as "%.17g", which reads back the same. */
-static void put_seconds(Out *o, double v) {
-        char buf[64], frac[7];
-        uint64_t us;
+/* "%.6f" of a time in microseconds, in integers: every value reads back as itself, which a
+ * double in seconds cannot promise (above 2^33 s it has no room for every microsecond). */
+static void put_seconds(Out *o, usec_t us) {
+        char frac[7];
 
-        if (!(v >= 0 && v < 1e12)) {
-                int n = snprintf(buf, sizeof buf, "%.17g", v);
-                put(o, buf, n > 0 && (size_t) n < sizeof buf ? (size_t) n : 0);
-                return;
-        }
-        us = (uint64_t) (v * 1e6 + 0.5);
-        put_u64(o, us / 1000000);
+        put_u64(o, us / USEC_PER_SEC);
         frac[0] = '.';
-        us %= 1000000;
+        us %= USEC_PER_SEC;
         for (int i = 6; i >= 1; i--, us /= 10)
                 frac[i] = (char) ('0' + us % 10);
         put(o, frac, 7);
@@ -255,8 +248,8 @@ static void write_field(Out *o, const Field *fl, const void *base) {
         case F_BOOL:
                 put_char(o, *(const bool *) p ? '1' : '0');
                 break;
-        case F_DOUBLE:
-                put_seconds(o, *(const double *) p);
+        case F_SECONDS:
+                put_seconds(o, *(const usec_t *) p);
                 break;
         case F_STR: {
                 const char *str = *(char *const *) p;
@@ -295,11 +288,10 @@ static void write_field(Out *o, const Field *fl, const void *base) {
 static size_t field_size(const Field *fl) {
         switch (fl->type) {
         case F_U64:
+        case F_SECONDS:
                 return sizeof(uint64_t);
         case F_BOOL:
                 return sizeof(bool);
-        case F_DOUBLE:
-                return sizeof(double);
         case F_STR:
         case F_FDS:
                 return sizeof(void *);
@@ -443,6 +435,32 @@ static int read_i32(const char *v, int *ret) {
         return 0;
 }
 
+/* What put_seconds() writes, and what every earlier bindonce wrote ("%.6f"): whole seconds,
+ * then up to six decimals; nothing finer, no sign, no exponent. */
+static int read_seconds(const char *v, usec_t *ret) {
+        uint64_t sec = 0, frac = 0, scale = USEC_PER_SEC;
+        const char *p = v;
+
+        for (; *p >= '0' && *p <= '9'; p++) {
+                unsigned d = (unsigned) (*p - '0');
+                if (sec > (UINT64_MAX / USEC_PER_SEC - d) / 10)
+                        return -EINVAL;
+                sec = sec * 10 + d;
+        }
+        if (p == v)
+                return -EINVAL;
+        if (*p == '.') {
+                if (!p[1])
+                        return -EINVAL;
+                for (p++; *p >= '0' && *p <= '9' && scale > 1; p++)
+                        frac += (uint64_t) (*p - '0') * (scale /= 10);
+        }
+        if (*p || sec * USEC_PER_SEC > UINT64_MAX - frac)
+                return -EINVAL;
+        *ret = sec * USEC_PER_SEC + frac;
+        return 0;
+}
+
 static int read_fds(const char *v, int **ret, size_t *ret_n) {
         _cleanup_free_ int *fds = NULL;
         size_t n = 0;
@@ -515,11 +533,8 @@ static int read_value(const Field *fl, const char *v, void *base) {
                         return -EINVAL;
                 *(bool *) p = v[0] == '1';
                 return 0;
-        case F_DOUBLE: {
-                char *end;
-                *(double *) p = strtod(v, &end);
-                return *v && !*end ? 0 : -EINVAL;
-        }
+        case F_SECONDS:
+                return read_seconds(v, (usec_t *) p);
         case F_STR:
                 if (strcmp(v, "-") == 0)
                         return 0;

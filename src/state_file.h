@@ -52,7 +52,7 @@ typedef struct StateWorker {
         int pidfd;                      /* format 3: its pidfd, across the exec, or -1; pidfd_id says which process */
         unsigned generation;
         usec_t started;
-        double started_realtime;
+        usec_t started_realtime;        /* CLOCK_REALTIME */
         bool ready, stopping, candidate, proven, requested, exec_failed;
         usec_t kill_at, start_at, watchdog_at, stable_at, proof_at;
         char *failed;                   /* why we stopped it, or NULL */

@@ -469,7 +469,7 @@ static int op_snapshot(void *userdata, StatusSnapshot *ret) {
                         .next_pid = slot->next ? slot->next->pid : 0,
                         .state = slot_state_to_string(slot->state),
                         .ready = w && w->ready,
-                        .since = w ? w->started_realtime : 0,
+                        .since = w ? (double) w->started_realtime / USEC_PER_SEC : 0,
                         .restarts = slot->restarts,
                         .generation = w ? w->gen->id : 0,
                         .exited = slot->exited,

@@ -11,21 +11,15 @@
 #include "worker.h"
 #include "events.h"
 
-usec_t now_usec(void) {
+static usec_t clock_usec(clockid_t clock) {
         struct timespec ts;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        clock_gettime(clock, &ts);
         return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
 }
 
-/* In whole microseconds: what the upgrade state writes ("%.6f") reads back as the very same
- * double, so that `ctl status` shows the same start time to the millisecond after an
- * upgrade in place (a time a few nanoseconds off x.xxx5 rounded the other way). */
-static double now_realtime(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (double) ((uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000) / 1e6;
+usec_t now_usec(void) {
+        return clock_usec(CLOCK_MONOTONIC);
 }
 
 static void wake(Worker *w) {
@@ -233,7 +227,7 @@ int worker_start(Worker **ret, struct Supervisor *sup, sd_event *event, const Wo
                         .gen = generation_ref(gen),
                         .wake = wake_source,
                         .started = now_usec(),
-                        .started_realtime = now_realtime(),
+                        .started_realtime = clock_usec(CLOCK_REALTIME),
                         .exec_failed = res.child_errno != 0,
                         .held_pidfd = -1,
                 };

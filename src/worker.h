@@ -45,7 +45,7 @@ struct Worker {
         sd_event_source *proof_timer;   /* a roll's candidate: --min-ready after it is ready */
         sd_event_source *wake;          /* not owned: the supervisor's follow-ups */
         usec_t started;                 /* CLOCK_MONOTONIC */
-        double started_realtime;        /* for status: seconds since the epoch */
+        usec_t started_realtime;        /* CLOCK_REALTIME, for status */
         char *status;                   /* its last STATUS= */
         bool exec_failed;
         bool ready;

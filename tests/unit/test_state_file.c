@@ -31,7 +31,7 @@ static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWork
                                  .exited = true, .last_code = 2, .last_status = 9 };
         slots[1] = (StateSlot) { .index = 1, .state = SLOT_BACKOFF, .backoff_at = 123456789, .fds = fds, .n_fds = 2 };
         w[0] = (StateWorker) { .slot = 0, .role = STATE_WORKER, .pid = 4242, .starttime = 99999, .generation = 3,
-                               .started = 1000, .started_realtime = 1765000000.25, .ready = true,
+                               .started = 1000, .started_realtime = 1765000000250000, .ready = true,
                                .watchdog_at = 5000000, .status = "serving \xc3\xa9 = 1", .pidfd = -1 };
         w[1] = (StateWorker) { .slot = 1, .role = STATE_RETIRED, .pid = 4243, .pidfd_id = 18446744073709551615ULL,
                                .stopping = true, .kill_at = 777, .failed = "missed its watchdog deadline",
@@ -90,7 +90,7 @@ static void test_round_trip(void **unused) {
         assert_int_equal(r.workers[1].role, STATE_RETIRED);
         assert_true(r.workers[1].pidfd_id == UINT64_MAX);
         assert_int_equal(r.workers[0].pidfd_id, 0);
-        assert_true(r.workers[0].started_realtime == 1765000000.25);
+        assert_true(r.workers[0].started_realtime == 1765000000250000);
         assert_int_equal(r.format, STATE_FORMAT);
         assert_int_equal(r.nofile.rlim_max, 4096);
         /* Written again, the same text. */
@@ -199,8 +199,10 @@ static void test_defaults_left_out(void **unused) {
         free(buf);
 }
 
-/* A start time in whole microseconds (worker.c takes it so) reads back as the very same
- * double: ctl status shows it to the millisecond, and x.xxx5 must not round another way. */
+/* A start time is kept in microseconds and written in seconds with six decimals; every value
+ * reads back as itself: ctl status shows it to the millisecond after an upgrade, and a value
+ * beyond what a double in seconds holds to the microsecond (2^33 s, from a damaged state) does
+ * not drift a microsecond a round. */
 static void test_start_times_read_back_exactly(void **unused) {
         Listener l[2];
         StateSlot slots[2];
@@ -209,16 +211,71 @@ static void test_start_times_read_back_exactly(void **unused) {
         UpgradeState s, r;
         size_t len;
         char err[128] = "";
-        uint64_t us = 1796615496029500ULL;     /* a .0295 that once came back as .029 */
+        const uint64_t starts[] = { 1796615496029500ULL, /* a .0295 that once came back as .029 */
+                                    8796604132186250ULL, /* came back as .186252, then .186254 */
+                                    UINT64_MAX - 20000ULL * 1000003 };
 
         sample(&s, l, slots, w, fds);
-        for (int i = 0; i < 20000; i++, us += 1000003) {
-                w[0].started_realtime = (double) us / 1e6;
-                char *buf = written(&s, &len);
-                assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
-                assert_true(r.workers[0].started_realtime == w[0].started_realtime);
-                state_done(&r);
+        for (size_t k = 0; k < ELEMENTSOF(starts); k++)
+                for (uint64_t i = 0, us = starts[k]; i < 20000; i++, us += 1000003) {
+                        w[0].started_realtime = us;
+                        char *buf = written(&s, &len);
+                        assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
+                        assert_true(r.workers[0].started_realtime == us);
+                        state_done(&r);
+                        free(buf);
+                }
+}
+
+/* The text of a start time: what every bindonce wrote ("%.6f") and less precise forms are
+ * read exactly; a sign, an exponent, a seventh decimal or an overflow is refused. */
+static void test_start_time_text(void **unused) {
+        static const struct {
+                const char *text;
+                bool read;
+                uint64_t us;
+        } cases[] = {
+                { "1765000000.250000", true, 1765000000250000ULL },
+                { "1.5", true, 1500000 },
+                { "7", true, 7000000 },
+                { "0.000001", true, 1 },
+                { "18446744073709.551615", true, UINT64_MAX },
+                { "18446744073709.551616", false, 0 },
+                { "18446744073710", false, 0 },
+                { "1.0000001", false, 0 },
+                { "1.", false, 0 },
+                { ".5", false, 0 },
+                { "-1.000000", false, 0 },
+                { "1e9", false, 0 },
+                { "nan", false, 0 },
+                { "1.5s", false, 0 },
+        };
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s, r;
+        size_t len;
+        char err[128] = "";
+
+        sample(&s, l, slots, w, fds);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char *buf = written(&s, &len), *at = strstr(buf, "started_realtime=1765000000.250000"), *text;
+                assert_non_null(at);
+                at += strlen("started_realtime=");
+                assert_true(asprintf(&text, "%.*s%s%s", (int) (at - buf), buf, cases[i].text,
+                                     at + strlen("1765000000.250000")) > 0);
+                int ret = state_read(text, strlen(text), &r, NULL, err, sizeof err);
+                free(text);
                 free(buf);
+                if (!cases[i].read) {
+                        assert_int_equal(ret, -EBADMSG);
+                        assert_non_null(strstr(err, "started_realtime"));
+                        continue;
+                }
+                assert_int_equal(ret, 0);
+                assert_true(r.workers[0].started_realtime == cases[i].us);
+                state_done(&r);
         }
 }
 
@@ -290,6 +347,7 @@ int main(void) {
                 cmocka_unit_test(test_format_1),
                 cmocka_unit_test(test_defaults_left_out),
                 cmocka_unit_test(test_start_times_read_back_exactly),
+                cmocka_unit_test(test_start_time_text),
                 cmocka_unit_test(test_other_formats_refused),
                 cmocka_unit_test(test_damage_refused),
         };
