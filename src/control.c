@@ -99,12 +99,9 @@ static bool socket_queue(const Listener *l, unsigned *len, unsigned *max) {
 
 /* "12.3s", "4m05s", "3h07m", "12d04h": at most 7 columns. */
 static void uptime_text(double since, char *buf, size_t size) {
-        struct timespec ts;
-        double up;
+        double up = (double) clock_usec(CLOCK_REALTIME) / USEC_PER_SEC - since;
         unsigned long s;
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        up = (double) ts.tv_sec + (double) ts.tv_nsec / 1e9 - since;
         if (up < 0)
                 up = 0;
         s = (unsigned long) up;

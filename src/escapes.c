@@ -38,13 +38,6 @@ void escapes_free(void) {
         n_tracked = 0;
 }
 
-static usec_t now_mono(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
-
 /* The inodes of every socket the workers get: the shared ones and reuseport siblings. */
 static size_t socket_inodes(const Supervisor *sup, ino_t *out, size_t max) {
         size_t n = 0;
@@ -197,7 +190,7 @@ static int on_scan(sd_event_source *s, uint64_t usec, void *userdata) {
         ino_t inodes[64];
         static Escapee seen[TRACKED_MAX];
         size_t n_inodes = socket_inodes(sup, inodes, ELEMENTSOF(inodes));
-        size_t n = walk(sup, inodes, n_inodes, now_mono(), seen);
+        size_t n = walk(sup, inodes, n_inodes, now_usec(), seen);
 
         /* What is still there is tracked on; what is gone is forgotten. */
         memcpy(tracked, seen, n * sizeof *seen);

@@ -208,10 +208,7 @@ size_t event_format(const Event *ev, bool json, double now, char *buf, size_t si
 }
 
 static double now_realtime(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+        return (double) clock_usec(CLOCK_REALTIME) / USEC_PER_SEC;
 }
 
 /* ---- followers ------------------------------------------------------------------------- */

@@ -8,13 +8,6 @@
 #include "log.h"
 #include "ratelimit.h"
 
-static usec_t monotonic_usec(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
-
 bool ratelimit_allow(RateLimit *rl, usec_t now, unsigned *suppressed) {
         usec_t interval = rl->interval ? rl->interval : USEC_PER_SEC;
 
@@ -37,7 +30,7 @@ int log_ratelimited(RateLimit *rl, int level, int error, const char *format, ...
         int saved = errno;
 
         error = error < 0 ? -error : error;
-        if (!ratelimit_allow(rl, monotonic_usec(), &suppressed))
+        if (!ratelimit_allow(rl, clock_usec(CLOCK_MONOTONIC), &suppressed))
                 return -error;
         errno = error;  /* for %m */
         va_start(ap, format);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Scope-bound resources, as systemd does it: the variable owns the resource until it is
@@ -43,6 +44,13 @@ typedef uint64_t usec_t;
 #define USEC_PER_MSEC ((usec_t) 1000)
 #define USEC_PER_SEC ((usec_t) 1000000)
 #define USEC_INFINITY ((usec_t) UINT64_MAX)
+
+static inline usec_t clock_usec(clockid_t clock) {
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+}
 
 /* sysexits(3), the documented exit codes of bindonce(1). */
 enum {

@@ -11,13 +11,6 @@
 #include "worker.h"
 #include "events.h"
 
-static usec_t clock_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
-}
-
 usec_t now_usec(void) {
         return clock_usec(CLOCK_MONOTONIC);
 }

@@ -33,9 +33,7 @@ static void on_changed(void *userdata, const char *first, unsigned n) {
 }
 
 static usec_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000;
+        return clock_usec(CLOCK_MONOTONIC);
 }
 
 /* Runs the loop for `usec`: long enough for any debounce of DELAY to have fired. */
