@@ -12,7 +12,20 @@
 
 /* A state with a bit of everything: two sockets, a control socket, a reuseport slot, a
  * worker with deadlines and a status of odd bytes, a retired worker. */
-static void sample(UpgradeState *s, Listener l[2], StateSlot slots[2], StateWorker w[2], int *fds) {
+typedef struct Sample {
+        Listener l[2];
+        StateSlot slots[2];
+        StateWorker w[2];
+        int fds[2];
+        UpgradeState s;         /* of the arrays above */
+} Sample;
+
+static void sample(Sample *x) {
+        Listener *l = x->l;
+        StateSlot *slots = x->slots;
+        StateWorker *w = x->w;
+        int *fds = x->fds;
+        UpgradeState *s = &x->s;
         static StatePipe pipes[] = { { .fd = 12, .slot = 1, .pid = 4243 } };
         static char *argv[] = { "bindonce", "-l", "127.0.0.1:8080", "--", "sh", "-c", "exec app 'a b'", NULL };
 
@@ -58,24 +71,21 @@ static char *written(const UpgradeState *s, size_t *len) {
 }
 
 static void test_round_trip(void **unused) {
-        Listener l[2];
-        StateSlot slots[2];
-        StateWorker w[2];
-        int fds[2];
-        UpgradeState s, r;
+        Sample x;
+        UpgradeState r;
         size_t len, len2;
         char err[128] = "";
         char *buf, *again;
 
-        sample(&s, l, slots, w, fds);
-        buf = written(&s, &len);
+        sample(&x);
+        buf = written(&x.s, &len);
         assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
         assert_string_equal(r.exe, "/usr/local/bin/bindonce");
         assert_string_equal(r.argv[6], "exec app 'a b'");
         assert_null(r.argv[7]);
         assert_int_equal(r.n_listeners, 2);
         assert_int_equal(r.listeners[0].address.size, 16);
-        assert_memory_equal(&r.listeners[0].address.storage, &l[0].address.storage, 16);
+        assert_memory_equal(&r.listeners[0].address.storage, &x.l[0].address.storage, 16);
         assert_string_equal(r.listeners[1].name, "admin");
         assert_true(r.listeners[1].unlink_on_close);
         assert_int_equal(r.control.fd, 7);
@@ -126,18 +136,15 @@ static int read_text(const char *text, char *err, size_t size, unsigned *format)
 /* Format 1, for a new binary that reads only that (going back to an older bindonce): no
  * pidfd_id written; read again, it is 0 (the /proc check), and format 1 text is read as such. */
 static void test_format_1(void **unused) {
-        Listener l[2];
-        StateSlot slots[2];
-        StateWorker w[2];
-        int fds[2];
-        UpgradeState s, r;
+        Sample x;
+        UpgradeState r;
         size_t len;
         char err[128] = "";
         char *buf;
 
-        sample(&s, l, slots, w, fds);
-        s.format = 1;
-        buf = written(&s, &len);
+        sample(&x);
+        x.s.format = 1;
+        buf = written(&x.s, &len);
         assert_true(strncmp(buf, "bindonce-state 1\n", 17) == 0);
         assert_null(strstr(buf, "pidfd_id"));
         assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
@@ -147,30 +154,27 @@ static void test_format_1(void **unused) {
         state_done(&r);
         free(buf);
         /* Format 2 without pidfd_id, or format 1 with it: refused. */
-        s.format = 2;
-        buf = written(&s, &len);
+        x.s.format = 2;
+        buf = written(&x.s, &len);
         buf[15] = '1';
         assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), -EBADMSG);
         assert_non_null(strstr(err, "unknown key 'pidfd_id'"));
         free(buf);
-        s.format = STATE_FORMAT + 1;
-        assert_int_equal(state_write(&s, stdout), -EPROTONOSUPPORT);
+        x.s.format = STATE_FORMAT + 1;
+        assert_int_equal(state_write(&x.s, stdout), -EPROTONOSUPPORT);
 }
 
 /* Format 3 leaves out of slots and workers what is the default, and names the pidfds that
  * cross the exec; format 2 writes every key, and requires them, and names no pidfd. */
 static void test_defaults_left_out(void **unused) {
-        Listener l[2];
-        StateSlot slots[2];
-        StateWorker w[2];
-        int fds[2];
-        UpgradeState s, r;
+        Sample x;
+        UpgradeState r;
         size_t len;
         char err[128] = "";
         char *buf, *line;
 
-        sample(&s, l, slots, w, fds);
-        buf = written(&s, &len);
+        sample(&x);
+        buf = written(&x.s, &len);
         line = strstr(buf, "\nworker ");
         assert_non_null(line);
         /* Worker 0: slot 0, role worker, no kill deadline, no pidfd: none of it written. */
@@ -183,8 +187,8 @@ static void test_defaults_left_out(void **unused) {
         assert_non_null(strstr(buf, "\npipe fd=12 slot=1 pid=4243\n"));
         free(buf);
 
-        s.format = 2;
-        buf = written(&s, &len);
+        x.s.format = 2;
+        buf = written(&x.s, &len);
         assert_non_null(strstr(buf, "\nworker slot=0 role=worker pid=4242 "));
         assert_non_null(strstr(buf, " kill_at=0 "));
         assert_null(strstr(buf, "pidfd="));
@@ -204,22 +208,19 @@ static void test_defaults_left_out(void **unused) {
  * beyond what a double in seconds holds to the microsecond (2^33 s, from a damaged state) does
  * not drift a microsecond a round. */
 static void test_start_times_read_back_exactly(void **unused) {
-        Listener l[2];
-        StateSlot slots[2];
-        StateWorker w[2];
-        int fds[2];
-        UpgradeState s, r;
+        Sample x;
+        UpgradeState r;
         size_t len;
         char err[128] = "";
         const uint64_t starts[] = { 1796615496029500ULL, /* a .0295 that once came back as .029 */
                                     8796604132186250ULL, /* came back as .186252, then .186254 */
                                     UINT64_MAX - 20000ULL * 1000003 };
 
-        sample(&s, l, slots, w, fds);
+        sample(&x);
         for (size_t k = 0; k < ELEMENTSOF(starts); k++)
                 for (uint64_t i = 0, us = starts[k]; i < 20000; i++, us += 1000003) {
-                        w[0].started_realtime = us;
-                        char *buf = written(&s, &len);
+                        x.w[0].started_realtime = us;
+                        char *buf = written(&x.s, &len);
                         assert_int_equal(state_read(buf, len, &r, NULL, err, sizeof err), 0);
                         assert_true(r.workers[0].started_realtime == us);
                         state_done(&r);
@@ -250,17 +251,14 @@ static void test_start_time_text(void **unused) {
                 { "nan", false, 0 },
                 { "1.5s", false, 0 },
         };
-        Listener l[2];
-        StateSlot slots[2];
-        StateWorker w[2];
-        int fds[2];
-        UpgradeState s, r;
+        Sample x;
+        UpgradeState r;
         size_t len;
         char err[128] = "";
 
-        sample(&s, l, slots, w, fds);
+        sample(&x);
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                char *buf = written(&s, &len), *at = strstr(buf, "started_realtime=1765000000.250000"), *text;
+                char *buf = written(&x.s, &len), *at = strstr(buf, "started_realtime=1765000000.250000"), *text;
                 assert_non_null(at);
                 at += strlen("started_realtime=");
                 assert_true(asprintf(&text, "%.*s%s%s", (int) (at - buf), buf, cases[i].text,
@@ -318,16 +316,12 @@ static void test_damage_refused(void **unused) {
                 { "\nend\n", "\nend\nmore\n", "after 'end'" },
                 { "\nslot ", "\nslat ", "unknown record" },
         };
-        Listener l[2];
-        StateSlot slots[2];
-        StateWorker w[2];
-        int fds[2];
-        UpgradeState s;
+        Sample x;
         size_t len;
         char *buf;
 
-        sample(&s, l, slots, w, fds);
-        buf = written(&s, &len);
+        sample(&x);
+        buf = written(&x.s, &len);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
                 char text[8192], err[128] = "";
                 const char *at = strstr(buf, cases[i].from);
