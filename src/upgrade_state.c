@@ -337,8 +337,8 @@ static int adopt_worker(Supervisor *sup, Generation *gen, const StateWorker *sw,
         w = calloc(1, sizeof *w);
         if (!w || (sw->status && !(status = strdup(sw->status)))) {
                 free(w);
-                closep(&pidfd);
-                return -ENOMEM;
+                r = -ENOMEM;
+                goto fail;
         }
         *w = (Worker) {
                 .sup = sup,
@@ -360,15 +360,22 @@ static int adopt_worker(Supervisor *sup, Generation *gen, const StateWorker *sw,
                 .requested = sw->requested,
                 .failed = failed_text(sw->failed),
                 .pidfd_id = sw->pidfd_id,
-                .held_pidfd = pidfd,
+                .held_pidfd = -1,
         };
         r = worker_adopt(w, &d);
         if (r < 0) {
                 worker_free(w);
-                return r;
+                goto fail;
         }
+        w->held_pidfd = pidfd;
         *ret = w;
         return 0;
+fail:
+        /* A pidfd that crossed the exec is the state's until the takeover is done: if it
+         * fails, the state goes back to the previous binary with that fd open, as named. */
+        if (pidfd != sw->pidfd)
+                closep(&pidfd);
+        return r;
 }
 
 static int restore_slot(Supervisor *sup, const StateSlot *ss, Slot **ret) {
